@@ -1,0 +1,125 @@
+"""Global Forward Propagation (GFP): pooled tokens -> M global vectors."""
+
+import keras
+from keras import layers, ops
+
+from epsilon_tf.layers import _validation as check
+
+
+@keras.saving.register_keras_serializable(package="epsilon_tf")
+class GlobalForwardPropagation(layers.Layer):
+    """Maps globally pooled tokens to `num_global` diverse semantic vectors.
+
+    The N tokens are pooled (`"avg"`, `"max"` or both concatenated,
+    `"avg_max"`), projected to `hidden_dim`, passed through `num_blocks`
+    residual feed-forward blocks `x + W2 gelu(W1 LN(x))`, layer-normalized
+    and projected to `num_global * embedding_dim` outputs, reshaped to
+    [num_global, embedding_dim].
+
+    Args:
+        num_global: int. Number M of global semantic vectors. Defaults to 3.
+        embedding_dim: int. Width E of the word-vector space. Defaults to
+            300.
+        hidden_dim: int. Width of the residual stack. Defaults to 512.
+        num_blocks: int. Residual feed-forward blocks. Defaults to 2.
+        pooling: str. `"avg_max"`, `"avg"` or `"max"`. Defaults to
+            `"avg_max"`.
+        dropout: float. Dropout inside each block. Defaults to 0.0.
+
+    Call arguments:
+        inputs: float tensor [batch, N, D], the projected image tokens.
+        training: bool. Enables dropout.
+
+    Returns:
+        Float tensor [batch, M, E], the global semantic vectors.
+
+    Example:
+
+    >>> gfp = GlobalForwardPropagation(num_global=3, embedding_dim=300)
+    >>> gfp(np.zeros((2, 196, 512), "float32")).shape
+    TensorShape([2, 3, 300])
+    """
+
+    def __init__(
+        self,
+        num_global=3,
+        embedding_dim=300,
+        hidden_dim=512,
+        num_blocks=2,
+        pooling="avg_max",
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_global = check.positive_int("num_global", num_global)
+        self.embedding_dim = check.positive_int("embedding_dim", embedding_dim)
+        self.hidden_dim = check.positive_int("hidden_dim", hidden_dim)
+        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int):
+            raise ValueError(
+                "`num_blocks` must be a non-negative integer. "
+                f"Received: num_blocks={num_blocks!r}"
+            )
+        if num_blocks < 0:
+            raise ValueError(
+                "`num_blocks` must be a non-negative integer. "
+                f"Received: num_blocks={num_blocks!r}"
+            )
+        self.num_blocks = num_blocks
+        self.pooling = check.choice("pooling", pooling, ("avg_max", "avg", "max"))
+        self.dropout = check.rate("dropout", dropout)
+
+    def build(self, input_shape):
+        check.input_shape_of("inputs", input_shape, 3)
+        width = input_shape[-1]
+        pooled = width * (2 if self.pooling == "avg_max" else 1)
+        batch = input_shape[0]
+        self.input_projection = layers.Dense(self.hidden_dim, name="pooled_in")
+        self.input_projection.build((batch, pooled))
+        self.block_layers = []
+        for i in range(self.num_blocks):
+            norm = layers.LayerNormalization(epsilon=1e-6, name=f"norm_{i}")
+            inner = layers.Dense(
+                self.hidden_dim, activation="gelu", name=f"ffn_{i}_1"
+            )
+            outer = layers.Dense(self.hidden_dim, name=f"ffn_{i}_2")
+            for sub in (norm, inner, outer):
+                sub.build((batch, self.hidden_dim))
+            self.block_layers.append((norm, inner, outer))
+        self.block_dropout = layers.Dropout(self.dropout)
+        self.output_norm = layers.LayerNormalization(
+            epsilon=1e-6, name="output_norm"
+        )
+        self.output_norm.build((batch, self.hidden_dim))
+        self.output_projection = layers.Dense(
+            self.num_global * self.embedding_dim, name="to_word_space"
+        )
+        self.output_projection.build((batch, self.hidden_dim))
+
+    def call(self, inputs, training=None):
+        pools = []
+        if self.pooling in ("avg_max", "avg"):
+            pools.append(ops.mean(inputs, axis=1))
+        if self.pooling in ("avg_max", "max"):
+            pools.append(ops.max(inputs, axis=1))
+        x = self.input_projection(ops.concatenate(pools, axis=-1))
+        for norm, inner, outer in self.block_layers:
+            y = outer(inner(norm(x)))
+            x = x + self.block_dropout(y, training=training)
+        y = self.output_projection(self.output_norm(x))
+        return ops.reshape(y, (-1, self.num_global, self.embedding_dim))
+
+    def compute_output_shape(self, input_shape):
+        check.input_shape_of("inputs", input_shape, 3)
+        return (input_shape[0], self.num_global, self.embedding_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_global=self.num_global,
+            embedding_dim=self.embedding_dim,
+            hidden_dim=self.hidden_dim,
+            num_blocks=self.num_blocks,
+            pooling=self.pooling,
+            dropout=self.dropout,
+        )
+        return config

@@ -1,0 +1,104 @@
+"""`LearnableFusion`: a class-agnostic weighted sum of two score maps."""
+
+import math
+
+import keras
+from keras import layers, ops
+
+from epsilon_tf.layers import _validation as check
+
+
+@keras.saving.register_keras_serializable(package="epsilon_tf")
+class LearnableFusion(layers.Layer):
+    """Fuses local and global label scores with a learned scalar weight.
+
+    `s = a * t_l * s_local + (1 - a) * t_g * s_global`, `a = sigmoid(theta)`.
+    `theta` is one trainable scalar (`mode="learned"`) or a constant
+    (`mode="fixed"`, the ablation). With `learn_temperature=True` the
+    per-branch temperatures `t = exp(log_t)` are learned too; otherwise
+    they are 1. Nothing depends on the label, so the fusion transfers to
+    unseen labels.
+
+    Args:
+        mode: str. `"learned"` or `"fixed"`. Defaults to `"learned"`.
+        initial_weight: float in (0, 1). Initial (or fixed) value of `a`.
+            Defaults to 0.5.
+        learn_temperature: bool. Learn a temperature per branch. Defaults
+            to False.
+
+    Call arguments:
+        inputs: list `[s_local, s_global]` of float tensors [batch, K].
+
+    Example:
+
+    >>> fusion = LearnableFusion(initial_weight=0.5)
+    >>> fusion([np.ones((2, 3)), np.zeros((2, 3))])  # 0.5 everywhere
+    """
+
+    def __init__(
+        self,
+        mode="learned",
+        initial_weight=0.5,
+        learn_temperature=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.mode = check.choice("mode", mode, ("learned", "fixed"))
+        if (
+            not isinstance(initial_weight, (int, float))
+            or not 0.0 < initial_weight < 1.0
+        ):
+            raise ValueError(
+                "`initial_weight` must be a float in (0, 1). "
+                f"Received: initial_weight={initial_weight!r}"
+            )
+        self.initial_weight = float(initial_weight)
+        self.learn_temperature = bool(learn_temperature)
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(
+                "`LearnableFusion` is called on [s_local, s_global]. "
+                f"Received: input_shape={input_shape}"
+            )
+        local, glob = (tuple(s) for s in input_shape)
+        if local != glob:
+            raise ValueError(
+                "The local and global scores must have the same shape. "
+                f"Received: {local} and {glob}"
+            )
+        w = self.initial_weight
+        self.theta = self.add_weight(
+            name="theta",
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(w / (1 - w))),
+            trainable=self.mode == "learned",
+        )
+        self.log_temperature = self.add_weight(
+            name="log_temperature",
+            shape=(2,),
+            initializer="zeros",
+            trainable=self.learn_temperature,
+        )
+
+    def fusion_weight(self):
+        """The current `a = sigmoid(theta)` as a scalar tensor."""
+        return ops.sigmoid(self.theta)
+
+    def call(self, inputs):
+        local, glob = inputs
+        a = ops.cast(ops.sigmoid(self.theta), local.dtype)
+        t = ops.cast(ops.exp(self.log_temperature), local.dtype)
+        return a * t[0] * local + (1.0 - a) * t[1] * glob
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mode=self.mode,
+            initial_weight=self.initial_weight,
+            learn_temperature=self.learn_temperature,
+        )
+        return config

@@ -1,0 +1,205 @@
+"""Assembles Epsilon with the functional API and swaps its label set."""
+
+import keras
+import numpy as np
+
+from epsilon_tf.config import ModelConfig
+from epsilon_tf.labels import LabelSpace
+from epsilon_tf.layers import (
+    GlobalForwardPropagation,
+    GroupPromptsAggregation,
+    LabelScoring,
+    LearnableFusion,
+)
+
+# Layer names are part of the contract: `with_labels`, the exporter and the
+# checkpoint code find the trained layers by these names.
+TRUNK_LAYERS = ("token_norm", "token_projection", "token_dropout")
+GPA, GFP, SEMANTIC_NORM = "gpa", "gfp", "semantic_norm"
+SCORING, FUSION, SCALE = "label_scoring", "fusion", "score_scale"
+
+
+def _label_matrix(labels):
+    if isinstance(labels, LabelSpace):
+        return labels.vectors
+    matrix = np.asarray(labels, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(
+            "The label word vectors must be a 2-D array [num_labels, "
+            f"embedding_dim]. Received: shape={matrix.shape}"
+        )
+    return matrix
+
+
+def _layers_from_config(config, embedding_dim):
+    n = config.feature_shape[0]
+    parts = {
+        "token_norm": keras.layers.LayerNormalization(
+            epsilon=1e-6, name="token_norm"
+        ),
+        "token_projection": keras.layers.Dense(
+            config.hidden_dim, name="token_projection"
+        ),
+        "token_dropout": keras.layers.Dropout(
+            config.token_dropout, noise_shape=(None, n, 1),
+            name="token_dropout",
+        ),
+    }
+    if config.branches in ("both", "gpa"):
+        parts[GPA] = GroupPromptsAggregation(
+            num_prompts=config.num_prompts,
+            embedding_dim=embedding_dim,
+            num_layers=config.gpa_layers,
+            num_heads=config.gpa_heads,
+            grouping=config.grouping,
+            dropout=config.dropout,
+            name=GPA,
+        )
+    if config.branches in ("both", "gfp"):
+        parts[GFP] = GlobalForwardPropagation(
+            num_global=config.num_global,
+            embedding_dim=embedding_dim,
+            hidden_dim=config.hidden_dim,
+            num_blocks=config.gfp_blocks,
+            dropout=config.dropout,
+            name=GFP,
+        )
+    if config.normalize_semantic:
+        parts[SEMANTIC_NORM] = keras.layers.UnitNormalization(
+            axis=-1, name=SEMANTIC_NORM
+        )
+    if config.branches == "both":
+        parts[FUSION] = LearnableFusion(
+            mode=config.fusion,
+            initial_weight=config.fusion_init,
+            learn_temperature=config.fusion_temperature,
+            name=FUSION,
+        )
+    parts[SCALE] = keras.layers.Rescaling(config.score_scale, name=SCALE)
+    return parts
+
+
+def _assemble(feature_shape, parts, scoring, name):
+    features = keras.Input(shape=tuple(feature_shape), name="features")
+    x = features
+    for layer_name in TRUNK_LAYERS:
+        x = parts[layer_name](x)
+    outputs = {}
+    branch_scores = []
+    norm = parts.get(SEMANTIC_NORM)
+    if GPA in parts:
+        prompts, assignments = parts[GPA](x)
+        if norm is not None:
+            prompts = norm(prompts)
+        outputs["local_prompts"] = prompts
+        outputs["assignments"] = assignments
+        branch_scores.append(scoring(prompts))
+    if GFP in parts:
+        global_vectors = parts[GFP](x)
+        if norm is not None:
+            global_vectors = norm(global_vectors)
+        outputs["global_vectors"] = global_vectors
+        branch_scores.append(scoring(global_vectors))
+    if FUSION in parts:
+        outputs["local_scores"], outputs["global_scores"] = branch_scores
+        scores = parts[FUSION](branch_scores)
+    else:
+        (scores,) = branch_scores
+    outputs["scores"] = parts[SCALE](scores)
+    return keras.Model(features, outputs, name=name)
+
+
+def build_epsilon(config, label_vectors, name="epsilon"):
+    """Builds Epsilon scoring the labels whose word vectors are given.
+
+    Args:
+        config: `ModelConfig`.
+        label_vectors: `LabelSpace` or array [K, E]. The vocabulary the
+            model scores (the seen labels while training). `E` overrides
+            `config.embedding_dim`.
+        name: str. Model name. Defaults to "epsilon".
+
+    Returns:
+        A functional `keras.Model` from `features` [batch, N, C] to a dict
+        with `scores` [batch, K] and the intermediate `local_prompts`,
+        `assignments`, `global_vectors`, `local_scores`, `global_scores`
+        (those of the enabled branches).
+
+    Example:
+
+    >>> model = build_epsilon(ModelConfig(), label_space.subset("seen"))
+    >>> model(features)["scores"].shape
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(
+            "`config` must be a ModelConfig. "
+            f"Received: {type(config).__name__}"
+        )
+    matrix = _label_matrix(label_vectors)
+    parts = _layers_from_config(config, int(matrix.shape[1]))
+    scoring = LabelScoring(label_embeddings=matrix, name=SCORING)
+    return _assemble(config.feature_shape, parts, scoring, name)
+
+
+def _parts_of(model):
+    names = {layer.name for layer in model.layers}
+    missing = [n for n in TRUNK_LAYERS + (SCORING, SCALE) if n not in names]
+    if missing:
+        raise ValueError(
+            f"Model {model.name!r} is not an Epsilon model: it lacks the "
+            f"layers {missing}"
+        )
+    return {
+        layer.name: layer
+        for layer in model.layers
+        if layer.name
+        in TRUNK_LAYERS + (GPA, GFP, SEMANTIC_NORM, FUSION, SCALE)
+    }
+
+
+def with_labels(model, label_vectors, name=None):
+    """Returns a model that scores a new label set with the trained layers.
+
+    Every trained layer is shared (not copied): nothing is retrained or
+    re-initialized. Only the (weightless) `LabelScoring` is new.
+
+    Args:
+        model: a model made by `build_epsilon` (or reloaded from `.keras`).
+        label_vectors: `LabelSpace` or array [K', E] of word vectors.
+        name: str or None. Name of the new model.
+
+    Returns:
+        A functional `keras.Model` with the same outputs as `model`, scoring
+        the K' given labels.
+    """
+    parts = _parts_of(model)
+    matrix = _label_matrix(label_vectors)
+    width = model.get_layer(SCORING).embedding_dim
+    if matrix.shape[1] != width:
+        raise ValueError(
+            f"The word vectors have width {matrix.shape[1]} but the model "
+            f"scores {width}-d word vectors. Received: shape={matrix.shape}"
+        )
+    scoring = LabelScoring(label_embeddings=matrix, name=SCORING)
+    feature_shape = tuple(model.inputs[0].shape[1:])
+    return _assemble(
+        feature_shape, parts, scoring, name or f"{model.name}_relabeled"
+    )
+
+
+def semantic_model(model):
+    """The label-free part: `features` -> semantic vectors and maps."""
+    outputs = {
+        k: v
+        for k, v in model.output.items()
+        if k in ("local_prompts", "assignments", "global_vectors")
+    }
+    return keras.Model(model.inputs[0], outputs, name=f"{model.name}_semantic")
+
+
+def fusion_weight(model):
+    """The fusion weight `a` (1.0 for GPA only, 0.0 for GFP only)."""
+    names = {layer.name for layer in model.layers}
+    if FUSION in names:
+        return float(model.get_layer(FUSION).fusion_weight())
+    return 1.0 if GPA in names else 0.0

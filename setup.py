@@ -1,0 +1,39 @@
+"""Install epsilon_tf: `pip install -e .[dev]`."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="epsilon_tf",
+    version="0.1.0",
+    description=(
+        "TensorFlow/Keras implementation of Epsilon, a multi-label "
+        "zero-shot image tagger (AAAI 2025)."
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["epsilon_tf", "epsilon_tf.*"]),
+    py_modules=["train", "eval"],
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "absl-py>=2.1",
+        "tensorboard==2.21.*",
+        "h5py>=3.10",
+        "pillow>=10",
+        "tensorflow-serving-api==2.21.*",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "scikit-learn>=1.4",
+            "ruff>=0.6",
+            "psutil>=5.9",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "epsilon-train=train:run_main",
+            "epsilon-eval=eval:run_main",
+        ],
+    },
+)

@@ -1,0 +1,136 @@
+"""RankingLoss against hand-worked values and a brute-force pair loop."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from epsilon_tf.losses import RankingLoss, prompt_diversity
+
+LABELS = np.array(
+    [[1, -1, -1, 0], [1, 1, -1, -1], [0, 0, 1, 0]], dtype="float32"
+)
+SCORES = np.array(
+    [[0.5, 0.2, 1.0, 3.0], [2.0, 0.0, 0.5, -1.0], [1.0, 2.0, 3.0, 4.0]],
+    dtype="float32",
+)
+
+
+def test_hinge_hand_worked():
+    # Image 1: pairs (p=.5, n=.2): 1+.2-.5 = .7; (p=.5, n=1): 1.5 -> 2.2/2.
+    #   The label scored 3.0 is 0 (unknown) and ignored.
+    # Image 2: (2,.5): -.5 -> 0; (2,-1): -2 -> 0; (0,.5): 1.5;
+    #   (0,-1): exactly 0, not a violation -> 1.5 / 1.
+    # Image 3: no negative -> 0.  Mean: (1.1 + 1.5 + 0) / 3.
+    loss = RankingLoss()
+    assert float(loss(LABELS, SCORES)) == pytest.approx(2.6 / 3, rel=1e-6)
+    per_image = loss.call(LABELS, SCORES).numpy()
+    np.testing.assert_allclose(per_image, [1.1, 1.5, 0.0], rtol=1e-6)
+
+
+def test_hinge_margin():
+    # margin 0.5: image 1: (.5,.2): .2; (.5,1): 1.0 -> 1.2/2 = .6
+    # image 2: (0,.5): 1.0 -> 1.0 / 1; image 3: 0.
+    loss = RankingLoss(margin=0.5)
+    np.testing.assert_allclose(
+        loss.call(LABELS, SCORES), [0.6, 1.0, 0.0], rtol=1e-6
+    )
+
+
+def test_smooth_hand_worked():
+    # s_n - s_p over the pairs; image 1: -.3, .5; image 2: -1.5, -3, .5, -1.
+    def sp(x):
+        return np.log1p(np.exp(x))
+
+    image1 = (sp(-0.3) + sp(0.5)) / 2
+    image2 = (sp(-1.5) + sp(-3.0) + sp(0.5) + sp(-1.0)) / 4
+    loss = RankingLoss(form="smooth")
+    np.testing.assert_allclose(
+        loss.call(LABELS, SCORES), [image1, image2, 0.0], rtol=1e-6
+    )
+
+
+def brute_force_hinge(labels, scores, margin=1.0):
+    out = []
+    for y, s in zip(labels, scores):
+        total, violations = 0.0, 0
+        for p in np.flatnonzero(y > 0):
+            for n in np.flatnonzero(y < 0):
+                d = margin + s[n] - s[p]
+                if d > 0:
+                    total += d
+                    violations += 1
+        out.append(total / violations if violations else 0.0)
+    return np.array(out)
+
+
+def test_hinge_matches_brute_force_with_ties():
+    rng = np.random.default_rng(1)
+    labels = rng.choice([-1, 0, 1], size=(12, 30), p=[0.6, 0.2, 0.2])
+    labels[0] = 0  # no pairs at all
+    labels[1] = 1  # no negatives
+    scores = np.round(rng.normal(size=(12, 30)), 1).astype("float32")
+    np.testing.assert_allclose(
+        RankingLoss().call(labels.astype("float32"), scores),
+        brute_force_hinge(labels, scores),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_hinge_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    labels = rng.choice([-1, 0, 1], size=(3, 10)).astype("float32")
+    scores = rng.normal(size=(3, 10))
+    var = tf.Variable(scores.astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = RankingLoss()(labels, var)
+    grad = tape.gradient(loss, var).numpy()
+    eps = 1e-4
+    numeric = np.zeros_like(scores)
+    for idx in np.ndindex(scores.shape):
+        up, down = scores.copy(), scores.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric[idx] = (
+            brute_force_hinge(labels, up).mean()
+            - brute_force_hinge(labels, down).mean()
+        ) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, atol=1e-3)
+
+
+def test_prompt_diversity_hand_worked():
+    # Unit vectors (1,0), (0,1), (1,1)/sqrt2: cosines 0, 1/sqrt2, 1/sqrt2;
+    # squared over ordered pairs i != j: 2 * (0 + .5 + .5) = 2; / (3*2).
+    v = np.array([[[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]], "float32")
+    np.testing.assert_allclose(prompt_diversity(v), [1 / 3], rtol=1e-6)
+    identical = np.ones((1, 4, 5), "float32")
+    np.testing.assert_allclose(prompt_diversity(identical), [1.0], rtol=1e-6)
+
+
+def test_compute_terms_adds_weighted_diversity():
+    outputs = {
+        "scores": SCORES,
+        "local_prompts": np.array(
+            [[[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]] * 3, "float32"
+        ),
+    }
+    terms = RankingLoss(diversity_weight=0.3).compute_terms(LABELS, outputs)
+    assert float(terms["ranking"]) == pytest.approx(2.6 / 3, rel=1e-6)
+    assert float(terms["diversity"]) == pytest.approx(0.1, rel=1e-5)
+    assert float(terms["total"]) == pytest.approx(2.6 / 3 + 0.1, rel=1e-5)
+    off = RankingLoss(diversity_weight=0.0).compute_terms(LABELS, outputs)
+    assert float(off["diversity"]) == 0.0
+
+
+def test_config_round_trip_and_bad_arguments():
+    loss = RankingLoss(form="smooth", margin=0.5, diversity_weight=0.2)
+    clone = RankingLoss.from_config(loss.get_config())
+    assert (clone.form, clone.margin, clone.diversity_weight) == (
+        "smooth", 0.5, 0.2,
+    )
+    with pytest.raises(ValueError, match="`form` must be one of"):
+        RankingLoss(form="softmax")
+    with pytest.raises(ValueError, match="`margin` must be positive"):
+        RankingLoss(margin=0)
+    with pytest.raises(ValueError, match="`diversity_weight` must be >= 0"):
+        RankingLoss(diversity_weight=-1)
