@@ -1,0 +1,1 @@
+"""Implementations behind train.py and eval.py."""

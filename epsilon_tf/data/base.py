@@ -1,0 +1,119 @@
+"""The contract every dataset reader follows.
+
+A reader turns files into a `tf.data.Dataset` of *examples*, one per image:
+
+    {"image_id": tf.string [],
+     "features": tf.float32 [num_regions, channels],
+     "labels":   tf.float32 [num_labels]}     # values +1, -1 or 0
+
+For a training split `labels` cover the seen labels of the `LabelSpace`
+(`label_space.seen` order); for a test split they cover every label of the
+space (seen and unseen, in `label_space` order), so the same example serves
+ZSL (unseen columns) and GZSL (all columns).
+
+A `DatasetSource` bundles the label space with one `SplitReader` per split
+("train" and "test"; the validation split is carved out of "train" by
+`epsilon_tf.data.pipeline`).
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from epsilon_tf.labels import LabelSpace
+
+LABEL_SETS = ("seen", "all")
+
+
+@dataclasses.dataclass
+class SplitReader:
+    """One split of a dataset, read lazily.
+
+    Args:
+        name: str. Split name ("train", "test", ...).
+        label_set: str. "seen" (labels over `label_space.seen`) or "all".
+        make_dataset: callable. `make_dataset(files_seed, input_context)`
+            returns an unbatched `tf.data.Dataset` of examples.
+            `files_seed` (int or None) shuffles the file order when not
+            None; `input_context` (a `tf.distribute.InputContext` or None)
+            shards the files across input pipelines.
+        num_examples: int or None. Number of examples, if known.
+        files: tuple of str. The files the split reads (for messages).
+    """
+
+    name: str
+    label_set: str
+    make_dataset: Callable
+    num_examples: Optional[int] = None
+    files: tuple = ()
+
+    def __post_init__(self):
+        if self.label_set not in LABEL_SETS:
+            raise ValueError(
+                f"`label_set` must be one of {LABEL_SETS}. "
+                f"Received: label_set={self.label_set!r}"
+            )
+
+    def dataset(self, files_seed=None, input_context=None):
+        """The split as an unbatched `tf.data.Dataset` of examples."""
+        return self.make_dataset(files_seed, input_context)
+
+
+@dataclasses.dataclass
+class DatasetSource:
+    """A label space plus its splits.
+
+    Args:
+        name: str. Dataset name (e.g. "synthetic", "nus_wide").
+        label_space: `LabelSpace`.
+        feature_shape: tuple (num_regions, channels).
+        splits: dict str -> `SplitReader`; must hold "train" and "test".
+        eval_ks: tuple of int. The K of P/R/F1@K for this benchmark.
+    """
+
+    name: str
+    label_space: LabelSpace
+    feature_shape: tuple
+    splits: dict
+    eval_ks: tuple = (3, 5)
+
+    def split(self, name):
+        if name not in self.splits:
+            raise KeyError(
+                f"Dataset {self.name!r} has no split {name!r}; it has "
+                f"{sorted(self.splits)}"
+            )
+        return self.splits[name]
+
+
+def example_signature(feature_shape, num_labels):
+    """The `tf.TensorSpec`s of one example."""
+    return {
+        "image_id": tf.TensorSpec([], tf.string),
+        "features": tf.TensorSpec(tuple(feature_shape), tf.float32),
+        "labels": tf.TensorSpec([num_labels], tf.float32),
+    }
+
+
+def shard_files(files, files_seed, input_context):
+    """A dataset of file names, sharded per input pipeline and shuffled.
+
+    Sharding happens before shuffling so every pipeline sees a fixed,
+    disjoint subset of the files.
+    """
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        if len(files) < input_context.num_input_pipelines:
+            raise ValueError(
+                f"Cannot shard {len(files)} files across "
+                f"{input_context.num_input_pipelines} input pipelines; "
+                "write more shards or use fewer workers"
+            )
+        ds = ds.shard(
+            input_context.num_input_pipelines,
+            input_context.input_pipeline_id,
+        )
+    if files_seed is not None:
+        ds = ds.shuffle(len(files), seed=files_seed)
+    return ds

@@ -1,0 +1,53 @@
+"""Turns a `DataConfig` into a `DatasetSource`."""
+
+import os
+
+from epsilon_tf.labels import LabelSpace
+
+DATASETS = ("synthetic", "nus_wide", "open_images")
+FORMATS = ("native", "lesa", "biam")
+EVAL_KS = {"synthetic": (3, 5), "nus_wide": (3, 5), "open_images": (10, 20)}
+
+
+def make_source(data_config, progress=True):
+    """The `DatasetSource` a `DataConfig` describes.
+
+    - `dataset="synthetic"`: the built-in benchmark, written once under
+      `cache_dir` (or read from `data_dir` when given).
+    - `data_format="native"`: the project's own TFRecords in `data_dir`,
+      with the label space saved beside them (`label_space.json`).
+    - `data_format="lesa"` / `"biam"`: the release files of NUS-WIDE or
+      Open Images (see `epsilon_tf.data.release_sources`).
+    """
+    cfg = data_config
+    if cfg.dataset not in DATASETS:
+        raise ValueError(
+            f"`dataset` must be one of {DATASETS}. "
+            f"Received: dataset={cfg.dataset!r}"
+        )
+    if cfg.data_format not in FORMATS:
+        raise ValueError(
+            f"`data_format` must be one of {FORMATS}. "
+            f"Received: data_format={cfg.data_format!r}"
+        )
+    if cfg.dataset == "synthetic" and cfg.data_dir is None:
+        from epsilon_tf.data.synthetic import synthetic_source
+
+        return synthetic_source(cfg.cache_dir, progress=progress)
+    if cfg.data_format == "native":
+        from epsilon_tf.data.native_tfrecord import native_source
+
+        if not cfg.data_dir:
+            raise ValueError(
+                "data_format=native needs `data_dir` (a directory written "
+                "by the converter or the synthetic generator)"
+            )
+        if not os.path.isdir(cfg.data_dir):
+            raise FileNotFoundError(
+                f"`data_dir` does not exist: {cfg.data_dir}"
+            )
+        space = LabelSpace.load(cfg.data_dir)
+        return native_source(cfg.data_dir, space, EVAL_KS[cfg.dataset])
+    from epsilon_tf.data.release_sources import release_source
+
+    return release_source(cfg)

@@ -1,0 +1,256 @@
+"""Command-line flags of train.py and eval.py; the only module reading FLAGS.
+
+Flags are defined here, turned into the typed configs of
+`epsilon_tf.config` once (`train_configs`, `eval_options`), and the values
+are passed on as arguments. `--flagfile=FILE` works for every flag.
+"""
+
+import dataclasses
+
+from absl import flags
+
+from epsilon_tf.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+
+FLAGS = flags.FLAGS
+
+
+def _shape(text, name):
+    try:
+        parts = tuple(int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 2 or min(parts) < 1:
+        raise flags.ValidationError(
+            f"--{name} must be REGIONSxCHANNELS, e.g. 196x512. "
+            f"Received: {text!r}"
+        )
+    return parts
+
+
+def define_data_flags():
+    d = DataConfig()
+    flags.DEFINE_enum(
+        "dataset", d.dataset, ["synthetic", "nus_wide", "open_images"],
+        "Benchmark to use.",
+    )
+    flags.DEFINE_enum(
+        "data_format", d.data_format, ["native", "lesa", "biam"],
+        "Layout of the feature files.",
+    )
+    flags.DEFINE_string(
+        "cache_dir", d.cache_dir, "Where the built-in benchmark is written."
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "Directory of native-format data (and its labels)."
+    )
+    flags.DEFINE_string(
+        "train_files", None, "Glob of the release's training feature files."
+    )
+    flags.DEFINE_string(
+        "test_files", None, "Glob of the release's test feature files."
+    )
+    flags.DEFINE_string(
+        "label_dir", None,
+        "Directory of the release's label files (TagList1k.txt, "
+        "Concepts81.txt / classes-trainable.txt, unseen_labels.pkl, "
+        "top_400_unseen.csv, class-descriptions.csv).",
+    )
+    flags.DEFINE_string(
+        "word_vectors", None, "Word-vector pickle ([seen, unseen] arrays)."
+    )
+    flags.DEFINE_string(
+        "names_file", None,
+        "BiAM NUS-WIDE: pickle of {'img_names': [...]} (per split; a "
+        "'{split}' in the path is replaced by train/test).",
+    )
+    flags.DEFINE_string(
+        "feature_shape", "196x512", "Stored feature shape, REGIONSxCHANNELS."
+    )
+    flags.DEFINE_bool(
+        "skip_corrupt", False,
+        "Skip corrupt records (their number is reported) instead of failing.",
+    )
+
+
+def data_config():
+    return DataConfig(
+        dataset=FLAGS.dataset,
+        data_format=FLAGS.data_format,
+        cache_dir=FLAGS.cache_dir,
+        data_dir=FLAGS.data_dir,
+        train_files=FLAGS.train_files,
+        test_files=FLAGS.test_files,
+        label_dir=FLAGS.label_dir,
+        word_vectors=FLAGS.word_vectors,
+        feature_shape=_shape(FLAGS.feature_shape, "feature_shape"),
+        skip_corrupt=FLAGS.skip_corrupt,
+        names_file=FLAGS.names_file,
+    )
+
+
+def define_eval_flags():
+    flags.DEFINE_string(
+        "k", None,
+        "Comma-separated K of P/R/F1@K (default: 3,5 for NUS-WIDE and the "
+        "synthetic benchmark, 10,20 for Open Images).",
+    )
+    flags.DEFINE_enum(
+        "ap_variant", "lesa", ["lesa", "biam_openimages"],
+        "Evaluation semantics. 'lesa' is the standard protocol; "
+        "'biam_openimages' is BiAM's Open Images variant (not the standard "
+        "number).",
+    )
+
+
+def ks_value():
+    """The K of --k as a tuple, or None for the dataset's default."""
+    if FLAGS.k is None:
+        return None
+    try:
+        ks = tuple(int(k) for k in FLAGS.k.split(","))
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise flags.ValidationError(
+            f"--k must be comma-separated positive integers, e.g. 3,5. "
+            f"Received: {FLAGS.k!r}"
+        )
+    return ks
+
+
+def define_train_flags():
+    """Defines every flag of train.py (model, loss, training, data)."""
+    define_data_flags()
+    define_eval_flags()
+    m, lo, t = ModelConfig(), LossConfig(), TrainConfig()
+    flags.DEFINE_string("model_dir", t.model_dir, "Output directory.")
+    flags.DEFINE_integer("epochs", t.epochs, "Training epochs.")
+    flags.DEFINE_integer("batch_size", t.batch_size, "Global batch size.")
+    flags.DEFINE_float("learning_rate", t.learning_rate, "Peak LR.")
+    flags.DEFINE_integer("warmup_steps", t.warmup_steps, "LR warmup steps.")
+    flags.DEFINE_float("weight_decay", t.weight_decay, "AdamW decay.")
+    flags.DEFINE_float("clip_norm", t.clip_norm, "Gradient clip (0: off).")
+    flags.DEFINE_float(
+        "validation_fraction", t.validation_fraction,
+        "Share of the training images held out for model selection.",
+    )
+    flags.DEFINE_string(
+        "select_metric", t.select_metric,
+        "Validation seen-label metric that selects the best epoch.",
+    )
+    flags.DEFINE_integer("shuffle_buffer", t.shuffle_buffer, "Shuffle size.")
+    flags.DEFINE_integer("seed", t.seed, "Random seed.")
+    flags.DEFINE_integer(
+        "checkpoint_every_steps", t.checkpoint_every_steps,
+        "Also checkpoint every N steps (0: at epoch ends only).",
+    )
+    flags.DEFINE_integer(
+        "keep_checkpoints", t.keep_checkpoints, "Last N checkpoints kept."
+    )
+    flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the step.")
+    flags.DEFINE_enum(
+        "strategy", t.strategy, ["default", "mirrored", "multi_worker", "tpu"],
+        "tf.distribute strategy.",
+    )
+    flags.DEFINE_integer(
+        "steps_per_epoch", None, "Steps per epoch (default: one pass)."
+    )
+    flags.DEFINE_bool("export", t.export, "Export a SavedModel at the end.")
+    flags.DEFINE_integer(
+        "export_top_k", t.export_top_k, "K of the exported serving_default."
+    )
+    flags.DEFINE_integer("verbose", t.verbose, "0: quiet, 1: progress bars.")
+    flags.DEFINE_bool(
+        "baseline", True, "Also fit and report the ESZSL baseline."
+    )
+    # Model.
+    flags.DEFINE_integer("hidden_dim", m.hidden_dim, "Token width D.")
+    flags.DEFINE_integer("num_prompts", m.num_prompts, "GPA prompts G.")
+    flags.DEFINE_integer("gpa_layers", m.gpa_layers, "GPA encoder blocks L.")
+    flags.DEFINE_integer("gpa_heads", m.gpa_heads, "GPA attention heads.")
+    flags.DEFINE_enum(
+        "grouping", m.grouping, ["tokens", "groups"],
+        "GPA grouping softmax over tokens or over groups (GroupViT).",
+    )
+    flags.DEFINE_integer("num_global", m.num_global, "GFP vectors M.")
+    flags.DEFINE_integer("gfp_blocks", m.gfp_blocks, "GFP residual blocks.")
+    flags.DEFINE_enum(
+        "branches", m.branches, ["both", "gpa", "gfp"],
+        "Ablation: both branches, GPA only or GFP only.",
+    )
+    flags.DEFINE_enum(
+        "fusion", m.fusion, ["learned", "fixed"], "Fusion weight mode."
+    )
+    flags.DEFINE_float("fusion_init", m.fusion_init, "Initial fusion a.")
+    flags.DEFINE_bool(
+        "fusion_temperature", m.fusion_temperature,
+        "Learn a per-branch temperature in the fusion.",
+    )
+    flags.DEFINE_float("token_dropout", m.token_dropout, "Token dropout.")
+    flags.DEFINE_float("dropout", m.dropout, "Dropout in GPA/GFP.")
+    flags.DEFINE_bool(
+        "normalize_semantic", m.normalize_semantic,
+        "L2-normalize semantic vectors before scoring.",
+    )
+    flags.DEFINE_float("score_scale", m.score_scale, "Score multiplier.")
+    # Loss.
+    flags.DEFINE_enum("loss", lo.form, ["hinge", "smooth"], "Ranking loss.")
+    flags.DEFINE_float("margin", lo.margin, "Hinge margin.")
+    flags.DEFINE_float(
+        "diversity_weight", lo.diversity_weight,
+        "lambda of the prompt-diversity regularizer (0: off).",
+    )
+
+
+# Defaults for the built-in synthetic benchmark, applied to the flags the
+# user did not set: its features are 7x7x64 (not 14x14x512), and the demo
+# must train, evaluate and export in minutes on two CPU cores.
+SYNTHETIC_PRESET = {
+    "hidden_dim": 128,
+    "gpa_heads": 4,
+    "batch_size": 64,
+    "epochs": 10,
+    "learning_rate": 1e-3,
+}
+
+
+def _value(name, preset):
+    if name in preset and not FLAGS[name].present:
+        return preset[name]
+    return getattr(FLAGS, name)
+
+
+def train_configs():
+    """(ModelConfig, LossConfig, TrainConfig, DataConfig) from the flags.
+
+    With `--dataset=synthetic`, flags left at their defaults take the
+    values of `SYNTHETIC_PRESET`.
+    """
+    data = data_config()
+    preset = SYNTHETIC_PRESET if data.dataset == "synthetic" else {}
+    model = ModelConfig(
+        feature_shape=data.feature_shape,
+        hidden_dim=_value("hidden_dim", preset),
+        num_prompts=FLAGS.num_prompts,
+        gpa_layers=FLAGS.gpa_layers,
+        gpa_heads=_value("gpa_heads", preset),
+        grouping=FLAGS.grouping,
+        num_global=FLAGS.num_global,
+        gfp_blocks=FLAGS.gfp_blocks,
+        branches=FLAGS.branches,
+        fusion=FLAGS.fusion,
+        fusion_init=FLAGS.fusion_init,
+        fusion_temperature=FLAGS.fusion_temperature,
+        token_dropout=FLAGS.token_dropout,
+        dropout=FLAGS.dropout,
+        normalize_semantic=FLAGS.normalize_semantic,
+        score_scale=FLAGS.score_scale,
+    )
+    loss = LossConfig(
+        form=FLAGS.loss,
+        margin=FLAGS.margin,
+        diversity_weight=FLAGS.diversity_weight,
+    )
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    train = TrainConfig(**{n: _value(n, preset) for n in names})
+    return model, loss, train, data

@@ -1,0 +1,63 @@
+"""Trains Epsilon, selects the best epoch, evaluates ZSL/GZSL and exports.
+
+With no flags it runs on the built-in synthetic benchmark:
+
+    python train.py                       # -> runs/epsilon_synthetic/
+    python train.py --flagfile=my.flags   # any flag from a file
+
+See `python train.py --helpfull` and README.md for the real benchmarks.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from epsilon_tf import flags as epsilon_flags  # noqa: E402
+
+epsilon_flags.define_train_flags()
+FLAGS = epsilon_flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import dataclasses
+
+    from epsilon_tf.data.sources import make_source
+    from epsilon_tf.export import export_saved_model
+    from epsilon_tf.training.run import train_and_evaluate
+
+    model_cfg, loss_cfg, train_cfg, data_cfg = epsilon_flags.train_configs()
+    source = make_source(data_cfg, progress=bool(train_cfg.verbose))
+    ks = epsilon_flags.ks_value()
+    if ks:
+        source = dataclasses.replace(source, eval_ks=ks)
+
+    def export(trainer):
+        return export_saved_model(
+            trainer.model,
+            source.label_space,
+            os.path.join(train_cfg.model_dir, "export"),
+            top_k=train_cfg.export_top_k,
+        )
+
+    train_and_evaluate(
+        model_cfg,
+        loss_cfg,
+        train_cfg,
+        source,
+        variant=FLAGS.ap_variant,
+        baseline=FLAGS.baseline,
+        export_fn=export,
+    )
+
+
+def run_main():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run_main()
