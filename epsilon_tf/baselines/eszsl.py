@@ -1,0 +1,448 @@
+"""ESZSL: the closed-form zero-shot baseline (Romera-Paredes & Torr, 2015).
+
+An image is pooled to `x = concat(mean over regions, max over regions)` and
+standardized with the training split's mean and std (`z`). With `Z` the
+standardized training features [n, D], `Y` the training labels over the
+seen labels [n, K_seen] (+1 / -1, 0 for unknown) and `S` the L2-normalized
+seen word vectors [K_seen, E]:
+
+    V = (ZᵀZ + γI)⁻¹ ZᵀY S (SᵀS + λI)⁻¹          # [D, E]
+    scores(z, W) = z V Wᵀ                        # any label set W
+
+`ZᵀZ` and `ZᵀY` are accumulated in one streaming pass over a `tf.data`
+dataset (sums shifted by the first batch's mean, in float64), so the
+training features are never held in memory. γ and λ are chosen on a
+validation dataset by seen-label F1@3 (the validation split's pooled
+features, [n_val, D], are held in memory).
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from epsilon_tf.labels.label_space import l2_normalize_rows
+
+DEFAULT_GRID = tuple(10.0**p for p in range(-1, 5))
+
+Selection = collections.namedtuple("Selection", ["gamma", "lam", "val_f1"])
+
+NormalEquations = collections.namedtuple(
+    "NormalEquations", ["count", "mean", "std", "gram", "xty"]
+)
+NormalEquations.__doc__ = """Sufficient statistics of the ESZSL fit.
+
+Fields:
+    count: int. Number of examples.
+    mean: float64 [D]. Mean of the pooled features.
+    std: float64 [D]. Their (population) std; constant features get 1.
+    gram: float64 [D, D]. `ZᵀZ` of the standardized features `Z`.
+    xty: float64 [D, K]. `ZᵀY`.
+"""
+
+
+def pool_features(features):
+    """Mean- and max-pools region features: [..., N, C] -> [..., 2C].
+
+    Accepts NumPy arrays or tensors; returns the same kind (float32).
+    """
+    if isinstance(features, (tf.Tensor, tf.Variable)):
+        features = tf.cast(features, tf.float32)
+        return tf.concat(
+            [
+                tf.reduce_mean(features, axis=-2),
+                tf.reduce_max(features, axis=-2),
+            ],
+            axis=-1,
+        )
+    features = np.asarray(features, dtype=np.float32)
+    return np.concatenate(
+        [features.mean(axis=-2), features.max(axis=-2)], axis=-1
+    )
+
+
+def _pooled_batches(dataset, batch_size):
+    """Yields (pooled float32 [B, 2C], labels float32 [B, K]) numpy pairs.
+
+    `dataset` holds examples (dicts with "features" and "labels"), batched
+    or not.
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or not {"features", "labels"} <= set(spec):
+        raise ValueError(
+            "`dataset` must yield examples: dicts with 'features' and "
+            f"'labels'. Received element_spec={spec}"
+        )
+    rank = spec["features"].shape.rank
+    if rank == 2:
+        dataset = dataset.batch(batch_size)
+    elif rank != 3:
+        raise ValueError(
+            "Example 'features' must be [num_regions, channels] (or batched "
+            f"[batch, num_regions, channels]). Received: rank={rank}"
+        )
+    dataset = dataset.map(
+        lambda ex: (pool_features(ex["features"]), ex["labels"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+    for pooled, labels in dataset.as_numpy_iterator():
+        yield pooled, labels.astype(np.float32)
+
+
+class _Accumulator:
+    """Shifted float64 sums for the standardized normal equations."""
+
+    def __init__(self):
+        self.count = 0
+        self.shift = None
+
+    def update(self, x, y):
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if x.shape[0] == 0:
+            return
+        if self.shift is None:
+            d, k = x.shape[1], y.shape[1]
+            self.shift = x.mean(axis=0)
+            self.s1 = np.zeros(d)
+            self.s2 = np.zeros((d, d))
+            self.sy = np.zeros((d, k))
+            self.ysum = np.zeros(k)
+        xc = x - self.shift
+        self.count += x.shape[0]
+        self.s1 += xc.sum(axis=0)
+        self.s2 += xc.T @ xc
+        self.sy += xc.T @ y
+        self.ysum += y.sum(axis=0)
+
+    def finalize(self):
+        if self.count == 0:
+            raise ValueError("Cannot fit ESZSL on an empty dataset")
+        n = self.count
+        delta = self.s1 / n
+        mean = self.shift + delta
+        centered = self.s2 - np.outer(self.s1, delta)
+        centered = 0.5 * (centered + centered.T)
+        var = np.maximum(np.diag(centered) / n, 0.0)
+        std = np.sqrt(var)
+        std = np.where(std > 1e-8, std, 1.0)
+        gram = centered / np.outer(std, std)
+        xty = (self.sy - np.outer(delta, self.ysum)) / std[:, None]
+        return NormalEquations(n, mean, std, gram, xty)
+
+
+def normal_equations(dataset, batch_size=256):
+    """Streams `dataset` once and returns its `NormalEquations`.
+
+    Args:
+        dataset: `tf.data.Dataset` of examples (the reader contract),
+            batched or not.
+        batch_size: int. Batch size used when `dataset` is unbatched.
+            Defaults to 256.
+    """
+    acc = _Accumulator()
+    for pooled, labels in _pooled_batches(dataset, batch_size):
+        acc.update(pooled, labels)
+    return acc.finalize()
+
+
+def _normalized64(vectors):
+    """Rows L2-normalized, in float64."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(
+            "Word vectors must be a 2-D array [num_labels, embedding_dim]. "
+            f"Received: shape={v.shape}"
+        )
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def closed_form(gram, xty, seen_vectors, gamma, lam):
+    """`V = (G + γI)⁻¹ XᵀY S (SᵀS + λI)⁻¹` with S the normalized vectors.
+
+    Args:
+        gram: array [D, D]. `XᵀX`.
+        xty: array [D, K]. `XᵀY`.
+        seen_vectors: array [K, E]. Word vectors (L2-normalized here).
+        gamma: float. Ridge weight on the feature side.
+        lam: float. Ridge weight on the word-vector side.
+
+    Returns:
+        float64 [D, E].
+    """
+    s = _normalized64(seen_vectors)
+    gram = np.asarray(gram, np.float64)
+    d, e = gram.shape[0], s.shape[1]
+    left = np.linalg.solve(gram + gamma * np.eye(d), np.asarray(xty) @ s)
+    return np.linalg.solve(s.T @ s + lam * np.eye(e), left.T).T
+
+
+def _f1_at_k(scores, labels, k):
+    try:
+        from epsilon_tf.metrics.ranking_metrics import (
+            precision_recall_f1_at_k,
+        )
+    except ImportError:
+        precision_recall_f1_at_k = None
+    if precision_recall_f1_at_k is not None:
+        return float(precision_recall_f1_at_k(scores, labels, k)["f1"])
+    return _local_f1_at_k(scores, labels, k)
+
+
+def _local_f1_at_k(scores, labels, k):
+    """Micro F1@K (LESA semantics; only +1 counts as positive)."""
+    scores = np.asarray(scores)
+    positive = np.asarray(labels) > 0
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    tp = np.take_along_axis(positive, top, axis=1).sum()
+    num_pos = positive.sum()
+    p = tp / max(scores.shape[0] * k, 1)
+    r = tp / num_pos if num_pos else 0.0
+    return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
+
+
+class ESZSL:
+    """Closed-form ESZSL on mean+max pooled region features.
+
+    Args:
+        batch_size: int. Batch size for streaming unbatched datasets.
+            Defaults to 256.
+        select_k: int. K of the validation F1@K that selects γ and λ.
+            Defaults to 3.
+
+    Example:
+
+    >>> model = ESZSL()
+    >>> model.fit(train_ds, val_ds, space.subset("seen").vectors)
+    >>> scores = model.score(features, space.subset("unseen").vectors)
+    """
+
+    def __init__(self, batch_size=256, select_k=3):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise ValueError(
+                "`batch_size` must be a positive integer. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if batch_size < 1:
+            raise ValueError(
+                "`batch_size` must be a positive integer. "
+                f"Received: batch_size={batch_size!r}"
+            )
+        if isinstance(select_k, bool) or not isinstance(select_k, int):
+            raise ValueError(
+                "`select_k` must be a positive integer. "
+                f"Received: select_k={select_k!r}"
+            )
+        if select_k < 1:
+            raise ValueError(
+                "`select_k` must be a positive integer. "
+                f"Received: select_k={select_k!r}"
+            )
+        self.batch_size = batch_size
+        self.select_k = select_k
+        self.projection = None  # V, float32 [D, E]
+        self.mean = None
+        self.std = None
+        self.selected = None
+        self.grid = None  # (gammas, lambdas, val F1 [len(g), len(l)])
+
+    @property
+    def fitted(self):
+        return self.projection is not None
+
+    def fit(
+        self,
+        train_ds,
+        val_ds,
+        seen_vectors,
+        gammas=DEFAULT_GRID,
+        lambdas=DEFAULT_GRID,
+    ):
+        """Fits V on `train_ds`, choosing γ and λ on `val_ds`.
+
+        Args:
+            train_ds: `tf.data.Dataset` of training examples, labels over
+                the seen labels.
+            val_ds: `tf.data.Dataset` of validation examples (seen labels),
+                or None when `gammas` and `lambdas` hold one value each.
+            seen_vectors: array [K_seen, E]. Seen word vectors, in label
+                order.
+            gammas: sequence of float. Candidate γ. Defaults to 10^-1..10^4.
+            lambdas: sequence of float. Candidate λ. Defaults to
+                10^-1..10^4.
+
+        Returns:
+            self.
+        """
+        gammas = [float(g) for g in np.atleast_1d(gammas)]
+        lambdas = [float(v) for v in np.atleast_1d(lambdas)]
+        for name, values in (("gammas", gammas), ("lambdas", lambdas)):
+            if not values or min(values) < 0:
+                raise ValueError(
+                    f"`{name}` must be a non-empty list of non-negative "
+                    f"numbers. Received: {name}={values}"
+                )
+        if val_ds is None and (len(gammas) > 1 or len(lambdas) > 1):
+            raise ValueError(
+                "`val_ds` is required to choose among several gammas or "
+                f"lambdas. Received: gammas={gammas}, lambdas={lambdas}"
+            )
+        s = _normalized64(seen_vectors)
+        eq = normal_equations(train_ds, self.batch_size)
+        if eq.xty.shape[1] != s.shape[0]:
+            raise ValueError(
+                "The training labels and `seen_vectors` must cover the same "
+                f"labels. Received: {eq.xty.shape[1]} label columns and "
+                f"{s.shape[0]} seen vectors"
+            )
+        self.mean = eq.mean.astype(np.float32)
+        self.std = eq.std.astype(np.float32)
+
+        # Eigendecompositions make every (γ, λ) solve two matrix products.
+        g_val, g_vec = np.linalg.eigh(eq.gram)
+        s_val, s_vec = np.linalg.eigh(s.T @ s)
+        rhs = g_vec.T @ (eq.xty @ s)  # [D, E] in the Gram's eigenbasis
+
+        def solve(gamma, lam):
+            left = g_vec @ (rhs / (np.maximum(g_val, 0.0) + gamma)[:, None])
+            return (left @ s_vec) / (np.maximum(s_val, 0.0) + lam) @ s_vec.T
+
+        if val_ds is None:
+            v = solve(gammas[0], lambdas[0])
+            self.projection = v.astype(np.float32)
+            self.selected = Selection(gammas[0], lambdas[0], float("nan"))
+            self.grid = (
+                np.asarray(gammas),
+                np.asarray(lambdas),
+                np.full((1, 1), np.nan),
+            )
+            return self
+
+        z_val, y_val = [], []
+        for pooled, labels in _pooled_batches(val_ds, self.batch_size):
+            z_val.append(self._standardize(pooled))
+            y_val.append(labels)
+        if not z_val:
+            raise ValueError("`val_ds` is empty")
+        z_val = np.concatenate(z_val).astype(np.float64)
+        y_val = np.concatenate(y_val)
+        if y_val.shape[1] != s.shape[0]:
+            raise ValueError(
+                "The validation labels must cover the seen labels. "
+                f"Received: {y_val.shape[1]} label columns and "
+                f"{s.shape[0]} seen vectors"
+            )
+        zs = None
+        f1 = np.zeros((len(gammas), len(lambdas)))
+        best = None
+        for i, gamma in enumerate(gammas):
+            for j, lam in enumerate(lambdas):
+                v = solve(gamma, lam)
+                zs = z_val @ v @ s.T
+                f1[i, j] = _f1_at_k(zs, y_val, self.select_k)
+                if best is None or f1[i, j] > best[2]:
+                    best = (gamma, lam, f1[i, j], v)
+        self.projection = best[3].astype(np.float32)
+        self.selected = Selection(best[0], best[1], float(best[2]))
+        self.grid = (np.asarray(gammas), np.asarray(lambdas), f1)
+        return self
+
+    def _standardize(self, pooled):
+        return (np.asarray(pooled, np.float32) - self.mean) / self.std
+
+    def _check_fitted(self):
+        if not self.fitted:
+            raise RuntimeError("ESZSL is not fitted: call `fit` or `load`")
+
+    def score(self, features, label_vectors):
+        """Scores a batch of images against a label set.
+
+        Args:
+            features: array [B, N, C] of region features (or [B, 2C]
+                already pooled).
+            label_vectors: array [K, E]. Word vectors of the labels to
+                rank (L2-normalized here).
+
+        Returns:
+            float32 [B, K].
+        """
+        self._check_fitted()
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim == 3:
+            pooled = pool_features(features)
+        elif features.ndim == 2:
+            pooled = features
+        else:
+            raise ValueError(
+                "`features` must be [batch, num_regions, channels] or pooled "
+                f"[batch, 2 * channels]. Received: shape={features.shape}"
+            )
+        if pooled.shape[-1] != self.mean.shape[0]:
+            raise ValueError(
+                f"`features` pool to {pooled.shape[-1]} values, but the "
+                f"model was fitted on {self.mean.shape[0]}"
+            )
+        w = l2_normalize_rows(label_vectors)
+        if w.shape[1] != self.projection.shape[1]:
+            raise ValueError(
+                "`label_vectors` must have the fitted embedding dim "
+                f"{self.projection.shape[1]}. Received: shape={w.shape}"
+            )
+        return (self._standardize(pooled) @ self.projection) @ w.T
+
+    def score_dataset(self, dataset, label_vectors):
+        """Scores every example of `dataset`.
+
+        Args:
+            dataset: `tf.data.Dataset` of examples, batched or not.
+            label_vectors: array [K, E]. Labels to rank.
+
+        Returns:
+            `(scores, labels)`: float32 [n, K] and the examples' labels,
+            float32 [n, K'] (as stored, e.g. over every label of a test
+            split).
+        """
+        self._check_fitted()
+        scores, labels = [], []
+        for pooled, y in _pooled_batches(dataset, self.batch_size):
+            scores.append(self.score(pooled, label_vectors))
+            labels.append(y)
+        if not scores:
+            k = np.asarray(label_vectors).shape[0]
+            return np.zeros((0, k), np.float32), np.zeros((0, 0), np.float32)
+        return np.concatenate(scores), np.concatenate(labels)
+
+    def save(self, path):
+        """Writes the fitted model to a `.npz` file."""
+        self._check_fitted()
+        gammas, lambdas, f1 = self.grid
+        with open(path, "wb") as f:
+            np.savez(
+                f,
+                projection=self.projection,
+                mean=self.mean,
+                std=self.std,
+                selected=np.asarray(self.selected, dtype=np.float64),
+                gammas=gammas,
+                lambdas=lambdas,
+                grid_f1=f1,
+                batch_size=np.int64(self.batch_size),
+                select_k=np.int64(self.select_k),
+            )
+
+    @classmethod
+    def load(cls, path):
+        """Reads a model written by `save`."""
+        with np.load(path, allow_pickle=False) as data:
+            model = cls(
+                batch_size=int(data["batch_size"]),
+                select_k=int(data["select_k"]),
+            )
+            model.projection = data["projection"].astype(np.float32)
+            model.mean = data["mean"].astype(np.float32)
+            model.std = data["std"].astype(np.float32)
+            gamma, lam, f1 = (float(v) for v in data["selected"])
+            model.selected = Selection(gamma, lam, f1)
+            model.grid = (data["gammas"], data["lambdas"], data["grid_f1"])
+        return model
