@@ -1,0 +1,245 @@
+"""Converts any `SplitReader` into the native sharded TFRecord format.
+
+One streaming pass: examples are read from the reader's `tf.data`
+pipeline and written by `NativeWriter` (which validates each one), so a
+release's features are converted once and trained on from the faster,
+self-describing native files.
+
+Command line (one split per call):
+
+    python -m epsilon_tf.data.convert --format=lesa_nus_wide \\
+        --inputs='TFRecords/NUS_WIDE_Train_full_feature_ZLIB.tfrecords' \\
+        --split=train --label_dir=../shared/data/nus_wide --out=feats/nus
+
+Formats: lesa_nus_wide, lesa_open_images, biam_nus_wide (needs
+`--names_pickle`), biam_open_images. NUS-WIDE label files are read from
+`--label_dir` (TagList1k.txt, Concepts81.txt and the word-vector pickle);
+Open Images ones from `--label_dir` (classes-trainable.txt,
+unseen_labels.pkl, top_400_unseen.csv, class-descriptions.csv) plus
+`--word_vectors`.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from epsilon_tf.data.native_tfrecord import NativeWriter
+
+
+def convert_split(
+    split_reader,
+    out_directory,
+    split_name,
+    feature_dtype="float16",
+    examples_per_shard=1024,
+    progress=True,
+    label_space=None,
+    compression="ZLIB",
+    overwrite=False,
+):
+    """Writes one split of any reader in the native format, in one pass.
+
+    Args:
+        split_reader: `SplitReader`. The split to convert (read in its
+            natural order, unshuffled).
+        out_directory: str. Output folder.
+        split_name: str. Name of the native split written.
+        feature_dtype: str. "float16" or "float32". Defaults to "float16".
+        examples_per_shard: int. Defaults to 1024.
+        progress: bool. Print progress to stderr. Defaults to True.
+        label_space: `LabelSpace` or None. When given, the label names are
+            stored in the sidecar (its seen labels for a "seen" split,
+            all labels for an "all" split) and the label count is checked.
+            Defaults to None (no names stored).
+        compression: str or None. "ZLIB", "GZIP" or None. Defaults to
+            "ZLIB".
+        overwrite: bool. Replace an existing native split. Defaults to
+            False.
+
+    Returns:
+        dict, the sidecar contents (number of examples, shards, ...).
+
+    Example:
+
+    >>> convert_split(lesa_reader, "feats/nus", "train", "float16", 2048,
+    ...               label_space=space)
+    """
+    ds = split_reader.dataset()
+    spec = ds.element_spec
+    feature_shape = tuple(spec["features"].shape.as_list())
+    num_labels = spec["labels"].shape[0]
+    label_names = None
+    if label_space is not None:
+        if split_reader.label_set == "seen":
+            label_names = [label_space.names[i] for i in label_space.seen]
+        else:
+            label_names = list(label_space.names)
+        if num_labels is not None and num_labels != len(label_names):
+            raise ValueError(
+                f"Split {split_reader.name!r} yields {num_labels} labels but "
+                f"the label space has {len(label_names)} "
+                f"{split_reader.label_set} labels"
+            )
+    total = split_reader.num_examples
+    start = time.time()
+    last = start
+    count = 0
+    with NativeWriter(
+        out_directory,
+        split_name,
+        feature_shape,
+        label_names=label_names,
+        feature_dtype=feature_dtype,
+        examples_per_shard=examples_per_shard,
+        compression=compression,
+        label_set=split_reader.label_set,
+        num_labels=None if label_names is not None else num_labels,
+        overwrite=overwrite,
+    ) as writer:
+        for example in ds.prefetch(64).as_numpy_iterator():
+            writer.write(
+                example["image_id"], example["features"], example["labels"]
+            )
+            count += 1
+            now = time.time()
+            if progress and now - last >= 10:
+                last = now
+                of = f"/{total}" if total else ""
+                print(
+                    f"[convert {split_name}] {count}{of} examples, "
+                    f"{count / (now - start):.0f}/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    meta = writer.metadata()
+    if progress:
+        print(
+            f"[convert {split_name}] wrote {meta['num_examples']} examples in "
+            f"{len(meta['shards'])} shards to {out_directory} "
+            f"({time.time() - start:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        report = getattr(split_reader, "skip_report", None)
+        if report is not None and report.total:
+            print(
+                f"[convert {split_name}] skipped: {report}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return meta
+
+
+def _reader_from_args(args):
+    from epsilon_tf.data import biam_hdf5, label_files, lesa_tfrecord
+
+    d = args.label_dir
+    shape = tuple(int(x) for x in args.feature_shape.split(","))
+    if args.format in ("lesa_nus_wide", "biam_nus_wide"):
+        tags = os.path.join(d, "TagList1k.txt")
+        concepts = os.path.join(d, "Concepts81.txt")
+        vectors = args.word_vectors or os.path.join(
+            d, "NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300"
+        )
+        space = label_files.nus_wide_label_space(tags, concepts, vectors)
+        if args.format == "lesa_nus_wide":
+            index = label_files.nus_wide_seen_tag_indices(tags, concepts)
+            reader = lesa_tfrecord.lesa_nus_wide_split(
+                args.inputs.split(","),
+                args.split,
+                space,
+                index,
+                feature_shape=shape,
+                skip_corrupt=args.skip_corrupt,
+            )
+        else:
+            if not args.names_pickle:
+                raise SystemExit("--names_pickle is required for biam_nus_wide")
+            reader = biam_hdf5.biam_nus_wide_split(
+                args.inputs, args.names_pickle, args.split, space, shape
+            )
+        return reader, space
+    if not args.word_vectors:
+        raise SystemExit("--word_vectors is required for Open Images")
+    space, meta = label_files.open_images_label_space(
+        os.path.join(d, "classes-trainable.txt"),
+        os.path.join(d, "unseen_labels.pkl"),
+        os.path.join(d, "top_400_unseen.csv"),
+        os.path.join(d, "class-descriptions.csv"),
+        args.word_vectors,
+        return_metadata=True,
+    )
+    if args.format == "lesa_open_images":
+        reader = lesa_tfrecord.lesa_open_images_split(
+            args.inputs.split(","),
+            args.split,
+            space,
+            meta.top_unseen_indices,
+            feature_shape=shape,
+            skip_corrupt=args.skip_corrupt,
+        )
+    elif args.format == "biam_open_images":
+        reader = biam_hdf5.biam_open_images_split(
+            args.inputs.split(","),
+            args.split,
+            space,
+            meta.top_unseen_indices,
+            feature_shape=shape,
+        )
+    else:
+        raise SystemExit(f"Unknown --format {args.format!r}")
+    return reader, space
+
+
+def main(argv=None):
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        description="Convert a LESA/BiAM split to the native format."
+    )
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=[
+            "lesa_nus_wide",
+            "lesa_open_images",
+            "biam_nus_wide",
+            "biam_open_images",
+        ],
+    )
+    parser.add_argument(
+        "--inputs", required=True, help="file, glob, or comma list"
+    )
+    parser.add_argument("--split", required=True, help="train, val or test")
+    parser.add_argument("--label_dir", required=True)
+    parser.add_argument("--word_vectors", default=None)
+    parser.add_argument("--names_pickle", default=None)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--out_split", default=None)
+    parser.add_argument("--feature_shape", default="196,512")
+    parser.add_argument(
+        "--feature_dtype", default="float16", choices=["float16", "float32"]
+    )
+    parser.add_argument("--examples_per_shard", type=int, default=1024)
+    parser.add_argument(
+        "--compression", default="ZLIB", choices=["ZLIB", "GZIP", "NONE"]
+    )
+    parser.add_argument("--skip_corrupt", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    reader, space = _reader_from_args(args)
+    convert_split(
+        reader,
+        args.out,
+        args.out_split or args.split,
+        feature_dtype=args.feature_dtype,
+        examples_per_shard=args.examples_per_shard,
+        label_space=space,
+        compression=None if args.compression == "NONE" else args.compression,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
