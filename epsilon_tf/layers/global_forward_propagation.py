@@ -84,6 +84,9 @@ class GlobalForwardPropagation(layers.Layer):
             outer = layers.Dense(self.hidden_dim, name=f"ffn_{i}_2")
             for sub in (norm, inner, outer):
                 sub.build((batch, self.hidden_dim))
+                # Also attributes: `tf.train.Checkpoint` does not follow
+                # sublayers held only in a Python list.
+                setattr(self, sub.name, sub)
             self.block_layers.append((norm, inner, outer))
         self.block_dropout = layers.Dropout(self.dropout)
         self.output_norm = layers.LayerNormalization(

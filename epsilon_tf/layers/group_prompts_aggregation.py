@@ -190,6 +190,9 @@ class GroupPromptsAggregation(layers.Layer):
             )
             block.build(joint_shape)
             self.blocks.append(block)
+            # Also an attribute: `tf.train.Checkpoint` does not follow
+            # sublayers held only in a Python list.
+            setattr(self, f"encoder_block_{i}", block)
         self.encoded_norm = layers.LayerNormalization(
             epsilon=1e-6, name="encoded_norm"
         )

@@ -1,0 +1,128 @@
+"""Re-exports a training directory as a TF Serving SavedModel version.
+
+    python -m epsilon_tf.export --model_dir=runs/epsilon_synthetic
+    python -m epsilon_tf.export --model_dir=DIR --label_set=unseen --top_k=5
+    python -m epsilon_tf.export --model_dir=DIR --with_backbone \\
+        --backbone=vgg19 --backbone_weights=imagenet
+
+Writes `EXPORT_BASE/<version>/` (default `MODEL_DIR/export`, version = the
+largest existing + 1) and prints its path. See docs/serving.md.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m epsilon_tf.export",
+        description=__doc__.split("\n")[0],
+    )
+    parser.add_argument(
+        "--model_dir",
+        required=True,
+        help="Training directory (model.keras or best/ checkpoints, "
+        "label_space/, config.json).",
+    )
+    parser.add_argument(
+        "--export_base",
+        default=None,
+        help="TF Serving model base directory (default: MODEL_DIR/export).",
+    )
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="Version number (default: the largest existing + 1).",
+    )
+    parser.add_argument(
+        "--top_k",
+        type=int,
+        default=10,
+        help="k of serving_default's top_k_* outputs (fixed at export).",
+    )
+    parser.add_argument(
+        "--label_set",
+        default="all",
+        choices=["all", "unseen", "seen"],
+        help="Vocabulary of serving_default: all (GZSL), unseen (ZSL), seen.",
+    )
+    parser.add_argument(
+        "--with_backbone",
+        action="store_true",
+        help="Add the serving_images signature (encoded images in).",
+    )
+    parser.add_argument(
+        "--backbone",
+        default="vgg19",
+        help="Backbone for --with_backbone (see make_backbone).",
+    )
+    parser.add_argument(
+        "--backbone_weights",
+        default="imagenet",
+        help="imagenet, none (random: tests only) or a weights file path.",
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=224,
+        help="Side of the square images the backbone takes.",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Replace an existing --version.",
+    )
+    parser.add_argument(
+        "--no_keep_versions",
+        action="store_true",
+        help="Delete the earlier versions once the new one is in place.",
+    )
+    parser.add_argument(
+        "--jit_compile",
+        action="store_true",
+        help="XLA-compile the numeric part of the feature signatures.",
+    )
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    from epsilon_tf.export.backbones import make_backbone
+    from epsilon_tf.export.serving import export_saved_model, load_training_dir
+
+    model, space = load_training_dir(args.model_dir, verbose=True)
+    backbone = None
+    if args.with_backbone:
+        weights = args.backbone_weights
+        backbone = make_backbone(
+            args.backbone,
+            weights=None if weights.lower() == "none" else weights,
+            image_size=args.image_size,
+        )
+    path = export_saved_model(
+        model,
+        space,
+        args.export_base or os.path.join(args.model_dir, "export"),
+        version=args.version,
+        top_k=args.top_k,
+        label_set=args.label_set,
+        backbone=backbone,
+        keep_versions=not args.no_keep_versions,
+        overwrite=args.overwrite,
+        jit_compile=args.jit_compile,
+    )
+    print(path, flush=True)
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

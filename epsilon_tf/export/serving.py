@@ -1,0 +1,689 @@
+"""SavedModel export for TF Serving: features or images in, labels out.
+
+`export_saved_model` writes a `tf.Module` with explicit signatures to
+`EXPORT_BASE/<version>/` (the TF Serving layout), atomically: the
+SavedModel is written to a dot-prefixed temporary sibling (TF Serving
+ignores non-numeric names) and renamed into place, so a server polling the
+base never sees a half-written version.
+
+Signatures (all inputs are validated in the graph, since TF Serving feeds
+tensors without checking them against the signature):
+
+- `serving_default`: `features` [batch, N, C] float32 -> `scores`
+  [batch, K] over the exported vocabulary, `top_k_indices` int32,
+  `top_k_labels` string, `top_k_scores` float32 and `top_k_unseen` bool
+  (each [batch, k], k = min(`top_k`, K), fixed at export).
+- `score_labels`: `features` [batch, N, C] + `label_embeddings` [K', E]
+  float32 -> `scores` [batch, K']: any vocabulary at request time, rows
+  L2-normalized inside exactly as `LabelScoring` does.
+- `embed`: `features` -> `local_prompts` [batch, G, E], `assignments`
+  [batch, G, N], `global_vectors` [batch, M, E] (those of the enabled
+  branches) and `fusion_weight` [batch] (the scalar, broadcast).
+- `serving_images` (with a backbone): encoded JPEG/PNG/BMP/GIF bytes
+  [batch] string -> the outputs of `serving_default`.
+
+The SavedModel holds only TensorFlow graphs and variables: it loads with
+`tf.saved_model.load` in a process that never imports `epsilon_tf`.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from epsilon_tf.labels import LabelSpace
+from epsilon_tf.layers.label_scoring import max_similarity
+from epsilon_tf.models.epsilon import (
+    FUSION,
+    GFP,
+    GPA,
+    SCALE,
+    SCORING,
+    semantic_model,
+)
+
+SERVING_DEFAULT = "serving_default"
+SCORE_LABELS = "score_labels"
+EMBED = "embed"
+SERVING_IMAGES = "serving_images"
+LABEL_SETS = ("all", "unseen", "seen")
+LABELS_FILE = "labels.txt"
+UNSEEN_FILE = "unseen.txt"
+INFO_FILE = "export_info.json"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+_TMP_RE = re.compile(r"^\.(?:tmp|old)-(\d+)-(\d+)$")
+_IN_PROGRESS = set()  # this process's temporary dirs being written now
+
+
+def _shape_text(shape):
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_input(x, name, expected):
+    """Asserts the shape of a signature input; returns it reshaped.
+
+    Signatures accept inputs of any shape (TF Serving feeds tensors without
+    checking them against the signature), so these in-graph assertions are
+    what rejects a bad request, with a message naming the input, the
+    expected and the received shape. Exactly one of the two assertions can
+    fail (rank, then sizes). The input is then coerced to the expected
+    shape by a reshape that cannot fail (a no-op for a valid input), so no
+    kernel error can pre-empt the assertion's message; the assertions are
+    stateful, so the function always runs them.
+
+    Args:
+        x: tensor of unknown static shape.
+        name: str. The signature input's name, for the messages.
+        expected: tuple. `(leading, *sizes)`: `leading` (str) names the
+            free first axis ("batch"); the other sizes are fixed.
+    """
+    rank = len(expected)
+    shape = tf.shape(x)
+    rank_ok = tf.equal(tf.rank(x), rank)
+    tf.debugging.Assert(
+        rank_ok,
+        [
+            f"Input `{name}` must have rank {rank}: expected shape "
+            f"{_shape_text(expected)}, received shape",
+            shape,
+        ],
+        summarize=16,
+        name=f"check_{name}_rank",
+    )
+    inner = tuple(int(d) for d in expected[1:])
+    if inner:
+        padded = tf.concat([shape, tf.fill([rank], -1)], axis=0)
+        sizes_ok = tf.reduce_all(tf.equal(padded[1:rank], inner))
+        tf.debugging.Assert(
+            tf.logical_or(tf.logical_not(rank_ok), sizes_ok),
+            [
+                f"Input `{name}` has the wrong size: expected shape "
+                f"{_shape_text(expected)}, received shape",
+                shape,
+            ],
+            summarize=16,
+            name=f"check_{name}_shape",
+        )
+    row = int(np.prod(inner))
+    flat = tf.reshape(x, [-1])
+    rows = tf.size(flat) // row
+    return tf.reshape(flat[: rows * row], (-1,) + inner)
+
+
+class EpsilonServingModule(tf.Module):
+    """The exported object: Epsilon's graphs, its variables, a vocabulary.
+
+    The Keras layers are only traced: the module tracks their variables
+    (not the Keras objects), so the SavedModel needs neither Keras nor
+    `epsilon_tf` to load.
+
+    Args:
+        model: a functional model from `build_epsilon` (or reloaded from
+            `.keras`).
+        label_space: `LabelSpace`. The vocabulary of `serving_default`.
+        top_k: int. k of the `top_k_*` outputs (clamped to the vocabulary
+            size). Defaults to 10.
+        backbone: None, a `keras.Model` (images [b, S, S, 3] -> tokens
+            [b, N, C] or a map [b, H, W, C]; preprocessing built in), or a
+            tuple `(model, preprocess_fn)` as `make_backbone` returns.
+            Adds the `serving_images` signature. Defaults to None.
+        jit_compile: bool. XLA-compile the numeric part of the feature
+            signatures. Defaults to False.
+        name: str. Module name. Defaults to "epsilon_serving".
+    """
+
+    def __init__(
+        self,
+        model,
+        label_space,
+        top_k=10,
+        backbone=None,
+        jit_compile=False,
+        name="epsilon_serving",
+    ):
+        super().__init__(name=name)
+        if not isinstance(label_space, LabelSpace):
+            raise TypeError(
+                "`label_space` must be a LabelSpace. "
+                f"Received: {type(label_space).__name__}"
+            )
+        if label_space.num_labels < 1:
+            raise ValueError("The exported vocabulary has no labels")
+        names = {layer.name for layer in model.layers}
+        if SCORING not in names or not names & {GPA, GFP}:
+            raise ValueError(
+                f"Model {model.name!r} is not an Epsilon model (no "
+                f"`{SCORING}` layer or no GPA/GFP branch)"
+            )
+        width = model.get_layer(SCORING).embedding_dim
+        if label_space.embedding_dim != width:
+            raise ValueError(
+                f"The label space has {label_space.embedding_dim}-d word "
+                f"vectors but the model scores {width}-d word vectors"
+            )
+        self._meta = {
+            "feature_shape": [int(d) for d in model.inputs[0].shape[1:]],
+            "embedding_dim": int(width),
+            "num_labels": label_space.num_labels,
+            "top_k": min(int(top_k), label_space.num_labels),
+            "branches": [b for b in (GPA, GFP) if b in names],
+        }
+        num_regions, channels = self._meta["feature_shape"]
+        k = self._meta["top_k"]
+
+        # The vocabulary, its rows normalized once here rather than on every
+        # request. The model's variables are tracked after tracing (below).
+        self.label_embeddings = tf.Variable(
+            label_space.normalized_vectors(),
+            trainable=False,
+            name="label_embeddings",
+        )
+        self.label_names = tf.Variable(
+            np.asarray(label_space.names, dtype=object),
+            dtype=tf.string,
+            trainable=False,
+            name="label_names",
+        )
+        self.label_unseen = tf.Variable(
+            label_space.unseen_mask, trainable=False, name="label_unseen"
+        )
+
+        semantic = semantic_model(model)
+        fusion = model.get_layer(FUSION) if FUSION in names else None
+        scale = model.get_layer(SCALE)
+        fixed_weight = 1.0 if GPA in names else 0.0
+
+        def fused_scores(outputs, matrix):
+            branch = [
+                max_similarity(outputs[key], matrix)
+                for key in ("local_prompts", "global_vectors")
+                if key in outputs
+            ]
+            scores = fusion(branch) if fusion is not None else branch[0]
+            return scale(scores)
+
+        def scores_and_top_k(features):
+            outputs = semantic(features, training=False)
+            scores = fused_scores(outputs, self.label_embeddings)
+            top_scores, top_indices = tf.math.top_k(scores, k=k)
+            return scores, top_scores, top_indices
+
+        numeric = (
+            tf.function(scores_and_top_k, autograph=False, jit_compile=True)
+            if jit_compile
+            else scores_and_top_k
+        )
+
+        def labelled(features):
+            scores, top_scores, top_indices = numeric(features)
+            return {
+                "scores": scores,
+                "top_k_indices": top_indices,
+                "top_k_labels": tf.gather(self.label_names, top_indices),
+                "top_k_scores": top_scores,
+                "top_k_unseen": tf.gather(self.label_unseen, top_indices),
+            }
+
+        feature_spec = tf.TensorSpec(None, tf.float32, name="features")
+        expected = ("batch", num_regions, channels)
+
+        def serve(features):
+            return labelled(_check_input(features, "features", expected))
+
+        def score(features, label_embeddings):
+            features = _check_input(features, "features", expected)
+            labels = _check_input(
+                label_embeddings, "label_embeddings", ("num_labels", width)
+            )
+            labels = labels / tf.maximum(
+                tf.norm(labels, axis=-1, keepdims=True), 1e-12
+            )
+            outputs = semantic(features, training=False)
+            return {"scores": fused_scores(outputs, labels)}
+
+        def embed(features):
+            features = _check_input(features, "features", expected)
+            outputs = dict(semantic(features, training=False))
+            weight = (
+                fusion.fusion_weight()
+                if fusion is not None
+                else tf.constant(fixed_weight, tf.float32)
+            )
+            outputs["fusion_weight"] = tf.fill(
+                tf.shape(features)[:1], tf.cast(weight, tf.float32)
+            )
+            return outputs
+
+        # The tf.functions live outside TF's object tracking: the SavedModel
+        # stores their traced concrete functions as signatures only, so
+        # `tf.saved_model.save` does not trace the model a second time.
+        self._functions = types.SimpleNamespace(
+            serve=tf.function(
+                serve, input_signature=[feature_spec], autograph=False
+            ),
+            score_labels=tf.function(
+                score,
+                input_signature=[
+                    feature_spec,
+                    tf.TensorSpec(None, tf.float32, name="label_embeddings"),
+                ],
+                autograph=False,
+            ),
+            embed=tf.function(
+                embed, input_signature=[feature_spec], autograph=False
+            ),
+            serve_images=None,
+        )
+        if backbone is not None:
+            self._add_image_signature(backbone, labelled, expected)
+        self._track_captured_variables()
+
+    def _track_captured_variables(self):
+        # Track the tf.Variables the traced signatures capture (not the Keras
+        # wrappers): the SavedModel then holds plain variables that both the
+        # TF2 loader and TF Serving's session-based loader restore.
+        seen, captured = set(), []
+        for concrete in self.signatures().values():
+            for var in concrete.variables:
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    captured.append(var)
+        self.captured_variables = captured
+
+    def _add_image_signature(self, backbone, labelled, expected):
+        if isinstance(backbone, (tuple, list)):
+            backbone, preprocess = backbone
+        else:
+            preprocess = None
+        if not isinstance(backbone, keras.Model):
+            raise TypeError(
+                "`backbone` must be a keras.Model or a (model, "
+                "preprocess_fn) tuple from `make_backbone`. "
+                f"Received: {type(backbone).__name__}"
+            )
+        in_shape = tuple(backbone.inputs[0].shape)
+        if len(in_shape) != 4 or None in in_shape[1:] or in_shape[3] != 3:
+            raise ValueError(
+                "The backbone must take images [batch, height, width, 3] of "
+                f"a fixed size. Received: input shape {in_shape}"
+            )
+        out_shape = tuple(backbone.outputs[0].shape)
+        if len(out_shape) == 4:
+            tokens = (out_shape[1] * out_shape[2], out_shape[3])
+        elif len(out_shape) == 3:
+            tokens = tuple(out_shape[1:])
+        else:
+            tokens = None
+        if tokens != tuple(expected[1:]):
+            raise ValueError(
+                f"The backbone produces features of shape {out_shape} "
+                f"({tokens} region tokens) but the model expects "
+                f"{tuple(expected[1:])}"
+            )
+        height, width = int(in_shape[1]), int(in_shape[2])
+        self._meta["image_size"] = [height, width]
+        self._meta["backbone"] = backbone.name
+
+        def decode(data):
+            image = tf.io.decode_image(
+                data, channels=3, expand_animations=False
+            )
+            image.set_shape([None, None, 3])
+            return tf.image.resize(image, (height, width))
+
+        def serve_images(images):
+            images = _check_input(images, "images", ("batch",))
+            pixels = tf.map_fn(
+                decode,
+                images,
+                fn_output_signature=tf.TensorSpec(
+                    (height, width, 3), tf.float32
+                ),
+            )
+            if preprocess is not None:
+                pixels = preprocess(pixels)
+            features = backbone(pixels, training=False)
+            features = tf.reshape(features, (-1,) + tuple(expected[1:]))
+            return labelled(features)
+
+        self._functions.serve_images = tf.function(
+            serve_images,
+            input_signature=[tf.TensorSpec(None, tf.string, name="images")],
+            autograph=False,
+        )
+
+    @property
+    def info(self):
+        """Export metadata: shapes, k, branches, image size."""
+        return dict(self._meta)
+
+    def signatures(self):
+        """`{signature name: concrete function}` for `tf.saved_model.save`.
+
+        The functions are traced on the first call (and cached).
+        """
+        fns = self._functions
+        signatures = {
+            SERVING_DEFAULT: fns.serve,
+            SCORE_LABELS: fns.score_labels,
+            EMBED: fns.embed,
+        }
+        if fns.serve_images is not None:
+            signatures[SERVING_IMAGES] = fns.serve_images
+        return {k: f.get_concrete_function() for k, f in signatures.items()}
+
+
+def _is_version(name):
+    return name.isdigit() and int(name) > 0
+
+
+def list_versions(export_base):
+    """The complete versions under `export_base`, ascending."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(
+        int(n)
+        for n in os.listdir(export_base)
+        if _is_version(n) and os.path.isdir(os.path.join(export_base, n))
+    )
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return False  # a leftover of this process, not a live export
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temp_dirs(export_base):
+    """Removes temporary export dirs of processes that no longer run.
+
+    Returns:
+        The removed paths.
+    """
+    removed = []
+    if not os.path.isdir(export_base):
+        return removed
+    for entry in os.listdir(export_base):
+        match = _TMP_RE.match(entry)
+        path = os.path.join(export_base, entry)
+        if (
+            match
+            and not _pid_alive(int(match.group(2)))
+            and os.path.abspath(path) not in _IN_PROGRESS
+        ):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _check_version(version):
+    if version is None:
+        return None
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, (int, np.integer))
+        or version < 1
+    ):
+        raise ValueError(
+            "`version` must be a positive integer (TF Serving version "
+            f"directory). Received: version={version!r}"
+        )
+    return int(version)
+
+
+def _write_assets(directory, label_space, info):
+    for name in label_space.names:
+        if "\n" in name or "\r" in name:
+            raise ValueError(
+                f"Label names cannot contain line breaks. Received: {name!r}"
+            )
+    paths = {
+        "labels_file": os.path.join(directory, LABELS_FILE),
+        "unseen_file": os.path.join(directory, UNSEEN_FILE),
+        "info_file": os.path.join(directory, INFO_FILE),
+    }
+    with open(paths["labels_file"], "w", encoding="utf-8") as f:
+        f.writelines(f"{name}\n" for name in label_space.names)
+    with open(paths["unseen_file"], "w", encoding="utf-8") as f:
+        f.writelines(f"{int(u)}\n" for u in label_space.unseen_mask)
+    with open(paths["info_file"], "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+    return paths
+
+
+def _retire(path, export_base, version):
+    """Renames a version dir out of TF Serving's sight, then deletes it."""
+    old = os.path.join(export_base, f"{_OLD_PREFIX}{version}-{os.getpid()}")
+    os.replace(path, old)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_saved_model(
+    model,
+    label_space,
+    export_base,
+    version=None,
+    top_k=10,
+    label_set="all",
+    backbone=None,
+    keep_versions=True,
+    overwrite=False,
+    jit_compile=False,
+):
+    """Exports Epsilon as a SavedModel version for TF Serving, atomically.
+
+    Writes `export_base/<version>/` with the signatures `serving_default`,
+    `score_labels`, `embed` (and `serving_images` with a backbone), the
+    vocabulary as the assets `labels.txt` (one name a line) and
+    `unseen.txt` (0/1 a line) and `export_info.json`. The version is
+    written to `export_base/.tmp-<version>-<pid>` and renamed into place;
+    temporary dirs left by dead exporters are removed first.
+
+    Args:
+        model: a functional model from `build_epsilon` (any vocabulary:
+            only its label-free layers are used).
+        label_space: `LabelSpace`. The full label space.
+        export_base: str. The model's base directory (what TF Serving's
+            `--model_base_path` points at).
+        version: int or None. Version number; None takes the largest
+            existing version + 1 (1 for an empty base). Defaults to None.
+        top_k: int. k of `serving_default`'s `top_k_*` outputs (a
+            signature has no optional inputs, so k is fixed here; clamped
+            to the vocabulary size). Defaults to 10.
+        label_set: str. The `serving_default` vocabulary: "all" (GZSL,
+            seen + unseen), "unseen" (ZSL) or "seen". Defaults to "all".
+        backbone: None, a `keras.Model` (images -> tokens, preprocessing
+            built in) or `(model, preprocess_fn)` from `make_backbone`;
+            adds `serving_images`. Defaults to None.
+        keep_versions: bool. Keep earlier versions (False deletes them
+            once the new one is in place). Defaults to True.
+        overwrite: bool. Replace an existing `version`. Defaults to False.
+        jit_compile: bool. XLA-compile the numeric part of the feature
+            signatures. Defaults to False.
+
+    Returns:
+        str, the path of the new version directory.
+
+    Example:
+
+    >>> path = export_saved_model(model, space, "runs/x/export", top_k=5)
+    >>> tf.saved_model.load(path).signatures["serving_default"]
+    """
+    if label_set not in LABEL_SETS:
+        raise ValueError(
+            f"`label_set` must be one of {LABEL_SETS}. "
+            f"Received: label_set={label_set!r}"
+        )
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+        raise ValueError(
+            f"`top_k` must be a positive integer. Received: top_k={top_k!r}"
+        )
+    if top_k < 1:
+        raise ValueError(
+            f"`top_k` must be a positive integer. Received: top_k={top_k!r}"
+        )
+    if not isinstance(label_space, LabelSpace):
+        raise TypeError(
+            "`label_space` must be a LabelSpace. "
+            f"Received: {type(label_space).__name__}"
+        )
+    version = _check_version(version)
+    space = label_space.subset(label_set)
+    if space.num_labels == 0:
+        raise ValueError(
+            f"The label set {label_set!r} of the label space is empty"
+        )
+    export_base = os.fspath(export_base)
+    os.makedirs(export_base, exist_ok=True)
+    clean_stale_temp_dirs(export_base)
+    if version is None:
+        version = max(list_versions(export_base), default=0) + 1
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(
+            f"Version {version} already exists at {final}; pass "
+            "overwrite=True to replace it or choose another version"
+        )
+    tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    _IN_PROGRESS.add(os.path.abspath(tmp))
+    try:
+        with tempfile.TemporaryDirectory(prefix="epsilon-assets-") as scratch:
+            module = EpsilonServingModule(
+                model,
+                space,
+                top_k=int(top_k),
+                backbone=backbone,
+                jit_compile=jit_compile,
+            )
+            info = dict(
+                module.info,
+                version=version,
+                label_set=label_set,
+                signatures=sorted(module.signatures()),
+                model_name=model.name,
+            )
+            for attr, path in _write_assets(scratch, space, info).items():
+                setattr(module, attr, tf.saved_model.Asset(path))
+            tf.saved_model.save(module, tmp, signatures=module.signatures())
+        if os.path.exists(final):
+            if not overwrite:  # another exporter took this version meanwhile
+                raise FileExistsError(
+                    f"Version {version} appeared at {final} during the export"
+                )
+            _retire(final, export_base, version)
+        try:
+            os.replace(tmp, final)
+        except OSError as err:
+            if os.path.exists(final):
+                raise FileExistsError(
+                    f"Version {version} appeared at {final} during the export"
+                ) from err
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _IN_PROGRESS.discard(os.path.abspath(tmp))
+    if not keep_versions:
+        for other in list_versions(export_base):
+            if other != version:
+                _retire(
+                    os.path.join(export_base, str(other)), export_base, other
+                )
+    return final
+
+
+def checkpoint_gaps(model):
+    """Paths of the model variables `tf.train.Checkpoint` cannot reach.
+
+    Keras 3 sublayers kept in a Python list are invisible to TF's object
+    graph, so a `tf.train.Checkpoint(model=model)` silently neither saves
+    nor restores them. Seed-generator states are ignored.
+    """
+    checkpoint = tf.train.Checkpoint(model=model)
+    reachable = {
+        id(obj) for obj in tf.train.TrackableView(checkpoint).descendants()
+    }
+    return [
+        v.path
+        for v in model.variables
+        if id(v) not in reachable and "seed_generator" not in v.path
+    ]
+
+
+def load_training_dir(model_dir, verbose=False):
+    """The trained model and full label space of a training directory.
+
+    Reads `model_dir/model.keras` when present (written at the end of
+    training). Otherwise (mid-training, say) rebuilds the model from
+    `config.json` over the seen labels and restores the latest checkpoint of
+    `best/` (or, lacking one, of `checkpoints/`).
+
+    Args:
+        model_dir: str. A training directory (`label_space/`, `config.json`
+            and `model.keras` or `best/` / `checkpoints/`).
+        verbose: bool. Print where the weights come from.
+
+    Returns:
+        A tuple `(model, label_space)`.
+    """
+    import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
+    from epsilon_tf.config import ModelConfig
+    from epsilon_tf.models import build_epsilon
+
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"Training directory not found: {model_dir}")
+    space = LabelSpace.load(os.path.join(model_dir, "label_space"))
+    keras_path = os.path.join(model_dir, "model.keras")
+    if os.path.exists(keras_path):
+        if verbose:
+            print(f"Loading {keras_path}", flush=True)
+        return keras.saving.load_model(keras_path), space
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"{model_dir} has neither model.keras nor config.json; it is "
+            "not a training directory"
+        )
+    with open(config_path, encoding="utf-8") as f:
+        fields = json.load(f).get("ModelConfig")
+    if fields is None:
+        raise ValueError(f"{config_path} has no `ModelConfig` section")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    config = ModelConfig(**{k: v for k, v in fields.items() if k in known})
+    model = build_epsilon(config, space.subset("seen"))
+    for sub in ("best", "checkpoints"):
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, sub))
+        if path:
+            gaps = checkpoint_gaps(model)
+            if gaps:
+                raise ValueError(
+                    f"Cannot restore the model from {path}: "
+                    f"tf.train.Checkpoint does not track {len(gaps)} of its "
+                    f"variables (e.g. {gaps[:3]}), so the checkpoint lacks "
+                    "them (a layer keeps sublayers in a Python list). "
+                    "Export from model.keras instead"
+                )
+            if verbose:
+                print(f"Restoring the model from checkpoint {path}", flush=True)
+            tf.train.Checkpoint(model=model).restore(path).expect_partial()
+            return model, space
+    raise FileNotFoundError(
+        f"{model_dir} has no model.keras and no checkpoint in best/ or "
+        "checkpoints/"
+    )
