@@ -36,6 +36,16 @@ flags.DEFINE_integer(
     "Scores beyond this many MB spill to a memory-mapped file.",
 )
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+flags.DEFINE_integer(
+    "examples", 0,
+    "Also draw this many test images like the paper's Figures 4-5 (top-10 "
+    "labels, unseen marked *, correct ones green, beside the GPA maps); "
+    "needs --model_dir.",
+)
+flags.DEFINE_string(
+    "examples_out", None,
+    "Folder of the --examples PNGs (default: MODEL_DIR/examples).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -53,20 +63,36 @@ def main(argv):
             "Give exactly one of --model_dir, --saved_model, --predictions. "
             f"Received: {modes or 'none'}"
         )
-    run_evaluation(
-        mode=modes[0],
-        path=getattr(FLAGS, modes[0]),
-        data_config=(
-            None if modes[0] == "predictions"
-            else epsilon_flags.data_config()
-        ),
-        ks=epsilon_flags.ks_value(),
-        variant=FLAGS.ap_variant,
-        metrics_out=FLAGS.metrics_out,
-        batch_size=FLAGS.batch_size,
-        memory_budget_bytes=FLAGS.memory_budget_mb * 2**20,
-        progress=FLAGS.progress,
-    )
+    if FLAGS.examples < 0:
+        raise app.UsageError(
+            f"--examples must be >= 0. Received: {FLAGS.examples}"
+        )
+    if FLAGS.examples and modes[0] != "model_dir":
+        raise app.UsageError(
+            "--examples needs --model_dir: the group-assignment maps come "
+            f"from the Keras model, and --{modes[0]} has none"
+        )
+    from epsilon_tf.training.guards import clean_exit
+
+    mode = modes[0]
+    # NaN/Inf features: one clear message naming the record, exit status 1.
+    with clean_exit("eval.py"):
+        run_evaluation(
+            mode=mode,
+            path=getattr(FLAGS, mode),
+            data_config=(
+                None if mode == "predictions"
+                else epsilon_flags.data_config()
+            ),
+            ks=epsilon_flags.ks_value(),
+            variant=FLAGS.ap_variant,
+            metrics_out=FLAGS.metrics_out,
+            batch_size=FLAGS.batch_size,
+            memory_budget_bytes=FLAGS.memory_budget_mb * 2**20,
+            progress=FLAGS.progress,
+            examples=FLAGS.examples,
+            examples_out=FLAGS.examples_out,
+        )
 
 
 def run_main():

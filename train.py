@@ -26,8 +26,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import dataclasses
 
+    from epsilon_tf.training.strategy import configure_cpu_replicas
+
+    # Before anything runs a TensorFlow op (device setup is fixed after).
+    configure_cpu_replicas(FLAGS.cpu_replicas)
+
     from epsilon_tf.data.sources import make_source
     from epsilon_tf.export import export_saved_model
+    from epsilon_tf.training.guards import clean_exit
     from epsilon_tf.training.run import train_and_evaluate
 
     model_cfg, loss_cfg, train_cfg, data_cfg = epsilon_flags.train_configs()
@@ -44,15 +50,17 @@ def main(argv):
             top_k=train_cfg.export_top_k,
         )
 
-    train_and_evaluate(
-        model_cfg,
-        loss_cfg,
-        train_cfg,
-        source,
-        variant=FLAGS.ap_variant,
-        baseline=FLAGS.baseline,
-        export_fn=export,
-    )
+    # A diverged loss or NaN features: one clear message, exit status 1.
+    with clean_exit("train.py"):
+        train_and_evaluate(
+            model_cfg,
+            loss_cfg,
+            train_cfg,
+            source,
+            variant=FLAGS.ap_variant,
+            baseline=FLAGS.baseline,
+            export_fn=export,
+        )
 
 
 def run_main():

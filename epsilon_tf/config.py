@@ -27,9 +27,12 @@ class ModelConfig:
         token_dropout: probability of dropping a whole region token.
         dropout: dropout inside GPA and GFP.
         normalize_semantic: L2-normalize the semantic vectors before
-            scoring (scores become cosines; see `score_scale`).
-        score_scale: multiplier on the fused scores (useful with
-            `normalize_semantic`, since the hinge margin is 1).
+            scoring (scores become cosines; see `score_scale`). On by
+            default: unnormalized prompts fit the seen labels' directions
+            and transfer worse (BUILD_NOTES.md, "Against ESZSL").
+        score_scale: multiplier on the fused scores (with normalized
+            vectors the scores are cosines in [-1, 1] and the hinge margin
+            is 1, so the scale sets how hard the margin is).
     """
 
     feature_shape: tuple = (196, 512)
@@ -47,8 +50,8 @@ class ModelConfig:
     fusion_temperature: bool = False
     token_dropout: float = 0.1
     dropout: float = 0.1
-    normalize_semantic: bool = False
-    score_scale: float = 1.0
+    normalize_semantic: bool = True
+    score_scale: float = 5.0
 
     def __post_init__(self):
         self.feature_shape = tuple(int(v) for v in self.feature_shape)
@@ -112,6 +115,17 @@ class TrainConfig:
         export: export a SavedModel at the end.
         export_top_k: K of the exported `serving_default` signature.
         verbose: progress output (0 silent, 1 progress bar).
+        deterministic: `tf.config.experimental.enable_op_determinism()`,
+            so that two runs with the same flags and seed give the same
+            numbers (see docs/training.md; costs nothing measurable on CPU).
+        input_sharding: how several workers share the training data:
+            "files" (each reads its own files) or "batches" (each reads
+            everything and keeps its replicas' part of every global batch;
+            the same examples per step as on one device).
+        summary_images: validation images whose GPA assignment maps are
+            drawn in TensorBoard every epoch (0: none).
+        pr_curve_labels: unseen labels that get a TensorBoard PR curve on
+            the test split at the end (0: none).
     """
 
     model_dir: str = "runs/epsilon_synthetic"
@@ -133,6 +147,10 @@ class TrainConfig:
     export: bool = True
     export_top_k: int = 10
     verbose: int = 1
+    deterministic: bool = True
+    input_sharding: str = "files"
+    summary_images: int = 4
+    pr_curve_labels: int = 8
 
 
 @dataclasses.dataclass

@@ -161,6 +161,30 @@ def define_train_flags():
     )
     flags.DEFINE_integer("verbose", t.verbose, "0: quiet, 1: progress bars.")
     flags.DEFINE_bool(
+        "deterministic", t.deterministic,
+        "Deterministic TensorFlow ops: the same flags and --seed give the "
+        "same numbers (tf.config.experimental.enable_op_determinism).",
+    )
+    flags.DEFINE_enum(
+        "input_sharding", t.input_sharding, ["files", "batches"],
+        "Multi-worker input: 'files' (each worker reads its own files) or "
+        "'batches' (each reads everything, keeps its part of every global "
+        "batch: the same examples per step as on one device).",
+    )
+    flags.DEFINE_integer(
+        "summary_images", t.summary_images,
+        "Validation images whose GPA maps TensorBoard shows each epoch.",
+    )
+    flags.DEFINE_integer(
+        "pr_curve_labels", t.pr_curve_labels,
+        "Unseen labels with a TensorBoard PR curve on the test split.",
+    )
+    flags.DEFINE_integer(
+        "cpu_replicas", 0,
+        "Split the CPU into this many logical devices (replicas for "
+        "--strategy=mirrored on a machine without GPUs; 0: leave as is).",
+    )
+    flags.DEFINE_bool(
         "baseline", True, "Also fit and report the ESZSL baseline."
     )
     # Model.

@@ -42,4 +42,6 @@ def tiny_model_config():
         gfp_blocks=1,
         token_dropout=0.0,
         dropout=0.0,
+        normalize_semantic=False,
+        score_scale=1.0,
     )

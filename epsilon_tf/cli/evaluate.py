@@ -89,12 +89,10 @@ def _source(data_config, progress):
     return make_source(data_config, progress=progress)
 
 
-def _keras_scores_fn(model_dir, label_space):
+def _load_keras_model(model_dir):
     import keras
 
     import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
-    from epsilon_tf.models import with_labels
-    from epsilon_tf.training.evaluation import forward_scores
 
     path = os.path.join(model_dir, "model.keras")
     if not os.path.exists(path):
@@ -102,7 +100,14 @@ def _keras_scores_fn(model_dir, label_space):
             f"No trained model at {path}; train first (train.py "
             f"--model_dir={model_dir})"
         )
-    model = keras.saving.load_model(path)
+    return keras.saving.load_model(path)
+
+
+def _keras_scores_fn(model_dir, label_space, model=None):
+    from epsilon_tf.models import with_labels
+    from epsilon_tf.training.evaluation import forward_scores
+
+    model = model if model is not None else _load_keras_model(model_dir)
     return forward_scores(with_labels(model, label_space.vectors))
 
 
@@ -141,6 +146,9 @@ def run_evaluation(
     batch_size=256,
     memory_budget_bytes=2 * 2**30,
     progress=True,
+    examples=0,
+    examples_out=None,
+    source=None,
 ):
     """Evaluates and prints; writes the metrics JSON when asked.
 
@@ -152,10 +160,22 @@ def run_evaluation(
         ks: tuple of int or None (the dataset's default K).
         variant: "lesa" or "biam_openimages".
         metrics_out: str or None. JSON output path.
+        examples: int. Also draw this many test images, paper-style (top
+            labels beside the GPA maps; `epsilon_tf.visualization.examples`).
+            Needs mode "model_dir": only the Keras model gives the maps.
+        examples_out: str or None. Folder of the example PNGs (default
+            `<model_dir>/examples`).
+        source: `DatasetSource` or None. The data, instead of building it
+            from `data_config`.
 
     Returns:
         The metrics dict.
     """
+    if examples and mode != "model_dir":
+        raise ValueError(
+            f"Example pictures need the group-assignment maps of the Keras "
+            f"model: use --model_dir (the {mode} mode has no maps)"
+        )
     if mode == "predictions":
         scores, labels, unseen = load_predictions(path)
         result = evaluate_scores(
@@ -166,29 +186,45 @@ def run_evaluation(
     else:
         from epsilon_tf.training.evaluation import evaluate_split
 
-        source = _source(data_config, progress)
+        if source is None:
+            source = _source(data_config, progress)
         if ks:
             source = dataclasses.replace(source, eval_ks=tuple(ks))
         space = source.label_space
+        model = None
         if mode == "model_dir":
-            scores_fn = _keras_scores_fn(path, space)
+            model = _load_keras_model(path)
+            scores_fn = _keras_scores_fn(path, space, model)
         elif mode == "saved_model":
             scores_fn = _saved_model_scores_fn(path, space)
         else:
             raise ValueError(f"Unknown mode {mode!r}")
-        result = evaluate_split(
-            scores_fn,
-            source.split("test"),
-            space,
-            ks=source.eval_ks,
-            batch_size=batch_size,
-            variant=variant,
-            memory_budget_bytes=memory_budget_bytes,
-            progress=progress,
-        )
+        from epsilon_tf.data.pipeline import input_errors
+
+        with input_errors():  # NaN/Inf features: a message naming the image
+            result = evaluate_split(
+                scores_fn,
+                source.split("test"),
+                space,
+                ks=source.eval_ks,
+                batch_size=batch_size,
+                variant=variant,
+                memory_budget_bytes=memory_budget_bytes,
+                progress=progress,
+            )
         print_metrics(
             result, source.eval_ks, f"{source.name} test split, {path}"
         )
+        if examples:
+            from epsilon_tf.visualization.examples import write_examples
+
+            out = examples_out or os.path.join(path, "examples")
+            written = write_examples(
+                model, source.split("test"), space, out, int(examples),
+                batch_size=batch_size,
+            )
+            result["examples"] = written
+            print(f"Wrote {len(written)} example pictures to {out}")
     if metrics_out:
         os.makedirs(os.path.dirname(os.path.abspath(metrics_out)),
                     exist_ok=True)

@@ -1,9 +1,56 @@
 """The `tf.data` input pipeline: split carving, shuffle, batch, prefetch."""
 
+import contextlib
+import re
+
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10_000
+INPUT_SHARDING = ("files", "batches")
+# The start of the message `check_features` fails with.
+NON_FINITE_MESSAGE = "NaN or Inf in the features of"
+_NON_FINITE_RE = re.compile(
+    re.escape(NON_FINITE_MESSAGE) + r"[^\]\n]*must be finite"
+)
+
+
+class InputDataError(ValueError):
+    """The input data is unusable (e.g. NaN or Inf features).
+
+    The message names the offending record and image id.
+    """
+
+
+def input_data_error(error):
+    """The `InputDataError` hidden in a TensorFlow error, or None.
+
+    `check_features` fails inside the `tf.data` graph, so the error reaches
+    Python as a `tf.errors.InvalidArgumentError` whose message is buried in
+    graph details; this pulls out the one line that matters.
+    """
+    text = getattr(error, "message", None) or str(error)
+    match = _NON_FINITE_RE.search(text)
+    return InputDataError(match.group(0)) if match else None
+
+
+@contextlib.contextmanager
+def input_errors():
+    """Re-raises a failed `check_features` as a plain `InputDataError`.
+
+    Example:
+
+    >>> with input_errors():
+    ...     for batch in make_dataset(split, 32):
+    ...         ...
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        clear = input_data_error(e)
+        if clear is None:
+            raise
+        raise clear from None
 
 
 def in_validation(image_id, validation_fraction):
@@ -19,17 +66,27 @@ def in_validation(image_id, validation_fraction):
 def check_features(example, index=None):
     """Fails with a clear message when an example's features are not finite.
 
-    The message names the image id (and the record index when given).
+    The message names the image id (and the record's position in the
+    split's input stream when `index` is given). It reaches Python as a
+    `tf.errors.InvalidArgumentError`; `input_errors()` turns it into an
+    `InputDataError` carrying just that message.
     """
     finite = tf.reduce_all(tf.math.is_finite(example["features"]))
+    image_id = example["image_id"]
     where = (
-        tf.strings.format("record {} (image_id {})", (index, example["image_id"]))
+        tf.strings.join(
+            ["record ", tf.strings.as_string(index), " (image_id ",
+             image_id, ")"]
+        )
         if index is not None
-        else tf.strings.format("image_id {}", example["image_id"])
+        else tf.strings.join(["image_id ", image_id])
     )
     message = tf.strings.join(
-        ["NaN or Inf in the features of ", where,
-         "; the features must be finite"]
+        [
+            NON_FINITE_MESSAGE + " ",
+            where,
+            "; the features must be finite",
+        ]
     )
     with tf.control_dependencies(
         [tf.debugging.Assert(finite, [message], summarize=1)]
@@ -68,6 +125,7 @@ def make_dataset(
     input_context=None,
     drop_remainder=False,
     check_finite=True,
+    input_sharding="files",
 ):
     """A batched dataset of `(features, labels)` pairs plus image ids.
 
@@ -81,9 +139,20 @@ def make_dataset(
             Pass a different seed each epoch for a new order; the same seed
             gives the same order (what exact resume relies on).
         shuffle_buffer: int. Examples in the shuffle buffer.
-        input_context: `tf.distribute.InputContext` or None.
+        input_context: `tf.distribute.InputContext` or None. With several
+            input pipelines (workers), each gets its share of the data, as
+            `input_sharding` says.
         drop_remainder: bool. Drop the last partial batch.
         check_finite: bool. Fail on NaN/Inf features, naming the record.
+        input_sharding: str. How several input pipelines share the data.
+            "files" (default): each reads a disjoint part of the split
+            (its files; for in-memory arrays, every n-th example) and
+            shuffles it, so nobody reads anything twice. "batches": every
+            pipeline reads and shuffles the whole split in the same order,
+            cuts it into per-replica batches of `batch_size` and keeps the
+            ones of its own replicas, so the examples of one global step
+            are exactly those of a single-device run (costs one full read
+            of the split per pipeline; needs `drop_remainder=True`).
 
     Returns:
         A `tf.data.Dataset` of dicts with `image_id` [b], `features`
@@ -94,21 +163,63 @@ def make_dataset(
             "`batch_size` must be a positive integer. "
             f"Received: batch_size={batch_size!r}"
         )
-    ds = split_reader.dataset(
-        files_seed=shuffle_seed, input_context=input_context
+    if input_sharding not in INPUT_SHARDING:
+        raise ValueError(
+            f"`input_sharding` must be one of {INPUT_SHARDING}. "
+            f"Received: input_sharding={input_sharding!r}"
+        )
+    by_batch = (
+        input_sharding == "batches"
+        and input_context is not None
+        and input_context.num_input_pipelines > 1
     )
-    if subset is not None:
-        ds = carve(ds, subset, validation_fraction)
+    if by_batch and not drop_remainder:
+        raise ValueError(
+            "input_sharding='batches' needs `drop_remainder=True` (every "
+            "pipeline must cut the same batches)"
+        )
+    ds = split_reader.dataset(
+        files_seed=shuffle_seed,
+        input_context=None if by_batch else input_context,
+    )
     if check_finite:
+        # Before carving, so the index is the position in the split's stream.
         ds = ds.enumerate().map(
             lambda i, ex: check_features(ex, i), num_parallel_calls=AUTOTUNE
         )
+    if subset is not None:
+        ds = carve(ds, subset, validation_fraction)
     if shuffle_seed is not None:
         ds = ds.shuffle(
             shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False
         )
     ds = ds.batch(
-        batch_size, drop_remainder=drop_remainder,
+        batch_size,
+        drop_remainder=drop_remainder,
         num_parallel_calls=AUTOTUNE,
     )
+    if by_batch:
+        ds = _keep_own_batches(ds, input_context)
     return ds.prefetch(AUTOTUNE)
+
+
+def _keep_own_batches(ds, input_context):
+    """Keeps the per-replica batches of this pipeline's replicas.
+
+    Batch i of the common stream belongs to replica `i % R` (R replicas in
+    sync); pipeline p owns replicas `p * R / P ... (p + 1) * R / P - 1`.
+    """
+    replicas = input_context.num_replicas_in_sync
+    pipelines = input_context.num_input_pipelines
+    if replicas % pipelines:
+        raise ValueError(
+            f"input_sharding='batches' needs the replicas ({replicas}) to "
+            f"be divisible by the input pipelines ({pipelines})"
+        )
+    per_pipeline = replicas // pipelines
+    own = input_context.input_pipeline_id
+    return (
+        ds.enumerate()
+        .filter(lambda i, _: (i % replicas) // per_pipeline == own)
+        .map(lambda _, batch: batch)
+    )

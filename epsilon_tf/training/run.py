@@ -116,6 +116,7 @@ def train_and_evaluate(
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
     write_json(os.path.join(model_dir, "metrics.json"), result)
+    trainer.write_test_summaries(result)
     rows = [("Epsilon", result)]
     rows += [(k.upper(), v) for k, v in result.get("baselines", {}).items()]
     rows.append(("chance", result["chance"]))

@@ -1,4 +1,8 @@
-"""`tf.distribute` strategies by name."""
+"""`tf.distribute` strategies by name.
+
+See docs/training.md for the global-batch semantics, input sharding and
+how to launch several workers with `TF_CONFIG`.
+"""
 
 import json
 import os
@@ -50,6 +54,35 @@ def make_strategy(name, tpu_address=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def configure_cpu_replicas(count):
+    """Splits the first CPU into `count` logical devices.
+
+    `--strategy=mirrored` then has `count` replicas on a machine without
+    GPUs (tests, trying the distributed path on a laptop). Must run before
+    TensorFlow initializes its devices (before any op runs).
+
+    Args:
+        count: int. Logical CPU devices; 0 or 1 leaves the CPU as it is.
+    """
+    if not isinstance(count, int) or count < 0:
+        raise ValueError(
+            "`cpu_replicas` must be a non-negative integer. "
+            f"Received: cpu_replicas={count!r}"
+        )
+    if count <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError as e:
+        raise RuntimeError(
+            "`cpu_replicas` must be set before TensorFlow initializes its "
+            f"devices ({e})"
+        ) from e
+
+
 def is_chief(strategy):
     """True on the worker that writes summaries, metrics and exports."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -63,5 +96,6 @@ def is_chief(strategy):
 
 
 def worker_id(strategy):
+    """This worker's task index (0 without a cluster)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return getattr(resolver, "task_id", 0) or 0

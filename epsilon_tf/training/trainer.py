@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -10,12 +11,13 @@ import keras
 import tensorflow as tf
 
 from epsilon_tf.config import to_dict, write_json
-from epsilon_tf.data.pipeline import make_dataset
+from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
-from epsilon_tf.models import build_epsilon, fusion_weight
+from epsilon_tf.metrics import evaluate_scores
+from epsilon_tf.models import build_epsilon, fusion_weight, with_labels
 from epsilon_tf.training import strategy as strategy_lib
+from epsilon_tf.training import summaries
 from epsilon_tf.training.evaluation import (
-    evaluate_model,
     forward_scores,
     predict_split,
     seen_label_metrics,
@@ -23,10 +25,25 @@ from epsilon_tf.training.evaluation import (
 
 NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
             "log_temperature"]
+SUMMARY_EVERY_STEPS = 10
+LOSS_TERMS = ("total", "ranking", "diversity")
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss (or the gradient norm) became NaN or infinite."""
+
+
+class _SummedGradientsAdamW(keras.optimizers.AdamW):
+    """AdamW that is given gradients already summed over the replicas.
+
+    Under `tf.distribute`, Keras' `apply_gradients` clips each replica's
+    partial gradient and only then sums them, so `global_clipnorm` would
+    not clip the gradient of the global batch. The trainer sums (all-
+    reduces) and clips itself; this class skips Keras' second sum.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
 
 
 def _log(verbose, *args):
@@ -34,18 +51,30 @@ def _log(verbose, *args):
         print(*args, flush=True)
 
 
+def _rng_variables(model):
+    """The Keras `SeedGenerator` states of the model (dropout RNG)."""
+    return {
+        f"rng_{i}": v
+        for i, v in enumerate(model.non_trainable_variables)
+        if "seed_generator" in v.path
+    }
+
+
 class Trainer:
     """Trains Epsilon on a `DatasetSource` and evaluates it.
 
     Everything lives in `train_config.model_dir`: `config.json`,
     `checkpoints/` (the last N, written atomically by
-    `tf.train.CheckpointManager`), `best/` (the best epoch by validation
-    seen-label `select_metric`), summaries under `train/` and
-    `validation/`, `metrics.json`, `model.keras` and `export/<version>/`.
+    `tf.train.CheckpointManager`), `best/` (a copy of the checkpoint of the
+    best epoch by validation seen-label `select_metric`), summaries under
+    `train/`, `validation/` and `test/`, `metrics.json`, `model.keras` and
+    `export/<version>/`.
+
     Re-running with the same `model_dir` resumes from the last checkpoint:
-    model, optimizer, epoch, step within the epoch, best score and the
-    dropout RNG state are restored, and the epoch's input order is
-    recreated from its seed and fast-forwarded.
+    model, optimizer (slots and step), epoch, step within the epoch, best
+    score and epoch, and the dropout RNG states are restored; the epoch's
+    input order is recreated from its seed and fast-forwarded to the
+    step (see docs/training.md for what is exact).
 
     Args:
         model_config: `ModelConfig`.
@@ -67,6 +96,8 @@ class Trainer:
             feature_shape=tuple(source.feature_shape),
             embedding_dim=space.embedding_dim,
         )
+        if train_config.deterministic:
+            tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or strategy_lib.make_strategy(
             train_config.strategy
         )
@@ -83,13 +114,19 @@ class Trainer:
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(train_config.seed)
         self.steps_per_epoch = self._steps_per_epoch()
+        if not hasattr(_SummedGradientsAdamW, "_all_reduce_sum_gradients"):
+            raise RuntimeError(
+                "This Keras version no longer sums gradients in "
+                "`_all_reduce_sum_gradients`; the trainer's distributed "
+                "gradient clipping must be revisited"
+            )
         with self.strategy.scope():
             self.model = build_epsilon(self.model_config, space.subset("seen"))
             self.schedule = self._schedule()
-            self.optimizer = keras.optimizers.AdamW(
+            self.optimizer = _SummedGradientsAdamW(
                 learning_rate=self.schedule,
                 weight_decay=train_config.weight_decay,
-                global_clipnorm=train_config.clip_norm or None,
+                name="adamw",
             )
             self.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
             self.optimizer.build(self.model.trainable_variables)
@@ -104,11 +141,7 @@ class Trainer:
             margin=loss_config.margin,
             diversity_weight=loss_config.diversity_weight,
         )
-        rng_states = {
-            f"rng_{i}": v
-            for i, v in enumerate(self.model.non_trainable_variables)
-            if "seed_generator" in v.path
-        }
+        self.rng_states = _rng_variables(self.model)
         self.checkpoint = tf.train.Checkpoint(
             model=self.model,
             optimizer=self.optimizer,
@@ -116,24 +149,26 @@ class Trainer:
             step_in_epoch=self.step_in_epoch,
             best_score=self.best_score,
             best_epoch=self.best_epoch,
-            rng=tf.train.Checkpoint(**rng_states),
+            rng=tf.train.Checkpoint(**self.rng_states),
         )
-        ckpt_dir = os.path.join(self.model_dir, "checkpoints")
-        best_dir = os.path.join(self.model_dir, "best")
-        if not self.is_chief:  # collective saves; only the chief's are kept
-            tmp = os.path.join(
-                self.model_dir, f"worker_tmp_{strategy_lib.worker_id(self.strategy)}"
+        # Every worker restores from the chief's directories (which must be
+        # on storage all workers see); other workers write their (identical)
+        # copies to a scratch directory that is removed after each save.
+        self.checkpoint_dir = os.path.join(self.model_dir, "checkpoints")
+        self.best_dir = os.path.join(self.model_dir, "best")
+        self.worker_tmp = None
+        save_dir = self.checkpoint_dir
+        if not self.is_chief:
+            self.worker_tmp = os.path.join(
+                self.model_dir,
+                f"worker_tmp_{strategy_lib.worker_id(self.strategy)}",
             )
-            ckpt_dir = os.path.join(tmp, "checkpoints")
-            best_dir = os.path.join(tmp, "best")
+            save_dir = os.path.join(self.worker_tmp, "checkpoints")
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, ckpt_dir,
+            self.checkpoint, save_dir,
             max_to_keep=max(1, train_config.keep_checkpoints),
         )
         self.best_checkpoint = tf.train.Checkpoint(model=self.model)
-        self.best_manager = tf.train.CheckpointManager(
-            self.best_checkpoint, best_dir, max_to_keep=1
-        )
         self.writers = None
         if self.is_chief:
             self.writers = {
@@ -142,6 +177,7 @@ class Trainer:
                 )
                 for name in ("train", "validation")
             }
+        self.pr_curves = None
         self._scores_fn = forward_scores(self.model)
         self._grad_fn = tf.function(
             self._gradients, jit_compile=train_config.jit_compile
@@ -154,10 +190,10 @@ class Trainer:
             return int(cfg.steps_per_epoch)
         n = self.source.split("train").num_examples
         if n is None:
-            if cfg.strategy == "multi_worker":
+            if cfg.strategy in ("multi_worker", "tpu"):
                 raise ValueError(
-                    "strategy=multi_worker needs --steps_per_epoch when the "
-                    "number of training examples is unknown"
+                    f"strategy={cfg.strategy} needs --steps_per_epoch when "
+                    "the number of training examples is unknown"
                 )
             return None
         steps = int(n * (1 - cfg.validation_fraction)) // self.global_batch
@@ -203,6 +239,7 @@ class Trainer:
                 shuffle_buffer=cfg.shuffle_buffer,
                 input_context=input_context,
                 drop_remainder=True,
+                input_sharding=cfg.input_sharding,
             )
             ds = ds.map(lambda b: (b["features"], b["labels"]))
             if steps is not None:
@@ -218,13 +255,25 @@ class Trainer:
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
-    def _validation_dataset(self):
+    def _validation_dataset(self, batch_size=256):
         return make_dataset(
             self.source.split("train"),
-            256,
+            batch_size,
             subset="validation",
             validation_fraction=self.train_config.validation_fraction,
         )
+
+    def _summary_examples(self):
+        """The first few validation images (fixed), for the image summaries."""
+        n = self.train_config.summary_images
+        if not n or "assignments" not in self.model.output:
+            return None
+        with input_errors():
+            for batch in self._validation_dataset(n).take(1):
+                ids = [v.decode("utf-8", "replace")
+                       for v in batch["image_id"].numpy()]
+                return batch["features"].numpy(), ids
+        return None
 
     # ------------------------------------------------------------------- step
     def _gradients(self, features, labels):
@@ -237,6 +286,10 @@ class Trainer:
             )
         variables = self.model.trainable_variables
         grads = tape.gradient(loss, variables)
+        grads = [
+            tf.zeros_like(v) if g is None else g
+            for g, v in zip(grads, variables, strict=True)
+        ]
         sums = {
             k: tf.nn.compute_average_loss(
                 v, global_batch_size=self.global_batch
@@ -248,24 +301,47 @@ class Trainer:
 
     @tf.function
     def _distributed_step(self, iterator):
+        clip = self.train_config.clip_norm
+        per_replica = self.global_batch // self.strategy.num_replicas_in_sync
+        feature_shape = (per_replica, *self.model_config.feature_shape)
+        label_shape = (per_replica, self.model.output["scores"].shape[-1])
+
         def step_fn(features, labels):
+            # Multi-worker input relaxes static shapes; the batch is fixed
+            # (drop_remainder), so restore them (some gradients need them).
+            features = tf.ensure_shape(features, feature_shape)
+            labels = tf.ensure_shape(labels, label_shape)
             grads, terms = self._grad_fn(features, labels)
-            self.optimizer.apply_gradients(
-                zip(grads, self.model.trainable_variables)
+            # The gradient of the global-batch mean: sum over replicas.
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads
             )
-            return terms
+            norm = tf.linalg.global_norm(grads)
+            if clip:
+                grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
+            self.optimizer.apply_gradients(
+                zip(grads, self.model.trainable_variables, strict=True)
+            )
+            return tf.stack([terms[k] for k in LOSS_TERMS]), norm
 
         features, labels = next(iterator)
-        per_replica = self.strategy.run(step_fn, args=(features, labels))
-        return {
-            k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in per_replica.items()
-        }
+        terms, norm = self.strategy.run(step_fn, args=(features, labels))
+        # One reduction for all the loss terms (a collective per step on
+        # multi-worker); the gradient norm is the same on every replica.
+        summed = self.strategy.reduce(
+            tf.distribute.ReduceOp.SUM, terms, axis=None
+        )
+        out = {k: summed[i] for i, k in enumerate(LOSS_TERMS)}
+        out["grad_norm"] = self.strategy.experimental_local_results(norm)[0]
+        return out
 
-    # ----------------------------------------------------------------- public
+    # ------------------------------------------------------------ checkpoints
     def restore(self):
-        """Restores the last checkpoint, if any. Returns its path or None."""
-        path = self.manager.latest_checkpoint
+        """Restores the last checkpoint, if any. Returns its path or None.
+
+        Every worker reads the chief's `checkpoints/` directory.
+        """
+        path = tf.train.latest_checkpoint(self.checkpoint_dir)
         if path:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             _log(
@@ -273,17 +349,89 @@ class Trainer:
                 f"Resuming from {path}: epoch {int(self.epoch.numpy()) + 1}, "
                 f"step {int(self.step_in_epoch.numpy())} of that epoch",
             )
+            self._repair_best(path)
         return path
 
     def save(self):
-        return self.manager.save(checkpoint_number=self.optimizer.iterations)
+        """Writes a checkpoint (every worker must call it). Returns its path.
 
+        Only the chief's checkpoint is kept; other workers' copies go to
+        their scratch directory, removed right away.
+        """
+        path = self.manager.save(checkpoint_number=self.optimizer.iterations)
+        if not self.is_chief:
+            shutil.rmtree(self.worker_tmp, ignore_errors=True)
+            return None
+        return path
+
+    def _best_prefix(self, epoch):
+        return os.path.join(self.best_dir, f"ckpt-{epoch + 1}")
+
+    def _publish_best(self, source_prefix, epoch):
+        """Copies a saved checkpoint into `best/`, atomically (chief only).
+
+        The files are copied under temporary names and renamed, then the
+        `best/checkpoint` state file is switched (atomically) to them, and
+        only then is the previous best deleted: a crash at any point
+        leaves a complete best checkpoint behind.
+        """
+        target = self._best_prefix(epoch)
+        if tf.train.latest_checkpoint(self.best_dir) == target:
+            return target
+        tf.io.gfile.makedirs(self.best_dir)
+        for src in tf.io.gfile.glob(source_prefix + ".*"):
+            suffix = src[len(source_prefix):]
+            tmp = target + suffix + ".tmp"
+            tf.io.gfile.copy(src, tmp, overwrite=True)
+            tf.io.gfile.rename(tmp, target + suffix, overwrite=True)
+        old = tf.train.latest_checkpoint(self.best_dir)
+        # The `checkpoint` state file, relative path (as CheckpointManager
+        # writes it), replaced atomically.
+        name = os.path.basename(target)
+        state = os.path.join(self.best_dir, "checkpoint")
+        with tf.io.gfile.GFile(state + ".tmp", "w") as f:
+            f.write(
+                f'model_checkpoint_path: "{name}"\n'
+                f'all_model_checkpoint_paths: "{name}"\n'
+            )
+        tf.io.gfile.rename(state + ".tmp", state, overwrite=True)
+        if old and old != target:
+            for f in tf.io.gfile.glob(old + ".*"):
+                tf.io.gfile.remove(f)
+        return target
+
+    def _repair_best(self, restored_path):
+        """After a crash between an epoch's save and its copy to `best/`."""
+        if not self.is_chief:
+            return
+        best = int(self.best_epoch.numpy())
+        if best < 0:
+            return
+        target = self._best_prefix(best)
+        if tf.train.latest_checkpoint(self.best_dir) == target:
+            return
+        at_end_of_best = (
+            int(self.epoch.numpy()) == best + 1
+            and int(self.step_in_epoch.numpy()) == 0
+        )
+        if at_end_of_best:
+            self._publish_best(restored_path, best)
+        else:
+            print(
+                f"Warning: best/ does not hold epoch {best + 1}, the best "
+                f"epoch recorded in {restored_path}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    # ----------------------------------------------------------------- public
     def validate(self):
         """Seen-label metrics on the validation images."""
-        buffer = predict_split(
-            self._scores_fn, self._validation_dataset(),
-            progress=False,
-        )
+        with input_errors():
+            buffer = predict_split(
+                self._scores_fn, self._validation_dataset(),
+                progress=False,
+            )
         with buffer:
             scores, labels = buffer.finalize()
             metrics = seen_label_metrics(scores, labels, self.source.eval_ks)
@@ -291,11 +439,81 @@ class Trainer:
         return metrics
 
     def _write_scalars(self, writer, values, step):
-        if writer is None:
+        summaries.write_scalars(writer, values, step)
+
+    def _flush(self):
+        for writer in (self.writers or {}).values():
+            writer.flush()
+
+    def _check_finite(self, values, epoch, step):
+        if all(math.isfinite(v) for v in values.values()):
             return
-        with writer.as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(name, value)
+        global_step = int(self.optimizer.iterations.numpy())
+        self._flush()
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
+        raise TrainingDivergedError(
+            f"The loss became non-finite at step {global_step} (epoch "
+            f"{epoch + 1}, step {step + 1} of the epoch): {shown}. Training "
+            "stopped; nothing was saved after that step. The last good "
+            f"checkpoint is {self.manager.latest_checkpoint or 'none'}. "
+            "Lower --learning_rate, check the input features, or keep "
+            "--clip_norm on."
+        )
+
+    def _run_epoch(self, epoch, skip):
+        cfg = self.train_config
+        iterator = iter(self._train_dataset(epoch, skip))
+        bar = (
+            keras.utils.Progbar(
+                self.steps_per_epoch,
+                stateful_metrics=["loss", "lr"],
+                interval=0.05 if sys.stdout.isatty() else 10.0,
+            )
+            if self.verbose
+            else None
+        )
+        step = skip
+        loss_sum = 0.0
+        while self.steps_per_epoch is None or step < self.steps_per_epoch:
+            try:
+                with input_errors():
+                    terms = self._distributed_step(iterator)
+            except (StopIteration, tf.errors.OutOfRangeError):
+                break
+            values = {k: float(v.numpy()) for k, v in terms.items()}
+            self._check_finite(values, epoch, step)
+            global_step = int(self.optimizer.iterations.numpy())
+            step += 1
+            self.step_in_epoch.assign(step)
+            if global_step % SUMMARY_EVERY_STEPS == 0 or step == 1:
+                self._write_scalars(
+                    self.writers and self.writers["train"],
+                    {
+                        "loss/total": values["total"],
+                        "loss/ranking": values["ranking"],
+                        "loss/diversity": values["diversity"],
+                        "grad_norm": values["grad_norm"],
+                        "learning_rate": self.current_learning_rate(),
+                        "fusion_weight": fusion_weight(self.model),
+                    },
+                    global_step,
+                )
+            loss_sum += values["total"]
+            if bar is not None:
+                bar.update(
+                    step,
+                    [
+                        ("loss", loss_sum / (step - skip)),
+                        ("lr", self.current_learning_rate()),
+                    ],
+                )
+            every = cfg.checkpoint_every_steps
+            last = self.steps_per_epoch is not None and (
+                step >= self.steps_per_epoch
+            )
+            # The epoch-end checkpoint follows the last step: no duplicate.
+            if every and global_step % every == 0 and not last:
+                self.save()
 
     def train(self):
         """Runs (or resumes) training. Returns the best validation metrics."""
@@ -306,67 +524,22 @@ class Trainer:
                 os.path.join(self.model_dir, "config.json"),
                 to_dict(self.model_config, self.loss_config, cfg),
             )
+        examples = self._summary_examples() if self.is_chief else None
         metric = cfg.select_metric
-        best = None
         while int(self.epoch.numpy()) < cfg.epochs:
             epoch = int(self.epoch.numpy())
             skip = int(self.step_in_epoch.numpy())
-            iterator = iter(self._train_dataset(epoch, skip))
             _log(self.verbose, f"Epoch {epoch + 1}/{cfg.epochs}")
-            bar = (
-                keras.utils.Progbar(
-                    self.steps_per_epoch,
-                    stateful_metrics=["loss", "lr"],
-                    interval=0.05 if sys.stdout.isatty() else 10.0,
-                )
-                if self.verbose
-                else None
-            )
-            step = skip
-            loss_sum = 0.0
             start = time.time()
-            while self.steps_per_epoch is None or step < self.steps_per_epoch:
-                try:
-                    terms = self._distributed_step(iterator)
-                except (StopIteration, tf.errors.OutOfRangeError):
-                    break
-                values = {k: float(v.numpy()) for k, v in terms.items()}
-                global_step = int(self.optimizer.iterations.numpy())
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise TrainingDivergedError(
-                        f"The loss became non-finite at step {global_step} "
-                        f"(epoch {epoch + 1}, step {step + 1} of the epoch): "
-                        f"{values}. Training stopped; the last good "
-                        f"checkpoint is {self.manager.latest_checkpoint}"
-                    )
-                step += 1
-                self.step_in_epoch.assign(step)
-                if global_step % 10 == 0 or step == 1:
-                    self._write_scalars(
-                        self.writers and self.writers["train"],
-                        {
-                            "loss/total": values["total"],
-                            "loss/ranking": values["ranking"],
-                            "loss/diversity": values["diversity"],
-                            "learning_rate": self.current_learning_rate(),
-                            "fusion_weight": fusion_weight(self.model),
-                        },
-                        global_step,
-                    )
-                loss_sum += values["total"]
-                if bar is not None:
-                    bar.update(
-                        step,
-                        [
-                            ("loss", loss_sum / (step - skip)),
-                            ("lr", self.current_learning_rate()),
-                        ],
-                    )
-                every = cfg.checkpoint_every_steps
-                if every and global_step % every == 0:
-                    self.save()
+            self._run_epoch(epoch, skip)
             seconds = time.time() - start
             metrics = self.validate()
+            if metric not in metrics:
+                choices = sorted(k for k in metrics if k != "n_images")
+                raise ValueError(
+                    f"`select_metric` {metric!r} is not a validation "
+                    f"metric; choose one of {choices}"
+                )
             score = metrics[metric]
             global_step = int(self.optimizer.iterations.numpy())
             self._write_scalars(
@@ -379,10 +552,21 @@ class Trainer:
             if improved:
                 self.best_score.assign(score)
                 self.best_epoch.assign(epoch)
-                self.best_manager.save(checkpoint_number=epoch + 1)
             self.epoch.assign(epoch + 1)
             self.step_in_epoch.assign(0)
-            self.save()
+            path = self.save()
+            if improved and self.is_chief:
+                self._publish_best(path, epoch)
+            if self.is_chief:
+                summaries.write_weight_histograms(
+                    self.writers["train"], self.model, global_step
+                )
+                if examples is not None:
+                    summaries.write_assignment_images(
+                        self.writers["validation"], self.model, *examples,
+                        global_step,
+                    )
+                self._flush()
             _log(
                 self.verbose,
                 f"  validation (seen labels, {metrics['n_images']} images): "
@@ -393,9 +577,9 @@ class Trainer:
                 + f"  [{seconds:.1f}s]"
                 + ("  * best" if improved else ""),
             )
-            best = metrics if improved else best
-        for writer in (self.writers or {}).values():
-            writer.flush()
+        self._flush()
+        if self.worker_tmp:
+            shutil.rmtree(self.worker_tmp, ignore_errors=True)
         return {
             "best_epoch": int(self.best_epoch.numpy()) + 1,
             "best_validation": float(self.best_score.numpy()),
@@ -404,23 +588,82 @@ class Trainer:
 
     def restore_best(self):
         """Loads the best epoch's weights into the model."""
-        path = self.best_manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self.best_dir)
         if path is None:
             raise FileNotFoundError(
-                f"No best checkpoint under {self.best_manager.directory}; "
-                "train first"
+                f"No best checkpoint under {self.best_dir}; train first"
             )
         self.best_checkpoint.restore(path).expect_partial()
         return path
 
     def evaluate_test(self, variant="lesa", progress=None):
-        """ZSL/GZSL metrics of the current weights on the test split."""
-        return evaluate_model(
-            self.model,
-            self.source.split("test"),
-            self.source.label_space,
-            ks=self.source.eval_ks,
-            variant=variant,
-            progress=self.verbose if progress is None else progress,
+        """ZSL/GZSL metrics of the current weights on the test split.
+
+        The same computation as `evaluation.evaluate_model`; it also keeps
+        the scores of a few unseen labels for the PR-curve summaries
+        (`self.pr_curves`, written by `write_test_summaries`).
+        """
+        split = self.source.split("test")
+        space = self.source.label_space
+        if split.label_set != "all":
+            raise ValueError(
+                f"ZSL/GZSL evaluation needs a split labelled over all "
+                f"labels; split {split.name!r} has label_set="
+                f"{split.label_set!r}"
+            )
+        start = time.time()
+        scores_fn = forward_scores(with_labels(self.model, space.vectors))
+        with input_errors():
+            buffer = predict_split(
+                scores_fn,
+                make_dataset(split, 256),
+                num_examples=split.num_examples,
+                progress=self.verbose if progress is None else progress,
+                description=f"Evaluating on {split.name} "
+                f"({space.num_labels} labels)",
+            )
+        with buffer:
+            scores, labels = buffer.finalize()
+            result = evaluate_scores(
+                scores, labels, ks=tuple(self.source.eval_ks),
+                unseen_mask=space.unseen_mask, variant=variant,
+            )
+            columns = summaries.select_pr_labels(
+                labels, space.unseen_mask, self.train_config.pr_curve_labels
+            )
+            self.pr_curves = (
+                summaries.pr_curve_data(scores, labels, columns),
+                [space.names[int(k)] for k in columns],
+            )
+        result["seconds"] = time.time() - start
+        return result
+
+    def write_test_summaries(self, result):
+        """Final metrics, PR curves and HParams under `model_dir/test`.
+
+        Args:
+            result: the metrics dict of `train_and_evaluate` (`zsl`,
+                `gzsl`, optionally `training`, `baselines`, `chance`).
+        """
+        if not self.is_chief:
+            return
+        writer = tf.summary.create_file_writer(
+            os.path.join(self.model_dir, "test")
         )
+        step = int(self.optimizer.iterations.numpy())
+        values = summaries.final_metric_scalars(
+            result, self.train_config.select_metric
+        )
+        summaries.write_scalars(writer, values, step)
+        if self.pr_curves is not None:
+            summaries.write_pr_curves(writer, *self.pr_curves, step)
+        hparams = summaries.flat_hparams(
+            self.model_config, self.loss_config, self.train_config
+        )
+        summaries.write_hparams(
+            writer, hparams, sorted(values),
+            trial_id=os.path.abspath(self.model_dir),
+        )
+        writer.flush()
+        writer.close()
 

@@ -1,0 +1,15 @@
+"""Pictures of what Epsilon attends to: GPA group-assignment heatmaps.
+
+`heatmaps` turns assignment maps into RGB arrays (NumPy only; used for
+TensorBoard image summaries). `examples` draws paper-style figures (top
+predicted labels beside the heatmaps) as PNG files with Pillow.
+"""
+
+from epsilon_tf.visualization.heatmaps import (
+    assignment_panel,
+    colorize,
+    feature_energy,
+    infer_grid,
+)
+
+__all__ = ["assignment_panel", "colorize", "feature_energy", "infer_grid"]

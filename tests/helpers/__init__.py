@@ -1,0 +1,1 @@
+"""Shared pieces of the training tests (tiny worlds, subprocess drivers)."""
