@@ -69,6 +69,17 @@ def ref_evaluate(scores, labels, ks, unseen_mask=None, variant="lesa"):
         if variant == "biam_openimages":
             keep = (lab == 1).any(axis=1)
             s, lab = s[keep], lab[keep]
+            block = ref_block(s, lab, ks)
+            if name != "zsl":
+                # BiAM (GZSL): labels never annotated on the kept images
+                # are left out of the mean.
+                annotated = (lab != 0).any(axis=0)
+                block["map"] = float(ref_ap(s, lab)[annotated].mean())
+                block["n_labels_map"] = int(annotated.sum())
+            else:
+                block["n_labels_map"] = int(lab.shape[1])
+            out[name] = block
+            continue
         out[name] = ref_block(s, lab, ks)
     return out
 
@@ -454,6 +465,7 @@ def test_biam_variant_without_any_positive():
         "r@1": 0.0,
         "f1@1": 0.0,
         "n_images": 0,
+        "n_labels_map": 1,
     }
     assert result["gzsl"]["n_images"] == 1
 

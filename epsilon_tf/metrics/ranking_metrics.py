@@ -794,6 +794,16 @@ def _metrics_block(ap, tp, npos, num_rows, ks):
     return block
 
 
+def _annotated_labels(labels, keep_rows, block=256):
+    """Bool [num_labels]: a +1 or -1 entry among the kept rows."""
+    rows = np.flatnonzero(keep_rows)
+    out = np.zeros(labels.shape[1], dtype=bool)
+    for start in range(0, labels.shape[1], block):
+        part = np.asarray(labels[rows, start : start + block])
+        out[start : start + block] = (part != 0).any(axis=0)
+    return out
+
+
 def evaluate_scores(
     scores,
     labels,
@@ -810,15 +820,19 @@ def evaluate_scores(
     P/R/F1@K are micro over images and labels, AP is scikit-learn's over
     the +1/-1 entries of each label, labels without a positive count as 0.
 
-    `variant="biam_openimages"` follows BiAM's Open Images evaluation and
-    is NOT the standard number. Within each evaluated label set (ZSL: the
-    unseen labels; GZSL: all labels) the images without any +1 among those
-    labels are dropped first; P/R/F1@K are then computed over the remaining
-    images, and each label's AP is the "lesa" AP over the remaining images
-    only (their +1/-1 entries for that label). This is a simplified,
-    documented reading of BiAM's code (it does not pool pairs across
-    labels); ZSL and GZSL may therefore use different images, reported as
-    `n_images` in each block.
+    `variant="biam_openimages"` follows BiAM's Open Images evaluation
+    (`evaluate_openimages.py`) and is NOT the standard number. Within each
+    evaluated label set (ZSL: the unseen labels; GZSL: all labels) the
+    images without any +1 among those labels are dropped first; P/R/F1@K
+    are then computed over the remaining images, and each label's AP is the
+    "lesa" AP over the remaining images only (their +1/-1 entries for that
+    label). For GZSL (and a single "all" block), as BiAM does, labels
+    without any +1/-1 entry among the remaining images are left out of the
+    mAP (`n_labels_map` in the block says how many count); for ZSL every
+    unseen label counts, 0 without a positive, as in BiAM. One difference
+    stays: BiAM's AP orders tied scores arbitrarily (`torch.sort`), ours
+    groups ties as scikit-learn does. ZSL and GZSL may use different
+    images, reported as `n_images` in each block.
 
     Args:
         scores: float array [num_images, num_labels] (or `np.memmap`), all
@@ -938,8 +952,13 @@ def evaluate_scores(
             )
             top.run(scores, labels, num_threads)
             top.add_positives(g_img, g_col_all, g_q)
+            if cols is None:
+                annotated = _annotated_labels(labels, keep)
+                ap = ap[annotated]
         tp = top.true_positives()
         result[name] = _metrics_block(ap, tp, g_img.size, top.num_rows, ks)
+        if variant != "lesa":
+            result[name]["n_labels_map"] = int(len(ap))
     result["n_images"] = int(num_images)
     result["n_labels"] = n_labels
     result["variant"] = variant
