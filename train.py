@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
+from absl import app, logging  # noqa: E402
 
 from epsilon_tf import flags as epsilon_flags  # noqa: E402
 
@@ -25,6 +25,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import dataclasses
+
+    # TensorFlow logs an INFO line at every checkpoint save through absl.
+    logging.set_verbosity(logging.WARNING)
 
     from epsilon_tf.training.strategy import configure_cpu_replicas
 

@@ -126,6 +126,8 @@ class TrainConfig:
             drawn in TensorBoard every epoch (0: none).
         pr_curve_labels: unseen labels that get a TensorBoard PR curve on
             the test split at the end (0: none).
+        mixed_precision: compute in bfloat16 ("mixed_bfloat16" policy:
+            float32 variables, loss and scores), for GPUs and TPUs.
     """
 
     model_dir: str = "runs/epsilon_synthetic"
@@ -137,7 +139,7 @@ class TrainConfig:
     clip_norm: float = 5.0
     validation_fraction: float = 0.1
     select_metric: str = "f1@3"
-    shuffle_buffer: int = 4096
+    shuffle_buffer: int = 1024
     seed: int = 0
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 3
@@ -151,6 +153,7 @@ class TrainConfig:
     input_sharding: str = "files"
     summary_images: int = 4
     pr_curve_labels: int = 8
+    mixed_precision: bool = False
 
 
 @dataclasses.dataclass

@@ -148,6 +148,10 @@ def define_train_flags():
         "keep_checkpoints", t.keep_checkpoints, "Last N checkpoints kept."
     )
     flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the step.")
+    flags.DEFINE_bool(
+        "mixed_precision", t.mixed_precision,
+        "bfloat16 compute with float32 variables (for GPUs/TPUs).",
+    )
     flags.DEFINE_enum(
         "strategy", t.strategy, ["default", "mirrored", "multi_worker", "tpu"],
         "tf.distribute strategy.",

@@ -1,10 +1,9 @@
 """Layer tests: NumPy re-computation, shapes, training, config, save/load."""
 
+import keras
 import numpy as np
 import pytest
 from scipy.special import erf
-
-import keras
 
 from epsilon_tf.layers import (
     GlobalForwardPropagation,

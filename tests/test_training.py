@@ -77,3 +77,37 @@ def test_run_writes_its_artifacts(trained):
     assert list((model_dir / "train").glob("events.out.tfevents.*"))
     assert list((model_dir / "validation").glob("events.out.tfevents.*"))
     assert 1 <= metrics["training"]["best_epoch"] <= 4
+
+
+def test_mixed_bfloat16_trains_with_float32_loss_and_variables(tmp_path):
+    import keras
+
+    from epsilon_tf.training.trainer import Trainer
+
+    world = SyntheticConfig(num_themes=2, num_seen=12, num_unseen=4,
+                            num_train=128, num_test=32, grid_shape=(3, 3),
+                            channels=8)
+    space = synthetic_label_space(world)
+    ids, feats, labels = zip(*generate_split(world, "train"))
+    source = DatasetSource(
+        "synthetic", space, world.feature_shape,
+        {"train": array_split("train", np.stack(feats), np.stack(labels),
+                              "seen", ids)},
+    )
+    try:
+        trainer = Trainer(
+            ModelConfig(hidden_dim=16, gpa_heads=2, num_prompts=2,
+                        gfp_blocks=1),
+            LossConfig(),
+            TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
+                        verbose=0, mixed_precision=True, summary_images=0),
+            source,
+        )
+        assert trainer.model.get_layer("gpa").compute_dtype == "bfloat16"
+        assert all(v.dtype == "float32" for v in trainer.model.variables
+                   if "seed_generator" not in v.path)
+        trainer.train()
+        metrics = trainer.validate()
+        assert np.isfinite(metrics["map"]) and metrics["map"] > 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

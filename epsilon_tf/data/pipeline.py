@@ -121,7 +121,7 @@ def make_dataset(
     subset=None,
     validation_fraction=0.1,
     shuffle_seed=None,
-    shuffle_buffer=4096,
+    shuffle_buffer=1024,
     input_context=None,
     drop_remainder=False,
     check_finite=True,

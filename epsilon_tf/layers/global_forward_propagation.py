@@ -65,7 +65,9 @@ class GlobalForwardPropagation(layers.Layer):
                 f"Received: num_blocks={num_blocks!r}"
             )
         self.num_blocks = num_blocks
-        self.pooling = check.choice("pooling", pooling, ("avg_max", "avg", "max"))
+        self.pooling = check.choice(
+            "pooling", pooling, ("avg_max", "avg", "max")
+        )
         self.dropout = check.rate("dropout", dropout)
 
     def build(self, input_shape):

@@ -1,4 +1,4 @@
-"""`LabelScoring`: scores labels by their word vectors (no trainable weights)."""
+"""`LabelScoring`: scores labels through their word vectors (no weights)."""
 
 import keras
 import numpy as np

@@ -128,7 +128,8 @@ class RankingLoss(keras.losses.Loss):
         self.diversity_weight = float(diversity_weight)
 
     def call(self, y_true, y_pred):
-        scores = ops.convert_to_tensor(y_pred)
+        # float32 whatever the compute dtype (mixed precision).
+        scores = ops.cast(ops.convert_to_tensor(y_pred), "float32")
         labels = ops.cast(y_true, scores.dtype)
         if self.form == "hinge":
             return hinge_ranking(labels, scores, self.margin)
@@ -145,7 +146,7 @@ class RankingLoss(keras.losses.Loss):
         scores = outputs["scores"]
         ranking = self.call(y_true, scores)
         vectors = [
-            outputs[k]
+            ops.cast(outputs[k], "float32")
             for k in ("local_prompts", "global_vectors")
             if k in outputs
         ]

@@ -16,7 +16,7 @@ def forward_scores(model):
 
     @tf.function(reduce_retracing=True)
     def scores_fn(features):
-        return model(features, training=False)["scores"]
+        return tf.cast(model(features, training=False)["scores"], tf.float32)
 
     return scores_fn
 
@@ -75,6 +75,7 @@ def evaluate_split(
     variant="lesa",
     memory_budget_bytes=None,
     progress=True,
+    on_scores=None,
 ):
     """ZSL and GZSL metrics of `scores_fn` over a test split.
 
@@ -88,6 +89,9 @@ def evaluate_split(
         variant: str. "lesa" (standard) or "biam_openimages".
         memory_budget_bytes: int or None. Spill scores to disk beyond it.
         progress: bool. Progress bar.
+        on_scores: callable or None. Called as `on_scores(scores, labels)`
+            with the full matrices (possibly memory-mapped) before they are
+            released, e.g. to keep a few columns for PR curves.
 
     Returns:
         The dict of `epsilon_tf.metrics.evaluate_scores` (`zsl`, `gzsl`,
@@ -123,6 +127,8 @@ def evaluate_split(
             unseen_mask=label_space.unseen_mask,
             variant=variant,
         )
+        if on_scores is not None:
+            on_scores(scores, labels)
     result["seconds"] = time.time() - start
     return result
 

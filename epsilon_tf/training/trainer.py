@@ -13,11 +13,11 @@ import tensorflow as tf
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
-from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.models import build_epsilon, fusion_weight, with_labels
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
 from epsilon_tf.training.evaluation import (
+    evaluate_split,
     forward_scores,
     predict_split,
     seen_label_metrics,
@@ -104,6 +104,13 @@ class Trainer:
         self.is_chief = strategy_lib.is_chief(self.strategy)
         self.verbose = train_config.verbose if self.is_chief else 0
         replicas = self.strategy.num_replicas_in_sync
+        if self.is_chief and train_config.strategy != "default":
+            devices = getattr(self.strategy.extended, "worker_devices", ())
+            print(
+                f"{type(self.strategy).__name__}: {replicas} replicas "
+                f"({', '.join(devices)})",
+                flush=True,
+            )
         if train_config.batch_size % replicas:
             raise ValueError(
                 f"`batch_size` ({train_config.batch_size}) must be divisible "
@@ -113,6 +120,11 @@ class Trainer:
         self.model_dir = train_config.model_dir
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(train_config.seed)
+        # For accelerators: bfloat16 compute, float32 variables, loss and
+        # scores (bfloat16 keeps float32's range, so no loss scaling).
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if train_config.mixed_precision else "float32"
+        )
         self.steps_per_epoch = self._steps_per_epoch()
         if not hasattr(_SummedGradientsAdamW, "_all_reduce_sum_gradients"):
             raise RuntimeError(
@@ -599,35 +611,13 @@ class Trainer:
     def evaluate_test(self, variant="lesa", progress=None):
         """ZSL/GZSL metrics of the current weights on the test split.
 
-        The same computation as `evaluation.evaluate_model`; it also keeps
-        the scores of a few unseen labels for the PR-curve summaries
+        `evaluation.evaluate_split` over the whole label space; it also
+        keeps the scores of a few unseen labels for the PR-curve summaries
         (`self.pr_curves`, written by `write_test_summaries`).
         """
-        split = self.source.split("test")
         space = self.source.label_space
-        if split.label_set != "all":
-            raise ValueError(
-                f"ZSL/GZSL evaluation needs a split labelled over all "
-                f"labels; split {split.name!r} has label_set="
-                f"{split.label_set!r}"
-            )
-        start = time.time()
-        scores_fn = forward_scores(with_labels(self.model, space.vectors))
-        with input_errors():
-            buffer = predict_split(
-                scores_fn,
-                make_dataset(split, 256),
-                num_examples=split.num_examples,
-                progress=self.verbose if progress is None else progress,
-                description=f"Evaluating on {split.name} "
-                f"({space.num_labels} labels)",
-            )
-        with buffer:
-            scores, labels = buffer.finalize()
-            result = evaluate_scores(
-                scores, labels, ks=tuple(self.source.eval_ks),
-                unseen_mask=space.unseen_mask, variant=variant,
-            )
+
+        def keep_pr_curves(scores, labels):
             columns = summaries.select_pr_labels(
                 labels, space.unseen_mask, self.train_config.pr_curve_labels
             )
@@ -635,8 +625,17 @@ class Trainer:
                 summaries.pr_curve_data(scores, labels, columns),
                 [space.names[int(k)] for k in columns],
             )
-        result["seconds"] = time.time() - start
-        return result
+
+        with input_errors():
+            return evaluate_split(
+                forward_scores(with_labels(self.model, space.vectors)),
+                self.source.split("test"),
+                space,
+                ks=tuple(self.source.eval_ks),
+                variant=variant,
+                progress=self.verbose if progress is None else progress,
+                on_scores=keep_pr_curves,
+            )
 
     def write_test_summaries(self, result):
         """Final metrics, PR curves and HParams under `model_dir/test`.
