@@ -154,7 +154,8 @@ def test_two_multi_worker_processes_match_one_device(
     for code, log in results:
         assert code == 0, log[-3000:]
     chief_log = results[1][1]
-    assert "num_workers = 2" in chief_log
+    assert "strategy=multi_worker (" in chief_log
+    assert "): 2 replicas" in chief_log
     _assert_same_run(reference(), model_dir)
     # Only the chief writes summaries and results; the other worker's
     # scratch checkpoints are gone.

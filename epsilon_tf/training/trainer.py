@@ -107,7 +107,8 @@ class Trainer:
         if self.is_chief and train_config.strategy != "default":
             devices = getattr(self.strategy.extended, "worker_devices", ())
             print(
-                f"{type(self.strategy).__name__}: {replicas} replicas "
+                f"strategy={train_config.strategy} "
+                f"({type(self.strategy).__name__}): {replicas} replicas "
                 f"({', '.join(devices)})",
                 flush=True,
             )
