@@ -32,6 +32,7 @@ from epsilon_tf.data.base import SplitReader, example_signature, shard_files
 from epsilon_tf.data.lesa_tfrecord import (
     DEFAULT_FEATURE_SHAPE,
     OPEN_IMAGES_NUM_UNSEEN,
+    check_top_unseen,
     resolve_files,
     space_permutation,
 )
@@ -301,18 +302,7 @@ def biam_open_images_split(
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
     if label_set == "all":
-        if len(top) != len(label_space.unseen):
-            raise ValueError(
-                "`top_unseen_indices` must have one entry per unseen label. "
-                f"Received {len(top)} entries for {len(label_space.unseen)} "
-                "unseen labels"
-            )
-        if top.size and (top.min() < 0 or top.max() >= num_unseen_total):
-            raise ValueError(
-                "`top_unseen_indices` must lie in [0, num_unseen_total="
-                f"{num_unseen_total}). Received: min={top.min()}, "
-                f"max={top.max()}"
-            )
+        top = check_top_unseen(top, label_space, num_unseen_total)
         perm = space_permutation(label_space)
         num_labels = label_space.num_labels
     else:

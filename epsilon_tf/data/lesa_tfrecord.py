@@ -252,6 +252,24 @@ def _check_feature_shape(feature_shape):
     return shape
 
 
+def _checked_example(elem, parsed, labels, checks, shape, skip_corrupt,
+                     report):
+    """The example dict of one parsed LESA record, after its checks.
+
+    With `skip_corrupt` returns `(example, keep)` for `finish_examples`.
+    """
+    keep, deps = apply_record_checks(elem, checks, skip_corrupt, report)
+    with tf.control_dependencies(deps):
+        example = {
+            "image_id": tf.identity(parsed["img_id"]),
+            "features": decode_fixed(
+                parsed["feature"], tf.float32, int(np.prod(shape)) * 4, shape
+            ),
+            "labels": tf.identity(labels),
+        }
+    return (example, keep) if skip_corrupt else example
+
+
 def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
     report = skip_report if skip_report is not None else SkipReport()
     hint = (
@@ -416,16 +434,9 @@ def lesa_nus_wide_split(
             labels = _labels_in_space_order(perm, [seen, unseen])
         else:
             labels = seen
-        keep, deps = apply_record_checks(elem, checks, skip_corrupt, report)
-        with tf.control_dependencies(deps):
-            example = {
-                "image_id": tf.identity(p["img_id"]),
-                "features": decode_fixed(
-                    p["feature"], tf.float32, feature_bytes, shape
-                ),
-                "labels": tf.identity(labels),
-            }
-        return (example, keep) if skip_corrupt else example
+        return _checked_example(
+            elem, p, labels, checks, shape, skip_corrupt, report
+        )
 
     return _build_reader(
         files, split, label_set, parse, skip_corrupt, skip_report
@@ -434,6 +445,31 @@ def lesa_nus_wide_split(
 
 # ---------------------------------------------------------------------------
 # Open Images
+
+
+def check_top_unseen(top_unseen_indices, label_space, num_unseen_total):
+    """The evaluated unseen columns as int64, checked against the space.
+
+    Args:
+        top_unseen_indices: ints. Indices into the release's full unseen
+            list (2,594 for Open Images) of the evaluated unseen labels.
+        label_space: `LabelSpace`. Must have one unseen label per index.
+        num_unseen_total: int. Length of the full unseen list.
+    """
+    top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
+    if len(top) != len(label_space.unseen):
+        raise ValueError(
+            "`top_unseen_indices` must have one entry per unseen label. "
+            f"Received {len(top)} entries for {len(label_space.unseen)} "
+            "unseen labels"
+        )
+    if top.size and (top.min() < 0 or top.max() >= num_unseen_total):
+        raise ValueError(
+            "`top_unseen_indices` must lie in [0, num_unseen_total="
+            f"{num_unseen_total}). Received: min={top.min()}, "
+            f"max={top.max()}"
+        )
+    return top
 
 
 def lesa_open_images_split(
@@ -486,18 +522,7 @@ def lesa_open_images_split(
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
     if label_set == "all":
-        if len(top) != len(label_space.unseen):
-            raise ValueError(
-                "`top_unseen_indices` must have one entry per unseen label. "
-                f"Received {len(top)} entries for {len(label_space.unseen)} "
-                "unseen labels"
-            )
-        if top.size and (top.min() < 0 or top.max() >= num_unseen_total):
-            raise ValueError(
-                "`top_unseen_indices` must lie in [0, num_unseen_total="
-                f"{num_unseen_total}). Received: min={top.min()}, "
-                f"max={top.max()}"
-            )
+        top = check_top_unseen(top, label_space, num_unseen_total)
     perm = space_permutation(label_space) if label_set == "all" else None
     feature_bytes = int(np.prod(shape)) * 4
     desc = f"{shape[0]}x{shape[1]} float32"
@@ -549,16 +574,9 @@ def lesa_open_images_split(
             labels = _labels_in_space_order(perm, [seen, unseen])
         else:
             labels = seen
-        keep, deps = apply_record_checks(elem, checks, skip_corrupt, report)
-        with tf.control_dependencies(deps):
-            example = {
-                "image_id": tf.identity(p["img_id"]),
-                "features": decode_fixed(
-                    p["feature"], tf.float32, feature_bytes, shape
-                ),
-                "labels": tf.identity(labels),
-            }
-        return (example, keep) if skip_corrupt else example
+        return _checked_example(
+            elem, p, labels, checks, shape, skip_corrupt, report
+        )
 
     return _build_reader(
         files, split, label_set, parse, skip_corrupt, skip_report

@@ -195,6 +195,23 @@ def record_stream(files_ds, compression, num_files):
     )
 
 
+def _report_unless(ok, report, kind, message_fn):
+    """An op: when `ok` is False, adds `message_fn()` to `report` as `kind`.
+
+    Returns a bool tensor (True) to depend on.
+    """
+
+    def log_skip():
+        def py_report(msg):
+            if report is not None:
+                report.add(kind, _as_str(msg))
+            return np.bool_(True)
+
+        return tf.py_function(py_report, [message_fn()], tf.bool)
+
+    return tf.cond(ok, lambda: tf.constant(True), log_skip)
+
+
 def check_stream_end(
     stream, expectation, skip_corrupt, report, hint, compression=""
 ):
@@ -274,16 +291,7 @@ def check_stream_end(
             )
 
         if skip_corrupt:
-
-            def log_skip():
-                def py_report(msg):
-                    if report is not None:
-                        report.add("file", _as_str(msg))
-                    return np.bool_(True)
-
-                return tf.py_function(py_report, [message()], tf.bool)
-
-            done = tf.cond(ok, lambda: tf.constant(True), log_skip)
+            done = _report_unless(ok, report, "file", message)
             with tf.control_dependencies([done]):
                 return tf.identity(elem["end"])
         assert_op = tf.debugging.Assert(ok, [message()])
@@ -364,16 +372,7 @@ def apply_record_checks(elem, checks, skip_corrupt, report):
         return tf.case(branches, default=lambda: tf.constant(""))
 
     if skip_corrupt:
-
-        def log_skip():
-            def py_report(msg):
-                if report is not None:
-                    report.add("record", _as_str(msg))
-                return np.bool_(True)
-
-            return tf.py_function(py_report, [first_message()], tf.bool)
-
-        done = tf.cond(all_ok, lambda: tf.constant(True), log_skip)
+        done = _report_unless(all_ok, report, "record", first_message)
         return all_ok, [done]
     assert_op = tf.debugging.Assert(
         all_ok, [tf.cond(all_ok, lambda: tf.constant(""), first_message)]
