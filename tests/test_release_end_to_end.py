@@ -158,3 +158,43 @@ def test_train_and_eval_from_release_files(tmp_path, release):
     for block in ("zsl", "gzsl"):
         for key, value in metrics[block].items():
             assert again[block][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_converted_lesa_files_read_back_as_native(tmp_path):
+    from epsilon_tf.config import DataConfig
+    from epsilon_tf.data.convert import main as convert_main
+    from epsilon_tf.data.sources import make_source
+
+    space, tags, _ = write_label_dir(tmp_path / "labels")
+    write_lesa(tmp_path / "release", space, tags)
+    out = tmp_path / "native"
+    for split, name in (("train", "Train"), ("test", "Test")):
+        assert convert_main([
+            "--format=lesa_nus_wide",
+            f"--inputs={tmp_path}/release/NUS_WIDE_{name}_full_feature_"
+            "ZLIB.tfrecords",
+            f"--split={split}", f"--label_dir={tmp_path / 'labels'}",
+            f"--out={out}", "--feature_shape=9x16",
+        ]) == 0
+    lesa = make_source(DataConfig(
+        dataset="nus_wide", data_format="lesa", feature_shape=(9, 16),
+        label_dir=str(tmp_path / "labels"),
+        train_files=f"{tmp_path}/release/NUS_WIDE_Train_*.tfrecords",
+        test_files=f"{tmp_path}/release/NUS_WIDE_Test_*.tfrecords",
+    ))
+    native = make_source(DataConfig(
+        dataset="nus_wide", data_format="native", data_dir=str(out),
+    ))
+    assert native.label_space.names == lesa.label_space.names
+    assert native.eval_ks == (3, 5)
+    for split in ("train", "test"):
+        a = list(lesa.split(split).dataset())
+        b = list(native.split(split).dataset())
+        assert len(a) == len(b) == WORLD.num_examples(split)
+        for x, y in zip(a, b):
+            assert x["image_id"].numpy() == y["image_id"].numpy()
+            np.testing.assert_array_equal(x["labels"], y["labels"])
+            # float16 storage: relative error below 2^-11.
+            np.testing.assert_allclose(
+                x["features"], y["features"], rtol=1e-3, atol=1e-3
+            )

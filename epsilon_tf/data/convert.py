@@ -20,7 +20,6 @@ unseen_labels.pkl, top_400_unseen.csv, class-descriptions.csv) plus
 """
 
 import argparse
-import os
 import sys
 import time
 
@@ -132,64 +131,31 @@ def convert_split(
 
 
 def _reader_from_args(args):
-    from epsilon_tf.data import biam_hdf5, label_files, lesa_tfrecord
+    """(SplitReader, LabelSpace) of the release files the flags name.
 
-    d = args.label_dir
-    shape = tuple(int(x) for x in args.feature_shape.split(","))
-    if args.format in ("lesa_nus_wide", "biam_nus_wide"):
-        tags = os.path.join(d, "TagList1k.txt")
-        concepts = os.path.join(d, "Concepts81.txt")
-        vectors = args.word_vectors or os.path.join(
-            d, "NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300"
-        )
-        space = label_files.nus_wide_label_space(tags, concepts, vectors)
-        if args.format == "lesa_nus_wide":
-            index = label_files.nus_wide_seen_tag_indices(tags, concepts)
-            reader = lesa_tfrecord.lesa_nus_wide_split(
-                args.inputs.split(","),
-                args.split,
-                space,
-                index,
-                feature_shape=shape,
-                skip_corrupt=args.skip_corrupt,
-            )
-        else:
-            if not args.names_pickle:
-                raise SystemExit("--names_pickle is required for biam_nus_wide")
-            reader = biam_hdf5.biam_nus_wide_split(
-                args.inputs, args.names_pickle, args.split, space, shape
-            )
-        return reader, space
-    if not args.word_vectors:
-        raise SystemExit("--word_vectors is required for Open Images")
-    space, meta = label_files.open_images_label_space(
-        os.path.join(d, "classes-trainable.txt"),
-        os.path.join(d, "unseen_labels.pkl"),
-        os.path.join(d, "top_400_unseen.csv"),
-        os.path.join(d, "class-descriptions.csv"),
-        args.word_vectors,
-        return_metadata=True,
+    Goes through `release_sources.release_source`, the same wiring as
+    `train.py --data_format=lesa|biam`: a split named "test" is read with
+    every label, any other ("train", "val") with the seen labels.
+    """
+    from epsilon_tf.config import DataConfig
+    from epsilon_tf.data.release_sources import release_source
+
+    data_format, dataset = args.format.split("_", 1)
+    shape = tuple(
+        int(x) for x in args.feature_shape.lower().replace("x", ",").split(",")
     )
-    if args.format == "lesa_open_images":
-        reader = lesa_tfrecord.lesa_open_images_split(
-            args.inputs.split(","),
-            args.split,
-            space,
-            meta.top_unseen_indices,
-            feature_shape=shape,
-            skip_corrupt=args.skip_corrupt,
-        )
-    elif args.format == "biam_open_images":
-        reader = biam_hdf5.biam_open_images_split(
-            args.inputs.split(","),
-            args.split,
-            space,
-            meta.top_unseen_indices,
-            feature_shape=shape,
-        )
-    else:
-        raise SystemExit(f"Unknown --format {args.format!r}")
-    return reader, space
+    slot = "test" if args.split == "test" else "train"
+    source = release_source(DataConfig(
+        dataset=dataset,
+        data_format=data_format,
+        label_dir=args.label_dir,
+        word_vectors=args.word_vectors,
+        names_file=args.names_pickle,
+        feature_shape=shape,
+        skip_corrupt=args.skip_corrupt,
+        **{f"{slot}_files": args.inputs},
+    ))
+    return source.split(slot), source.label_space
 
 
 def main(argv=None):
@@ -216,7 +182,10 @@ def main(argv=None):
     parser.add_argument("--names_pickle", default=None)
     parser.add_argument("--out", required=True)
     parser.add_argument("--out_split", default=None)
-    parser.add_argument("--feature_shape", default="196,512")
+    parser.add_argument(
+        "--feature_shape", default="196x512",
+        help="REGIONSxCHANNELS (as train.py), e.g. 196x512",
+    )
     parser.add_argument(
         "--feature_dtype", default="float16", choices=["float16", "float32"]
     )
@@ -238,6 +207,9 @@ def main(argv=None):
         compression=None if args.compression == "NONE" else args.compression,
         overwrite=args.overwrite,
     )
+    # Beside the shards, so `--data_format=native --data_dir=OUT` finds it.
+    space.save(args.out)
+    print(f"Converted {args.split} -> {args.out} (label space saved there)")
     return 0
 
 

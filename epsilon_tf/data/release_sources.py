@@ -50,9 +50,13 @@ def _word_vectors(cfg, default_name=None):
 
 
 def _files(pattern, flag):
-    files = sorted(glob.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"--{flag}={pattern!r} matches no file")
+    """The files of a glob pattern, or of a comma-separated list of them."""
+    files = []
+    for part in (p.strip() for p in pattern.split(",")):
+        matches = sorted(glob.glob(part))
+        if not matches:
+            raise FileNotFoundError(f"--{flag}: {part!r} matches no file")
+        files.extend(matches)
     return files
 
 
