@@ -152,6 +152,6 @@ def test_clean_exit_prints_one_line(capsys):
         "eval.py: error: NaN or Inf in the features of record 3 (image_id "
         "x); the features must be finite\n"
     )
-    with pytest.raises(KeyError):  # other errors are not swallowed
+    with pytest.raises(TypeError):  # programming errors are not swallowed
         with clean_exit("eval.py"):
-            raise KeyError("bug")
+            raise TypeError("bug")

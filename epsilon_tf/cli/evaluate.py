@@ -34,9 +34,14 @@ def load_predictions(path):
                 f"`scores` [images, labels] and `labels` (+1/-1/0), "
                 f"optionally `unseen_mask`. Found: {sorted(keys)}"
             )
-        scores = np.asarray(data["scores"])
-        labels = np.asarray(data["labels"])
-        unseen = data["unseen_mask"] if "unseen_mask" in keys else None
+        try:
+            scores = np.asarray(data["scores"])
+            labels = np.asarray(data["labels"])
+            unseen = data["unseen_mask"] if "unseen_mask" in keys else None
+        except ValueError as e:  # object arrays need pickle: refused
+            raise ValueError(
+                f"{path}: not a readable .npz of plain arrays ({e})"
+            ) from e
     if scores.ndim != 2:
         raise ValueError(
             f"{path}: `scores` must be 2-D [images, labels]. "

@@ -1,17 +1,26 @@
 """Clean command-line exits for the errors a user has to act on.
 
-A diverged loss or NaN features are not bugs in the program: the CLIs
-print the one message that says what happened (which step, which record,
-which checkpoint is intact) and exit with status 1, without a traceback.
+A diverged loss, NaN features, a missing file or a malformed input are not
+bugs in the program: the CLIs print the one message that says what
+happened (which step, which record, which file, what was expected) and
+exit with status 1, without a traceback. Set `EPSILON_TRACEBACK=1` to get
+the traceback as well.
 """
 
 import contextlib
+import os
 import sys
 
 from epsilon_tf.data.pipeline import InputDataError
 from epsilon_tf.training.trainer import TrainingDivergedError
 
-USER_ERRORS = (TrainingDivergedError, InputDataError)
+USER_ERRORS = (
+    TrainingDivergedError,
+    InputDataError,
+    FileNotFoundError,
+    ValueError,
+    KeyError,
+)
 EXIT_CODE = 1
 
 
@@ -27,5 +36,8 @@ def clean_exit(program):
     try:
         yield
     except USER_ERRORS as e:
-        print(f"{program}: error: {e}", file=sys.stderr, flush=True)
+        if os.environ.get("EPSILON_TRACEBACK"):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{program}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CODE)

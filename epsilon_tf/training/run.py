@@ -89,32 +89,49 @@ def train_and_evaluate(
 
     Writes `metrics.json` in `model_dir`: the Epsilon ZSL/GZSL block at the
     top level (the shape of `eval.py --metrics_out`), plus `training`,
-    `baselines` (ESZSL) and `chance`. Saves `model.keras`, the label space
-    and, when `export_fn` is given, calls it with the trainer to export.
+    `baselines` (ESZSL), `chance` and `timings_seconds` (per stage). Saves
+    `model.keras`, the label space and, when `export_fn` is given, calls it
+    with the trainer to export.
 
     Returns:
         The metrics dict.
     """
-    start = time.time()
+    timings = {}
+    clock = [time.time()]
+
+    def lap(name):
+        now = time.time()
+        timings[name] = round(now - clock[0], 2)
+        clock[0] = now
+
     trainer = Trainer(model_config, loss_config, train_config, source)
+    lap("setup")
     training = trainer.train()
-    training["seconds"] = time.time() - start
+    lap("training")
+    training["seconds"] = timings["setup"] + timings["training"]
     if not trainer.is_chief:
         return None
     trainer.restore_best()
     result = trainer.evaluate_test(variant=variant)
     result["training"] = training
+    lap("test_evaluation")
     if baseline:
         result["baselines"] = {
             "eszsl": fit_eszsl(source, train_config.validation_fraction)
         }
+        lap("eszsl_baseline")
     result["chance"] = chance_level(source)
-    result["config"] = to_dict(trainer.model_config, loss_config, train_config)
+    lap("chance")
+    result["config"] = to_dict(
+        trainer.model_config, loss_config, train_config
+    )
     model_dir = train_config.model_dir
     source.label_space.save(os.path.join(model_dir, "label_space"))
     save_keras_atomically(trainer.model, os.path.join(model_dir, "model.keras"))
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
+    lap("save_and_export")
+    result["timings_seconds"] = timings
     write_json(os.path.join(model_dir, "metrics.json"), result)
     trainer.write_test_summaries(result)
     rows = [("Epsilon", result)]
@@ -129,4 +146,8 @@ def train_and_evaluate(
         flush=True,
     )
     print(format_table(rows, source.eval_ks), flush=True)
+    print(
+        "Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        flush=True,
+    )
     return result
