@@ -66,7 +66,10 @@ def main(argv=None):
             f"--saved_model={model_dir}/export/{versions[-1]}",
             f"--cache_dir={cache}", "--noprogress",
         ])
-    stages = metrics["timings_seconds"]
+    order = ["setup", "training", "test_evaluation", "eszsl_baseline",
+             "chance", "save_and_export"]
+    stages = {k: metrics["timings_seconds"][k] for k in order
+              if k in metrics["timings_seconds"]}
     print(f"\ntrain.py: {train_s:.1f} s wall")
     for name, seconds in stages.items():
         print(f"  {name:<18} {seconds:7.1f} s")
