@@ -138,3 +138,36 @@ def test_resume_after_finishing_changes_nothing(tmp_path):
     assert int(again.optimizer.iterations.numpy()) == tiny.STEPS_PER_EPOCH
     for x, v in zip(weights, again.model.weights, strict=True):
         np.testing.assert_array_equal(x, np.array(v))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    """A model_dir is resumed only with the settings it was made with."""
+    import dataclasses
+
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.training.trainer import Trainer
+
+    source = tiny.in_memory_source()
+    config = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
+                         verbose=0, summary_images=0, pr_curve_labels=0)
+    Trainer(tiny.model_config(), LossConfig(), config, source).train()
+    changed = [
+        (tiny.model_config(), LossConfig(),
+         dataclasses.replace(config, learning_rate=0.01),
+         "learning_rate: 0.001 -> 0.01"),
+        (tiny.model_config(num_prompts=4), LossConfig(), config,
+         "num_prompts: 3 -> 4"),
+        (tiny.model_config(), LossConfig(diversity_weight=0.0), config,
+         "diversity_weight: 0.1 -> 0.0"),
+    ]
+    for model_cfg, loss_cfg, train_cfg, message in changed:
+        trainer = Trainer(model_cfg, loss_cfg, train_cfg, source)
+        with pytest.raises(ValueError, match=message):
+            trainer.train()
+    # Output and logging settings may change.
+    Trainer(
+        tiny.model_config(), LossConfig(),
+        dataclasses.replace(config, verbose=1, export=False,
+                            keep_checkpoints=5),
+        source,
+    ).train()

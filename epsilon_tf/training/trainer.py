@@ -1,6 +1,7 @@
 """The training loop: distributed steps, checkpoints, selection, summaries."""
 
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -23,6 +24,12 @@ from epsilon_tf.training.evaluation import (
     seen_label_metrics,
 )
 
+# TrainConfig fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = frozenset({
+    "model_dir", "verbose", "export", "export_top_k",
+    "checkpoint_every_steps", "keep_checkpoints", "summary_images",
+    "pr_curve_labels", "jit_compile", "deterministic", "strategy",
+})
 NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
             "log_temperature"]
 SUMMARY_EVERY_STEPS = 10
@@ -356,6 +363,7 @@ class Trainer:
         """
         path = tf.train.latest_checkpoint(self.checkpoint_dir)
         if path:
+            self._check_same_run()
             self.checkpoint.restore(path).assert_existing_objects_matched()
             _log(
                 self.verbose,
@@ -364,6 +372,39 @@ class Trainer:
             )
             self._repair_best(path)
         return path
+
+    def _check_same_run(self):
+        """Refuses to resume a run whose settings differ from this one's.
+
+        Resuming is exact only with the settings the checkpoint was made
+        with; a different model, loss or training trajectory in the same
+        `model_dir` is an error naming the differences. Settings that do
+        not change the trajectory (output, logging, export, checkpoint
+        cadence) may change.
+        """
+        path = os.path.join(self.model_dir, "config.json")
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        current = json.loads(json.dumps(
+            to_dict(self.model_config, self.loss_config, self.train_config),
+            default=str,
+        ))
+        differences = []
+        for section, fields in current.items():
+            for name, value in fields.items():
+                if section == "TrainConfig" and name in RESUMABLE_CHANGES:
+                    continue
+                old = saved.get(section, {}).get(name, value)
+                if old != value:
+                    differences.append(f"{name}: {old!r} -> {value!r}")
+        if differences:
+            raise ValueError(
+                f"{self.model_dir} holds a run with other settings "
+                f"({'; '.join(differences)}). Re-run with the same flags to "
+                "resume it, or use a new --model_dir"
+            )
 
     def save(self):
         """Writes a checkpoint (every worker must call it). Returns its path.
