@@ -32,6 +32,7 @@ from epsilon_tf.data.base import SplitReader, example_signature, shard_files
 from epsilon_tf.data.lesa_tfrecord import (
     DEFAULT_FEATURE_SHAPE,
     OPEN_IMAGES_NUM_UNSEEN,
+    check_feature_shape,
     check_top_unseen,
     resolve_files,
     space_permutation,
@@ -47,16 +48,6 @@ def _open_h5(path):
     if "://" in path:
         return h5py.File(tf.io.gfile.GFile(path, "rb"), "r")
     return h5py.File(path, "r")
-
-
-def _check_feature_shape(feature_shape):
-    shape = tuple(int(d) for d in feature_shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(
-            "`feature_shape` must be (num_regions, channels) with positive "
-            f"sizes. Received: feature_shape={feature_shape!r}"
-        )
-    return shape
 
 
 def _read_dataset(h5, path, key, name):
@@ -180,7 +171,7 @@ def biam_nus_wide_split(
     h5_path = os.fspath(h5_path)
     if not tf.io.gfile.exists(h5_path):
         raise FileNotFoundError(f"HDF5 file not found: {h5_path}")
-    shape = _check_feature_shape(feature_shape)
+    shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     names = read_image_names(names_pickle_path)
     if label_set == "all":
@@ -297,7 +288,7 @@ def biam_open_images_split(
     ...     meta.top_unseen_indices)
     """
     files = resolve_files(file_pattern_or_list)
-    shape = _check_feature_shape(feature_shape)
+    shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)

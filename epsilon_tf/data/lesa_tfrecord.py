@@ -242,7 +242,7 @@ def _labels_in_space_order(perm, parts):
     return values if perm is None else tf.gather(values, perm)
 
 
-def _check_feature_shape(feature_shape):
+def check_feature_shape(feature_shape):
     shape = tuple(int(d) for d in feature_shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(
@@ -372,7 +372,7 @@ def lesa_nus_wide_split(
     ...     space, nus_wide_seen_tag_indices(tags_path, concepts_path))
     """
     files = resolve_files(file_pattern_or_list)
-    shape = _check_feature_shape(feature_shape)
+    shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     seen_index = np.asarray(tag_to_seen_index, dtype=np.int64).reshape(-1)
     if len(seen_index) != len(label_space.seen):
@@ -517,7 +517,7 @@ def lesa_open_images_split(
     ...     "test", space, meta.top_unseen_indices)
     """
     files = resolve_files(file_pattern_or_list)
-    shape = _check_feature_shape(feature_shape)
+    shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
