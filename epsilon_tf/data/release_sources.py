@@ -4,6 +4,7 @@ import glob
 import os
 
 from epsilon_tf.data.base import DatasetSource
+from epsilon_tf.data.sources import EVAL_KS
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -16,7 +17,6 @@ OPEN_IMAGES_FILES = {
     "top": "top_400_unseen.csv",
     "descriptions": "class-descriptions.csv",
 }
-EVAL_KS = {"nus_wide": (3, 5), "open_images": (10, 20)}
 
 
 def _label_file(cfg, name):
@@ -151,7 +151,7 @@ def release_source(data_config):
     `OPEN_IMAGES_FILES`).
     """
     cfg = data_config
-    if cfg.dataset not in EVAL_KS:
+    if cfg.dataset not in ("nus_wide", "open_images"):
         raise ValueError(
             f"--data_format={cfg.data_format} reads the nus_wide and "
             f"open_images releases. Received: --dataset={cfg.dataset}"

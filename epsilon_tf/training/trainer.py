@@ -14,11 +14,11 @@ import tensorflow as tf
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
-from epsilon_tf.models import build_epsilon, fusion_weight, with_labels
+from epsilon_tf.models import build_epsilon, fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
 from epsilon_tf.training.evaluation import (
-    evaluate_split,
+    evaluate_model,
     forward_scores,
     predict_split,
     seen_label_metrics,
@@ -653,7 +653,7 @@ class Trainer:
     def evaluate_test(self, variant="lesa", progress=None):
         """ZSL/GZSL metrics of the current weights on the test split.
 
-        `evaluation.evaluate_split` over the whole label space; it also
+        `evaluation.evaluate_model` over the whole label space; it also
         keeps the scores of a few unseen labels for the PR-curve summaries
         (`self.pr_curves`, written by `write_test_summaries`).
         """
@@ -669,8 +669,8 @@ class Trainer:
             )
 
         with input_errors():
-            return evaluate_split(
-                forward_scores(with_labels(self.model, space.vectors)),
+            return evaluate_model(
+                self.model,
                 self.source.split("test"),
                 space,
                 ks=tuple(self.source.eval_ks),
