@@ -51,6 +51,7 @@ def main(argv):
             source.label_space,
             os.path.join(train_cfg.model_dir, "export"),
             top_k=train_cfg.export_top_k,
+            precision=train_cfg.export_precision,
         )
 
     # A diverged loss or NaN features: one clear message, exit status 1.

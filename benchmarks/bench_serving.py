@@ -13,6 +13,13 @@ measures, in this process:
     python benchmarks/bench_serving.py                      # fresh export
     python benchmarks/bench_serving.py --saved_model=runs/x/export/1
     python benchmarks/bench_serving.py --jit_compile         # XLA variant
+    python benchmarks/bench_serving.py --precision=bfloat16  # bf16 export
+    python benchmarks/bench_serving.py --precision=both      # side by side
+
+The fresh model's weights are its random initialization plus seeded noise
+on every weight, so that no bias is zero and no LayerNorm is the identity
+as in a trained model (grappler drops additions of constant zeros, which
+would flatter an untrained model's latency).
 
 The figures are those of the loaded SavedModel called from Python
 (`tf.saved_model.load` + the signature), which is what TF Serving runs
@@ -20,6 +27,7 @@ minus its RPC layer.
 """
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -35,7 +43,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def _export_fresh(directory, num_labels, num_unseen, top_k, jit_compile):
+def _export_fresh(
+    directory, num_labels, num_unseen, top_k, jit_compile, precision
+):
+    import keras
+
     from epsilon_tf.config import ModelConfig
     from epsilon_tf.export import export_saved_model
     from epsilon_tf.labels import LabelSpace
@@ -49,10 +61,22 @@ def _export_fresh(directory, num_labels, num_unseen, top_k, jit_compile):
         seen=np.arange(num_labels - num_unseen),
     )
     config = ModelConfig()
+    keras.utils.set_random_seed(0)  # the same model for each precision
     model = build_epsilon(config, space.subset("seen"))
+    for weight in model.weights:
+        if "label_scoring" not in weight.path:
+            weight.assign(
+                weight.numpy()
+                + rng.normal(scale=0.02, size=weight.shape).astype("float32")
+            )
     start = time.perf_counter()
     path = export_saved_model(
-        model, space, directory, top_k=top_k, jit_compile=jit_compile
+        model,
+        space,
+        directory,
+        top_k=top_k,
+        jit_compile=jit_compile,
+        precision=precision,
     )
     return path, time.perf_counter() - start, config.feature_shape
 
@@ -73,6 +97,57 @@ def _percentiles(times_s):
     return {p: float(np.percentile(ms, p)) for p in (50, 90, 99)}
 
 
+def _feature_shape(path, serve):
+    fs = serve.structured_input_signature[1]["features"].shape
+    if fs.rank is not None:
+        return tuple(fs[1:])
+    # Validated in-graph, so the signature declares no shape: read the info.
+    info_path = os.path.join(path, "assets", "export_info.json")
+    with open(info_path, encoding="utf-8") as f:
+        return tuple(json.load(f)["feature_shape"])
+
+
+def _measure(serve, one, batch, args):
+    for _ in range(args.warmup):
+        serve(features=one)["top_k_labels"].numpy()
+    times = []
+    for _ in range(args.calls):
+        start = time.perf_counter()
+        serve(features=one)["top_k_labels"].numpy()
+        times.append(time.perf_counter() - start)
+    for _ in range(2):
+        serve(features=batch)["top_k_labels"].numpy()
+    start = time.perf_counter()
+    for _ in range(args.batches):
+        serve(features=batch)["top_k_labels"].numpy()
+    elapsed = time.perf_counter() - start
+    return _percentiles(times), elapsed
+
+
+def _report(name, lat, elapsed, args):
+    print(
+        f"[{name}] batch 1 latency over {args.calls} calls: p50 "
+        f"{lat[50]:.2f} ms, p90 {lat[90]:.2f} ms, p99 {lat[99]:.2f} ms "
+        f"(target p50 <= 5 ms: {'met' if lat[50] <= 5 else 'MISSED'})"
+    )
+    print(
+        f"[{name}] batch {args.batch_size} throughput: "
+        f"{args.batch_size * args.batches / elapsed:.0f} images/s "
+        f"({elapsed / args.batches * 1e3:.1f} ms a batch)"
+    )
+
+
+def _agreement(reference, other, k):
+    """Max |score difference| and mean top-k overlap of two score sets."""
+    diff = float(np.max(np.abs(reference - other)))
+    top_ref = np.argsort(-reference, axis=1)[:, :k]
+    top_other = np.argsort(-other, axis=1)[:, :k]
+    overlap = np.mean(
+        [len(set(a) & set(b)) / k for a, b in zip(top_ref, top_other)]
+    )
+    return diff, float(overlap)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -88,6 +163,13 @@ def main(argv=None):
         action="store_true",
         help="Export with XLA (fresh export only).",
     )
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16", "both"],
+        help="Precision of the fresh export; both: the two side by side, "
+        "with their score agreement.",
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -100,75 +182,67 @@ def main(argv=None):
         f"TensorFlow {tf.__version__}, devices "
         f"{[d.device_type for d in tf.config.list_logical_devices()]}"
     )
+    precisions = (
+        ["float32", "bfloat16"]
+        if args.precision == "both"
+        else [args.precision]
+    )
+    rng = np.random.default_rng(1)
+    scores, inputs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
         if args.saved_model:
-            path = args.saved_model
+            paths["saved_model"] = args.saved_model
         else:
-            path, seconds, shape = _export_fresh(
-                tmp,
-                args.num_labels,
-                args.num_unseen,
-                args.top_k,
-                args.jit_compile,
-            )
+            for precision in precisions:
+                path, seconds, shape = _export_fresh(
+                    os.path.join(tmp, precision),
+                    args.num_labels,
+                    args.num_unseen,
+                    args.top_k,
+                    args.jit_compile,
+                    precision,
+                )
+                paths[precision] = path
+                print(
+                    f"exported a random default-config Epsilon ({shape[0]}x"
+                    f"{shape[1]} features, {args.num_labels} labels of 300-d,"
+                    f" top_k={args.top_k}, jit_compile={args.jit_compile}, "
+                    f"precision={precision}) in {seconds:.1f} s"
+                )
+        for name, path in paths.items():
+            serve = tf.saved_model.load(path).signatures["serving_default"]
+            feature_shape = _feature_shape(path, serve)
+            if feature_shape not in inputs:  # the same inputs for each export
+                inputs[feature_shape] = (
+                    tf.constant(
+                        rng.normal(size=(1,) + feature_shape), tf.float32
+                    ),
+                    tf.constant(
+                        rng.normal(size=(args.batch_size,) + feature_shape),
+                        tf.float32,
+                    ),
+                )
+            one, batch = inputs[feature_shape]
+            lat, elapsed = _measure(serve, one, batch, args)
+            out = serve(features=batch)
+            scores[name] = out["scores"].numpy()
             print(
-                f"exported a random default-config Epsilon ({shape[0]}x"
-                f"{shape[1]} features, {args.num_labels} labels of 300-d, "
-                f"top_k={args.top_k}, jit_compile={args.jit_compile}) in "
-                f"{seconds:.1f} s"
+                f"[{name}] serving_default, features {feature_shape} -> "
+                f"top-{int(out['top_k_labels'].shape[-1])} of "
+                f"{scores[name].shape[-1]} labels"
             )
-        loaded = tf.saved_model.load(path)
-        serve = loaded.signatures["serving_default"]
-        spec = serve.structured_input_signature[1]["features"]
-        fs = spec.shape
-        if fs.rank is None:  # validated in-graph; the shape is in the info
-            import json
-
-            info_path = os.path.join(path, "assets", "export_info.json")
-            with open(info_path, encoding="utf-8") as f:
-                feature_shape = tuple(json.load(f)["feature_shape"])
-        else:
-            feature_shape = tuple(fs[1:])
-        rng = np.random.default_rng(1)
-        one = tf.constant(
-            rng.normal(size=(1,) + feature_shape).astype("float32")
+            _report(name, lat, elapsed, args)
+    if len(scores) == 2:
+        diff, overlap = _agreement(
+            scores["float32"], scores["bfloat16"], args.top_k
         )
-        batch = tf.constant(
-            rng.normal(size=(args.batch_size,) + feature_shape).astype(
-                "float32"
-            )
+        print(
+            f"bfloat16 vs float32 on {args.batch_size} random feature maps: "
+            f"max |score difference| {diff:.4f}, mean top-{args.top_k} "
+            f"overlap {overlap:.3f}"
         )
-        for _ in range(args.warmup):
-            serve(features=one)["top_k_labels"].numpy()
-        times = []
-        for _ in range(args.calls):
-            start = time.perf_counter()
-            serve(features=one)["top_k_labels"].numpy()
-            times.append(time.perf_counter() - start)
-        lat = _percentiles(times)
-        for _ in range(2):
-            serve(features=batch)["top_k_labels"].numpy()
-        start = time.perf_counter()
-        for _ in range(args.batches):
-            serve(features=batch)["top_k_labels"].numpy()
-        elapsed = time.perf_counter() - start
-        out = serve(features=one)
-        k = int(out["top_k_labels"].shape[-1])
-        vocab = int(out["scores"].shape[-1])
-    print(
-        f"serving_default, features {feature_shape} -> top-{k} of {vocab} "
-        f"labels"
-    )
-    print(
-        f"batch 1 latency over {args.calls} calls: p50 {lat[50]:.2f} ms, "
-        f"p90 {lat[90]:.2f} ms, p99 {lat[99]:.2f} ms "
-        f"(target p50 <= 5 ms: {'met' if lat[50] <= 5 else 'MISSED'})"
-    )
-    print(
-        f"batch {args.batch_size} throughput: "
-        f"{args.batch_size * args.batches / elapsed:.0f} images/s "
-        f"({elapsed / args.batches * 1e3:.1f} ms a batch)"
-    )
+    return scores
 
 
 if __name__ == "__main__":

@@ -114,6 +114,9 @@ class TrainConfig:
         steps_per_epoch: cap on steps per epoch (None: the whole split).
         export: export a SavedModel at the end.
         export_top_k: K of the exported `serving_default` signature.
+        export_precision: "float32" (the model's scores) or "bfloat16"
+            (faster serving on CPUs with AMX/AVX512-BF16, approximate;
+            docs/serving.md).
         verbose: progress output (0 silent, 1 progress bar).
         deterministic: `tf.config.experimental.enable_op_determinism()`,
             so that two runs with the same flags and seed give the same
@@ -148,6 +151,7 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     export: bool = True
     export_top_k: int = 10
+    export_precision: str = "float32"
     verbose: int = 1
     deterministic: bool = True
     input_sharding: str = "files"

@@ -163,6 +163,11 @@ def define_train_flags():
     flags.DEFINE_integer(
         "export_top_k", t.export_top_k, "K of the exported serving_default."
     )
+    flags.DEFINE_enum(
+        "export_precision", t.export_precision, ["float32", "bfloat16"],
+        "Precision of the exported graph: float32 (the model's scores) or "
+        "bfloat16 (faster on CPUs with AMX/AVX512-BF16, approximate).",
+    )
     flags.DEFINE_integer("verbose", t.verbose, "0: quiet, 1: progress bars.")
     flags.DEFINE_bool(
         "deterministic", t.deterministic,

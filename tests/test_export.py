@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny
 from PIL import Image
 
 from epsilon_tf.config import ModelConfig, to_dict
@@ -52,8 +53,11 @@ def _space(num_labels=NUM_LABELS, num_seen=NUM_SEEN, dim=12, seed=0):
 def _model(config=CONFIG, space=None, seed=1):
     keras.utils.set_random_seed(seed)
     model = build_epsilon(config, (space or _space()).subset("seen"))
+    # Like a trained model: no zero bias, no unit LayerNorm scale, a fusion
+    # weight away from 0.5 (the export folds all of them).
+    tiny.perturb_weights(model, seed=seed)
     if "fusion" in {layer.name for layer in model.layers}:
-        model.get_layer("fusion").theta.assign(0.7)  # a "trained" weight
+        model.get_layer("fusion").theta.assign(0.7)
     return model
 
 

@@ -2,6 +2,7 @@
 
     python -m epsilon_tf.export --model_dir=runs/epsilon_synthetic
     python -m epsilon_tf.export --model_dir=DIR --label_set=unseen --top_k=5
+    python -m epsilon_tf.export --model_dir=DIR --precision=bfloat16
     python -m epsilon_tf.export --model_dir=DIR --with_backbone \\
         --backbone=vgg19 --backbone_weights=imagenet
 
@@ -87,6 +88,13 @@ def _parser():
         action="store_true",
         help="XLA-compile the numeric part of the feature signatures.",
     )
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="float32 (the model's scores) or bfloat16 (faster on CPUs with "
+        "AMX/AVX512-BF16, approximate; see docs/serving.md).",
+    )
     return parser
 
 
@@ -115,6 +123,7 @@ def main(argv=None):
         keep_versions=not args.no_keep_versions,
         overwrite=args.overwrite,
         jit_compile=args.jit_compile,
+        precision=args.precision,
     )
     print(path, flush=True)
     return path

@@ -41,7 +41,9 @@ PR_DESCRIPTION = (
     "raw scores at 201 thresholds)."
 )
 # Hyper-parameters that only say where or how loudly a run happens.
-_NOT_HPARAMS = {"model_dir", "verbose", "export", "export_top_k"}
+_NOT_HPARAMS = {
+    "model_dir", "verbose", "export", "export_top_k", "export_precision",
+}
 
 
 def write_scalars(writer, values, step):

@@ -26,7 +26,7 @@ from epsilon_tf.training.evaluation import (
 
 # TrainConfig fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({
-    "model_dir", "verbose", "export", "export_top_k",
+    "model_dir", "verbose", "export", "export_top_k", "export_precision",
     "checkpoint_every_steps", "keep_checkpoints", "summary_images",
     "pr_curve_labels", "jit_compile", "deterministic", "strategy",
 })

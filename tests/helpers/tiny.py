@@ -190,3 +190,19 @@ def latest_checkpoint(directory):
     import tensorflow as tf
 
     return tf.train.latest_checkpoint(str(directory))
+
+
+def perturb_weights(model, scale=0.1, seed=0):
+    """Adds seeded noise to every weight but the label vectors.
+
+    A freshly built model has zero biases and unit LayerNorm scales, which
+    hide mistakes in anything that folds or reorders those weights; a
+    perturbed one behaves like a trained model. Returns `model`.
+    """
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "label_scoring" in weight.path or not weight.trainable:
+            continue
+        noise = rng.normal(scale=scale, size=weight.shape)
+        weight.assign(weight.numpy() + noise.astype("float32"))
+    return model
