@@ -95,6 +95,19 @@ def _affine(x, kernel, bias):
     return tf.nn.bias_add(tf.matmul(x, kernel), bias)
 
 
+def _rows_affine(x, kernel, bias=None):
+    """`x @ kernel (+ bias)` for x [batch, rows, in], as one 2-D product.
+
+    At batch 1 a 2-D MatMul of a few rows costs a quarter of the batched
+    (einsum) form on this CPU (BUILD_NOTES.md, "Serving latency").
+    """
+    rows = x.shape[1]
+    y = tf.matmul(tf.reshape(x, (-1, x.shape[2])), kernel)
+    if bias is not None:
+        y = tf.nn.bias_add(y, bias)
+    return tf.reshape(y, (-1, rows, y.shape[-1]))
+
+
 def _as_numpy(array, dtype):
     array = np.asarray(array, dtype=np.float32)
     return array.astype(dtype.as_numpy_dtype) if dtype != tf.float32 else array
@@ -296,13 +309,13 @@ class InferenceGraph:
         n = tf.reshape(_normalize(x), (batch, count, self.width))
         group, image = n[:, :g], n[:, g:]
         group_kernel, group_bias, value_kernel = self.grouping_weights[:3]
-        queries = tf.einsum("bgd,de->bge", group, group_kernel) + group_bias
+        queries = _rows_affine(group, group_kernel, group_bias)
         if self.grouping == "tokens":
             logits = tf.matmul(queries, image, transpose_b=True)
             assignments = tf.nn.softmax(logits, axis=-1)
             grouped = tf.matmul(assignments, image)
             (bias,) = self.grouping_weights[3:]
-            prompts = tf.einsum("bgd,de->bge", grouped, value_kernel) + bias
+            prompts = _rows_affine(grouped, value_kernel, bias)
         else:
             value_bias, out_bias = self.grouping_weights[3:]
             logits = (
@@ -313,7 +326,7 @@ class InferenceGraph:
             mass = tf.reduce_sum(assignments, axis=-1, keepdims=True)
             grouped = tf.matmul(assignments, image)
             prompts = (
-                tf.einsum("bgd,de->bge", grouped, value_kernel)
+                _rows_affine(grouped, value_kernel)
                 + mass * value_bias
             ) / (mass + 1e-6) + out_bias
         return prompts, assignments
@@ -374,8 +387,17 @@ class InferenceGraph:
         total = None
         keys = [k for k in ("local_prompts", "global_vectors") if k in outputs]
         for i, key in enumerate(keys):
+            vectors = outputs[key]
+            products = tf.matmul(
+                tf.reshape(vectors, (-1, vectors.shape[2])),
+                label_embeddings,
+                transpose_b=True,
+            )  # 2-D, see `_rows_affine`
             branch = tf.reduce_max(
-                tf.einsum("bpe,ke->bpk", outputs[key], label_embeddings),
+                tf.reshape(
+                    products,
+                    (-1, vectors.shape[1], tf.shape(label_embeddings)[0]),
+                ),
                 axis=1,
             )
             branch = branch * self.coefficients[i]
