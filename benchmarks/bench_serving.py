@@ -15,6 +15,11 @@ measures, in this process:
     python benchmarks/bench_serving.py --jit_compile         # XLA variant
     python benchmarks/bench_serving.py --precision=bfloat16  # bf16 export
     python benchmarks/bench_serving.py --precision=both      # side by side
+    python benchmarks/bench_serving.py --precision=both --keras_reference
+
+`--keras_reference` also times the Keras model's own layers traced into
+one function (what the export ran before the folded inference graph) and
+compares every export's scores with it on the same inputs.
 
 The fresh model's weights are its random initialization plus seeded noise
 on every weight, so that no bias is zero and no LayerNorm is the identity
@@ -78,7 +83,7 @@ def _export_fresh(
         jit_compile=jit_compile,
         precision=precision,
     )
-    return path, time.perf_counter() - start, config.feature_shape
+    return path, time.perf_counter() - start, config.feature_shape, model, space
 
 
 def _cpu_model():
@@ -97,11 +102,32 @@ def _percentiles(times_s):
     return {p: float(np.percentile(ms, p)) for p in (50, 90, 99)}
 
 
-def _feature_shape(path, serve):
-    fs = serve.structured_input_signature[1]["features"].shape
-    if fs.rank is not None:
-        return tuple(fs[1:])
-    # Validated in-graph, so the signature declares no shape: read the info.
+def _keras_reference(model, space, top_k):
+    """The Keras layers traced into one function: features -> top-k."""
+    from epsilon_tf.models import with_labels
+
+    relabeled = with_labels(model, space)
+    names = tf.constant(space.names)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((None,) + model.inputs[0].shape[1:])],
+        autograph=False,
+    )
+    def serve(features):
+        scores = relabeled(features, training=False)["scores"]
+        top_scores, top_indices = tf.math.top_k(scores, k=top_k)
+        return {
+            "scores": scores,
+            "top_k_labels": tf.gather(names, top_indices),
+            "top_k_scores": top_scores,
+        }
+
+    return serve
+
+
+def _feature_shape(path):
+    # The signature declares no shape (it is validated in-graph): read the
+    # export's info.
     info_path = os.path.join(path, "assets", "export_info.json")
     with open(info_path, encoding="utf-8") as f:
         return tuple(json.load(f)["feature_shape"])
@@ -170,6 +196,12 @@ def main(argv=None):
         help="Precision of the fresh export; both: the two side by side, "
         "with their score agreement.",
     )
+    parser.add_argument(
+        "--keras_reference",
+        action="store_true",
+        help="Also time the Keras model's own graph (what the export traced "
+        "before the folded inference graph), in the same process.",
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -195,7 +227,7 @@ def main(argv=None):
             paths["saved_model"] = args.saved_model
         else:
             for precision in precisions:
-                path, seconds, shape = _export_fresh(
+                path, seconds, shape, model, space = _export_fresh(
                     os.path.join(tmp, precision),
                     args.num_labels,
                     args.num_unseen,
@@ -210,9 +242,20 @@ def main(argv=None):
                     f" top_k={args.top_k}, jit_compile={args.jit_compile}, "
                     f"precision={precision}) in {seconds:.1f} s"
                 )
-        for name, path in paths.items():
-            serve = tf.saved_model.load(path).signatures["serving_default"]
-            feature_shape = _feature_shape(path, serve)
+        servers = {
+            name: (
+                path,
+                tf.saved_model.load(path).signatures["serving_default"],
+            )
+            for name, path in paths.items()
+        }
+        if args.keras_reference and not args.saved_model:
+            servers["keras graph"] = (
+                paths[precisions[0]],
+                _keras_reference(model, space, args.top_k),
+            )
+        for name, (path, serve) in servers.items():
+            feature_shape = _feature_shape(path)
             if feature_shape not in inputs:  # the same inputs for each export
                 inputs[feature_shape] = (
                     tf.constant(
@@ -228,18 +271,21 @@ def main(argv=None):
             out = serve(features=batch)
             scores[name] = out["scores"].numpy()
             print(
-                f"[{name}] serving_default, features {feature_shape} -> "
+                f"[{name}] features {feature_shape} -> "
                 f"top-{int(out['top_k_labels'].shape[-1])} of "
                 f"{scores[name].shape[-1]} labels"
             )
             _report(name, lat, elapsed, args)
-    if len(scores) == 2:
-        diff, overlap = _agreement(
-            scores["float32"], scores["bfloat16"], args.top_k
-        )
+    reference = next(
+        (n for n in ("keras graph", "float32") if n in scores), None
+    )
+    for name in scores:
+        if reference is None or name == reference:
+            continue
+        diff, overlap = _agreement(scores[reference], scores[name], args.top_k)
         print(
-            f"bfloat16 vs float32 on {args.batch_size} random feature maps: "
-            f"max |score difference| {diff:.4f}, mean top-{args.top_k} "
+            f"{name} vs {reference} on {args.batch_size} random feature "
+            f"maps: max |score difference| {diff:.2e}, mean top-{args.top_k} "
             f"overlap {overlap:.3f}"
         )
     return scores
