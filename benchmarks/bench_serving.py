@@ -10,12 +10,10 @@ measures, in this process:
   after `--warmup` calls;
 - batch-64 throughput (images/s).
 
-    python benchmarks/bench_serving.py                      # fresh export
+    python benchmarks/bench_serving.py            # float32 and bfloat16
+    python benchmarks/bench_serving.py --keras_reference
     python benchmarks/bench_serving.py --saved_model=runs/x/export/1
-    python benchmarks/bench_serving.py --jit_compile         # XLA variant
-    python benchmarks/bench_serving.py --precision=bfloat16  # bf16 export
-    python benchmarks/bench_serving.py --precision=both      # side by side
-    python benchmarks/bench_serving.py --precision=both --keras_reference
+    python benchmarks/bench_serving.py --precision=float32 --jit_compile
 
 `--keras_reference` also times the Keras model's own layers traced into
 one function (what the export ran before the folded inference graph) and
@@ -191,10 +189,10 @@ def main(argv=None):
     )
     parser.add_argument(
         "--precision",
-        default="float32",
+        default="both",
         choices=["float32", "bfloat16", "both"],
-        help="Precision of the fresh export; both: the two side by side, "
-        "with their score agreement.",
+        help="Precision of the fresh export; both (default): the two side "
+        "by side, with their score agreement.",
     )
     parser.add_argument(
         "--keras_reference",

@@ -649,6 +649,20 @@ def test_cli_reexports_a_training_directory(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         main([f"--model_dir={run}", "--version=4"])
 
+    # --precision=bfloat16: recorded, approximately the same scores.
+    path = main([f"--model_dir={run}", "--precision=bfloat16"])
+    assert path == str(run / "export" / "5")
+    info = json.loads((Path(path) / "assets" / "export_info.json").read_text())
+    assert info["precision"] == "bfloat16"
+    scores = tf.saved_model.load(path).signatures["serving_default"](
+        features=tf.constant(_features(batch=2))
+    )["scores"].numpy()
+    reference = with_labels(model, space)(_features(batch=2))["scores"]
+    diff = np.abs(scores - reference.numpy()).max()
+    assert 1e-5 < diff < 0.1, diff
+    with pytest.raises(SystemExit):
+        main([f"--model_dir={run}", "--precision=float16"])
+
 
 def test_load_training_dir_from_the_best_checkpoint(tmp_path):
     space, model = _space(), _model()

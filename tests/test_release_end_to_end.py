@@ -137,18 +137,22 @@ def test_train_and_eval_from_release_files(tmp_path, release):
         "--feature_shape=9x16",
     ]
     model_dir = tmp_path / "run"
+    # One run exports in the default float32, the other in bfloat16.
+    precision = "float32" if release == "lesa" else "bfloat16"
     out = run("train.py", data_flags + [
         f"--model_dir={model_dir}", "--epochs=4", "--batch_size=32",
         "--hidden_dim=16", "--gpa_heads=2", "--num_prompts=3",
         "--gfp_blocks=1", "--warmup_steps=5", "--verbose=0",
         "--nobaseline",
-    ])
+    ] + ([] if release == "lesa" else ["--export_precision=bfloat16"]))
     assert "Epsilon    ZSL" in out and "Epsilon    GZSL" in out
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["n_labels"] == {"zsl": 6, "gzsl": 30}
     assert metrics["n_images"] == WORLD.num_test
     assert metrics["zsl"]["map"] > 2 * metrics["chance"]["zsl"]["map"]
     assert (model_dir / "export" / "1" / "saved_model.pb").exists()
+    info = model_dir / "export" / "1" / "assets" / "export_info.json"
+    assert json.loads(info.read_text())["precision"] == precision
     # eval.py on the same test files reproduces train.py's numbers.
     out = run("eval.py", data_flags + [
         f"--model_dir={model_dir}", f"--metrics_out={tmp_path / 'm.json'}",
