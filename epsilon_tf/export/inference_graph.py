@@ -120,9 +120,10 @@ class InferenceGraph:
     The graph holds them as NumPy arrays that become constants of the
     functions that call it (at trace time), so a SavedModel of those
     functions needs neither Keras nor `epsilon_tf`. Constants rather than
-    variables: oneDNN caches its reordered copy of a constant weight across
-    calls but reorders a variable's on every call, which at batch 1 costs
-    as much as the product itself (BUILD_NOTES.md, "Serving latency").
+    variables: TensorFlow's oneDNN MatMul keeps its reordered copy of a
+    constant weight (`is_filter_const`) but reorders a variable's on every
+    call, which at batch 1 costs about as much as the product itself
+    (BUILD_NOTES.md, "Serving latency").
     Trace the graph once (one `tf.function` around `semantic`) and call
     that function from every signature, so the SavedModel stores the
     weights once.
