@@ -155,3 +155,48 @@ def test_export_stores_the_weights_once_as_constants(tmp_path, precision):
     atol = 1e-5 if precision == "float32" else 0.1
     # serving_default scores all 9 labels; the model was built on them.
     np.testing.assert_allclose(got["scores"].numpy(), expected, atol=atol)
+
+
+def test_eval_py_on_exports_names_the_precision(tmp_path, capsys):
+    """eval.py --saved_model: float32 gives the Keras model's metrics; a
+    bfloat16 export's numbers are marked as such in the output and JSON."""
+    from epsilon_tf.cli.evaluate import run_evaluation
+    from epsilon_tf.training.evaluation import evaluate_split
+
+    source = tiny.in_memory_source()
+    space = source.label_space
+    keras.utils.set_random_seed(0)
+    model = tiny.perturb_weights(
+        build_epsilon(
+            tiny.model_config(feature_shape=source.feature_shape), space
+        ),
+        seed=4,
+    )
+    expected = evaluate_split(
+        lambda x: model(x, training=False)["scores"],
+        source.split("test"),
+        space,
+        ks=source.eval_ks,
+        progress=False,
+    )
+    for precision in ("float32", "bfloat16"):
+        path = export_saved_model(
+            model, space, str(tmp_path), precision=precision
+        )
+        capsys.readouterr()
+        got = run_evaluation(
+            "saved_model", path, source=source, progress=False,
+            metrics_out=str(tmp_path / f"{precision}.json"),
+        )
+        printed = capsys.readouterr().out
+        written = json.loads((tmp_path / f"{precision}.json").read_text())
+        assert written["export_precision"] == got["export_precision"]
+        assert got["export_precision"] == precision
+        marked = "(bfloat16 export: approximate scores)" in printed
+        assert marked == (precision == "bfloat16")
+        for block in ("zsl", "gzsl"):
+            for key, value in expected[block].items():
+                tolerance = 1e-6 if precision == "float32" else 0.05
+                assert got[block][key] == pytest.approx(
+                    value, abs=tolerance
+                ), (precision, block, key)

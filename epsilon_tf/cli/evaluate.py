@@ -1,6 +1,7 @@
 """What `eval.py` does, with plain arguments (no flags)."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -141,6 +142,15 @@ def _saved_model_scores_fn(saved_model_dir, label_space):
     return scores_fn
 
 
+def _export_precision(saved_model_dir):
+    """The `precision` an export recorded, or None (no export info)."""
+    info = os.path.join(saved_model_dir, "assets", "export_info.json")
+    if not os.path.exists(info):
+        return None
+    with open(info, encoding="utf-8") as f:
+        return json.load(f).get("precision", "float32")
+
+
 def run_evaluation(
     mode,
     path,
@@ -197,11 +207,16 @@ def run_evaluation(
             source = dataclasses.replace(source, eval_ks=tuple(ks))
         space = source.label_space
         model = None
+        title = f"{source.name} test split, {path}"
         if mode == "model_dir":
             model = _load_keras_model(path)
             scores_fn = _keras_scores_fn(path, space, model)
         elif mode == "saved_model":
             scores_fn = _saved_model_scores_fn(path, space)
+            precision = _export_precision(path)
+            if precision == "bfloat16":
+                # Not the model's float32 numbers: say so wherever they go.
+                title += " (bfloat16 export: approximate scores)"
         else:
             raise ValueError(f"Unknown mode {mode!r}")
         from epsilon_tf.data.pipeline import input_errors
@@ -217,9 +232,9 @@ def run_evaluation(
                 memory_budget_bytes=memory_budget_bytes,
                 progress=progress,
             )
-        print_metrics(
-            result, source.eval_ks, f"{source.name} test split, {path}"
-        )
+        if mode == "saved_model":
+            result["export_precision"] = precision
+        print_metrics(result, source.eval_ks, title)
         if examples:
             from epsilon_tf.visualization.examples import write_examples
 
