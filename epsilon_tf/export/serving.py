@@ -22,8 +22,12 @@ tensors without checking them against the signature):
 - `serving_images` (with a backbone): encoded JPEG/PNG/BMP/GIF bytes
   [batch] string -> the outputs of `serving_default`.
 
-The SavedModel holds only TensorFlow graphs and variables: it loads with
-`tf.saved_model.load` in a process that never imports `epsilon_tf`.
+The feature signatures run `inference_graph.InferenceGraph`, Epsilon's
+forward pass folded into fewer ops with its weights as graph constants
+(float32 by default, bfloat16 on request). The SavedModel holds only
+TensorFlow graphs, their constants and variables (the vocabulary, and a
+backbone's weights): it loads with `tf.saved_model.load` in a process that
+never imports `epsilon_tf`.
 """
 
 import dataclasses
@@ -112,11 +116,12 @@ def _check_input(x, name, expected):
 
 
 class EpsilonServingModule(tf.Module):
-    """The exported object: Epsilon's graphs, its variables, a vocabulary.
+    """The exported object: Epsilon's graphs and a vocabulary.
 
-    The Keras layers are only traced: the module tracks their variables
-    (not the Keras objects), so the SavedModel needs neither Keras nor
-    `epsilon_tf` to load.
+    Epsilon's layers are read into an `InferenceGraph` (weights as graph
+    constants); only a backbone's Keras layers are traced, and the module
+    tracks their variables (not the Keras objects). The SavedModel needs
+    neither Keras nor `epsilon_tf` to load.
 
     Args:
         model: a functional model from `build_epsilon` (or reloaded from
@@ -133,7 +138,8 @@ class EpsilonServingModule(tf.Module):
         precision: str. `"float32"` (default: the model's scores to
             float32 rounding) or `"bfloat16"` (the Transformer's matrix
             products in bfloat16; faster on CPUs with AMX/AVX512-BF16,
-            scores within about 0.02 of float32). See `InferenceGraph`.
+            approximate scores, BUILD_NOTES.md "Serving latency"). See
+            `InferenceGraph`.
         name: str. Module name. Defaults to "epsilon_serving".
     """
 
