@@ -251,7 +251,13 @@ class InferenceGraph:
         self.gfp_weights = self._arrays(arrays)
 
     def _build_coefficients(self, model, names):
-        scale = float(model.get_layer(SCALE).scale)
+        rescaling = model.get_layer(SCALE)
+        if float(rescaling.offset) != 0.0:
+            raise ValueError(
+                f"Layer {SCALE!r} has offset {rescaling.offset}; the "
+                "inference graph folds a pure scale only"
+            )
+        scale = float(rescaling.scale)
         if FUSION in names:
             fusion = model.get_layer(FUSION)
             weight = float(fusion.fusion_weight().numpy())
