@@ -211,3 +211,20 @@ def test_open_images_test_needs_unseen_labels(tmp_path):
         tf.errors.OpError, match=r"c\.h5: dataset 'ab12\.jpg-unseenlabels'"
     ):
         _read(reader)
+
+
+def test_bad_label_value_names_the_dataset_and_position(tmp_path):
+    path, names_path, _ = _write_nus(tmp_path, "train", NAMES)
+    with h5py.File(path, "a") as h5:
+        labels = h5[f"{NAMES[1]}-labels"][...]
+        labels[2] = 3
+        h5[f"{NAMES[1]}-labels"][...] = labels
+    reader = bh.biam_nus_wide_split(
+        path, names_path, "train", _nus_space(), (4, 8)
+    )
+    with pytest.raises(
+        tf.errors.OpError,
+        match=rf"dataset '{NAMES[1]}-labels' holds 3 at position 2; "
+        r"labels must be -1, 0 or \+1",
+    ):
+        _read(reader)

@@ -399,3 +399,23 @@ def test_convert_split_from_any_reader(tmp_path):
             got[e["image_id"]]["features"], e["features"]
         )
         np.testing.assert_array_equal(got[e["image_id"]]["labels"], e["labels"])
+
+
+def test_bad_label_values_are_refused_with_their_position(tmp_path):
+    from epsilon_tf.data.base import first_invalid_label
+    from epsilon_tf.data.in_memory import array_split
+
+    assert first_invalid_label(np.array([1, 0, -1, 1.0])) is None
+    assert first_invalid_label(np.array([[1, 0], [0.5, 2]])) == (2, 0.5)
+    (example,) = _examples(1)
+    image_id, features = example["image_id"], example["features"]
+    labels = example["labels"].astype(np.float32)
+    labels[3] = 2
+    with nt.NativeWriter(tmp_path, "train", (4, 8), NAMES) as writer:
+        with pytest.raises(
+            ValueError,
+            match=r"labels must be -1, 0 or \+1. Received 2.0 at position 3",
+        ):
+            writer.write(image_id, features, labels)
+    with pytest.raises(ValueError, match=r"only \+1, -1 and 0"):
+        array_split("train", features[None], labels[None], "seen")

@@ -19,6 +19,7 @@ A `DatasetSource` bundles the label space with one `SplitReader` per split
 import dataclasses
 from typing import Callable, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from epsilon_tf.labels import LabelSpace
@@ -85,6 +86,20 @@ class DatasetSource:
                 f"{sorted(self.splits)}"
             )
         return self.splits[name]
+
+
+def first_invalid_label(labels):
+    """`(position, value)` of the first label not -1, 0 or +1, else None.
+
+    The host-side check of the label values (`native_tfrecord.
+    label_values_check` is the in-graph one); `position` indexes the
+    flattened array.
+    """
+    flat = np.asarray(labels).reshape(-1)
+    bad = np.flatnonzero(~np.isin(flat, (-1, 0, 1)))
+    if bad.size == 0:
+        return None
+    return int(bad[0]), flat[bad[0]].item()
 
 
 def example_signature(feature_shape, num_labels):

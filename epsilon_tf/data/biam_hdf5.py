@@ -28,7 +28,12 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.base import SplitReader, example_signature, shard_files
+from epsilon_tf.data.base import (
+    SplitReader,
+    example_signature,
+    first_invalid_label,
+    shard_files,
+)
 from epsilon_tf.data.lesa_tfrecord import (
     DEFAULT_FEATURE_SHAPE,
     OPEN_IMAGES_NUM_UNSEEN,
@@ -80,11 +85,11 @@ def _labels(h5, path, name, suffix, expected_len):
             f"{path}: dataset {key!r} has {value.shape[0]} labels; expected "
             f"{expected_len}"
         )
-    bad = ~np.isin(value, (-1, 0, 1))
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
+    invalid = first_invalid_label(value)
+    if invalid is not None:
+        i, bad = invalid
         raise ValueError(
-            f"{path}: dataset {key!r} holds {value[i].item()!r} at position "
+            f"{path}: dataset {key!r} holds {bad!r} at position "
             f"{i}; labels must be -1, 0 or +1"
         )
     return value.astype(np.float32)

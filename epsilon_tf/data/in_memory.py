@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.base import SplitReader
+from epsilon_tf.data.base import SplitReader, first_invalid_label
 
 
 def array_split(name, features, labels, label_set, image_ids=None):
@@ -28,7 +28,7 @@ def array_split(name, features, labels, label_set, image_ids=None):
             "`labels` must be 2-D [num_images, num_labels] with one row per "
             f"image ({features.shape[0]}). Received: shape={labels.shape}"
         )
-    if not np.isin(labels, (-1, 0, 1)).all():
+    if first_invalid_label(labels) is not None:
         raise ValueError("`labels` must hold only +1, -1 and 0")
     if image_ids is None:
         image_ids = [f"{name}-{i}" for i in range(features.shape[0])]

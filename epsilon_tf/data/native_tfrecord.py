@@ -40,6 +40,7 @@ from epsilon_tf.data.base import (
     LABEL_SETS,
     DatasetSource,
     SplitReader,
+    first_invalid_label,
     shard_files,
 )
 
@@ -631,12 +632,12 @@ class NativeWriter:
                 f"({self.num_labels},) ({self.label_set} labels). "
                 f"Received: shape={labels.shape}"
             )
-        bad = ~np.isin(labels, (-1, 0, 1))
-        if np.any(bad):
-            i = int(np.flatnonzero(bad)[0])
+        invalid = first_invalid_label(labels)
+        if invalid is not None:
+            i, bad = invalid
             raise ValueError(
                 f"Example {name!r}: labels must be -1, 0 or +1. Received "
-                f"{labels[i].item()!r} at position {i}"
+                f"{bad!r} at position {i}"
             )
         return image_id, features, labels
 
