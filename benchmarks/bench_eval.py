@@ -268,7 +268,12 @@ def proc_status(field):
 
 
 class PeakRss:
-    """Peak resident set size while active (VmHWM reset + sampling)."""
+    """Peak resident set size while active (VmHWM reset + sampling).
+
+    `start` and `after`: RSS on entry and exit; `peak`: the largest sample
+    (every `interval` s) or, at exit, the kernel's high-water mark;
+    `peak_anon`: the largest anonymous RSS sample.
+    """
 
     def __init__(self, interval=0.005):
         self.interval = interval
@@ -305,7 +310,8 @@ class PeakRss:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self.after = self._rss()
+        self.peak = max(self.peak, self.after)
         if self._hwm:
             self.peak = max(self.peak, proc_status("VmHWM") or 0)
         return False

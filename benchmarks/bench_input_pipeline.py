@@ -13,7 +13,8 @@ concepts and read 0; 81 concepts) twice into a temporary folder:
 
 It then times, in one process:
 
-- peak resident memory (psutil, sampled every 5 ms) while streaming the
+- peak resident memory (sampled every 5 ms, and the kernel's high-water
+  mark; `PeakRss` from `bench_eval.py`) while streaming the
   split several times with no shuffle (evaluation path), and with the
   training path at a small and at the default shuffle buffer, next to the
   bytes of float32 features streamed (first, before any model exists);
@@ -44,7 +45,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -52,8 +52,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import psutil  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_eval import PeakRss  # noqa: E402
 from bench_train_step import machine_line, time_train_step  # noqa: E402
 
 from epsilon_tf.config import TrainConfig  # noqa: E402
@@ -205,37 +205,6 @@ def readers(world, stats):
 
 
 # ---------------------------------------------------------------- memory
-class PeakRSS:
-    """Samples this process's resident memory in a thread."""
-
-    def __init__(self, interval=0.005):
-        self.interval = interval
-        self.process = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def rss(self):
-        return self.process.memory_info().rss
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.before = self.rss()
-        self.peak = self.before
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.after = self.rss()
-        self.peak = max(self.peak, self.after)
-
-
 def mib(x):
     return f"{x / 2**20:,.0f} MiB"
 
@@ -417,20 +386,20 @@ def memory_checks(args, split_readers, buffer_default, example_f32):
     for name, reader in split_readers.items():
         pass_rates = []
         running_peaks = []
-        with PeakRSS() as mem:
+        with PeakRss() as mem:
             total = 0
             for _ in range(args.stream_passes):
                 n, seconds = consume(make_dataset(reader, batch))
                 total += n
                 pass_rates.append(n / seconds)
-                running_peaks.append(mem.peak - mem.before)
+                running_peaks.append(mem.peak - mem.start)
         streamed = total * example_f32
         print(f"  {name:<6} no shuffle, batch {batch}, "
               f"{args.stream_passes} passes: streamed {total} examples = "
-              f"{mib(streamed)}; RSS before {mib(mem.before)}, peak "
-              f"{mib(mem.peak)} (+{mib(mem.peak - mem.before)}), after "
+              f"{mib(streamed)}; RSS before {mib(mem.start)}, peak "
+              f"{mib(mem.peak)} (+{mib(mem.peak - mem.start)}), after "
               f"{mib(mem.after)}  -> growth is "
-              f"{(mem.peak - mem.before) / streamed:.1%} of the data",
+              f"{(mem.peak - mem.start) / streamed:.1%} of the data",
               flush=True)
         first = " (pass 1 + ZLIB stream verification)" if name == "lesa" \
             else ""
@@ -440,14 +409,14 @@ def memory_checks(args, split_readers, buffer_default, example_f32):
               + ", ".join(f"+{mib(g)}" for g in running_peaks))
     reader = split_readers["native"]
     for buffer in (args.small_buffer, buffer_default):
-        with PeakRSS() as mem:
+        with PeakRss() as mem:
             n, _ = consume(train_path_dataset(reader, batch, seed=3,
                                               shuffle_buffer=buffer))
         held = min(buffer, args.records) * example_f32
         print(f"  native train path, shuffle_buffer={buffer}: streamed "
               f"{n} examples = {mib(n * example_f32)}; RSS before "
-              f"{mib(mem.before)}, peak {mib(mem.peak)} "
-              f"(+{mib(mem.peak - mem.before)}); the buffer alone holds "
+              f"{mib(mem.start)}, peak {mib(mem.peak)} "
+              f"(+{mib(mem.peak - mem.start)}); the buffer alone holds "
               f"{mib(held)} (min(buffer, records) x "
               f"{example_f32 / 2**10:.0f} KiB)", flush=True)
 
