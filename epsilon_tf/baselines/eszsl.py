@@ -21,6 +21,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf import _validation as check
 from epsilon_tf.labels.label_space import l2_normalize_rows
 
 DEFAULT_GRID = tuple(10.0**p for p in range(-1, 5))
@@ -219,28 +220,8 @@ class ESZSL:
     """
 
     def __init__(self, batch_size=256, select_k=3):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise ValueError(
-                "`batch_size` must be a positive integer. "
-                f"Received: batch_size={batch_size!r}"
-            )
-        if batch_size < 1:
-            raise ValueError(
-                "`batch_size` must be a positive integer. "
-                f"Received: batch_size={batch_size!r}"
-            )
-        if isinstance(select_k, bool) or not isinstance(select_k, int):
-            raise ValueError(
-                "`select_k` must be a positive integer. "
-                f"Received: select_k={select_k!r}"
-            )
-        if select_k < 1:
-            raise ValueError(
-                "`select_k` must be a positive integer. "
-                f"Received: select_k={select_k!r}"
-            )
-        self.batch_size = batch_size
-        self.select_k = select_k
+        self.batch_size = check.positive_int("batch_size", batch_size)
+        self.select_k = check.positive_int("select_k", select_k)
         self.projection = None  # V, float32 [D, E]
         self.mean = None
         self.std = None

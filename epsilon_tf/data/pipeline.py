@@ -5,6 +5,8 @@ import re
 
 import tensorflow as tf
 
+from epsilon_tf import _validation as check
+
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10_000
 INPUT_SHARDING = ("files", "batches")
@@ -158,11 +160,7 @@ def make_dataset(
         A `tf.data.Dataset` of dicts with `image_id` [b], `features`
         [b, N, C] and `labels` [b, K].
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            "`batch_size` must be a positive integer. "
-            f"Received: batch_size={batch_size!r}"
-        )
+    check.positive_int("batch_size", batch_size)
     if input_sharding not in INPUT_SHARDING:
         raise ValueError(
             f"`input_sharding` must be one of {INPUT_SHARDING}. "

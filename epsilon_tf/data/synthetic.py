@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 
+from epsilon_tf import _validation as check
 from epsilon_tf.data.base import DatasetSource
 from epsilon_tf.labels import LabelSpace
 
@@ -170,17 +171,7 @@ class SyntheticConfig:
             "max_themes_per_image",
             "max_labels_per_image",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"`{name}` must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
-            if value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
+            check.positive_int(name, getattr(self, name))
         if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
             raise ValueError(
                 "`grid_shape` must be (rows, cols) of positive integers. "

@@ -3,7 +3,7 @@
 import keras
 from keras import layers, ops
 
-from epsilon_tf.layers import _validation as check
+from epsilon_tf import _validation as check
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -54,17 +54,7 @@ class GlobalForwardPropagation(layers.Layer):
         self.num_global = check.positive_int("num_global", num_global)
         self.embedding_dim = check.positive_int("embedding_dim", embedding_dim)
         self.hidden_dim = check.positive_int("hidden_dim", hidden_dim)
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int):
-            raise ValueError(
-                "`num_blocks` must be a non-negative integer. "
-                f"Received: num_blocks={num_blocks!r}"
-            )
-        if num_blocks < 0:
-            raise ValueError(
-                "`num_blocks` must be a non-negative integer. "
-                f"Received: num_blocks={num_blocks!r}"
-            )
-        self.num_blocks = num_blocks
+        self.num_blocks = check.non_negative_int("num_blocks", num_blocks)
         self.pooling = check.choice(
             "pooling", pooling, ("avg_max", "avg", "max")
         )

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers, ops
 
-from epsilon_tf.layers import _validation as check
+from epsilon_tf import _validation as check
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -149,17 +149,7 @@ class GroupPromptsAggregation(layers.Layer):
         super().__init__(**kwargs)
         self.num_prompts = check.positive_int("num_prompts", num_prompts)
         self.embedding_dim = check.positive_int("embedding_dim", embedding_dim)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int):
-            raise ValueError(
-                "`num_layers` must be a non-negative integer. "
-                f"Received: num_layers={num_layers!r}"
-            )
-        if num_layers < 0:
-            raise ValueError(
-                "`num_layers` must be a non-negative integer. "
-                f"Received: num_layers={num_layers!r}"
-            )
-        self.num_layers = num_layers
+        self.num_layers = check.non_negative_int("num_layers", num_layers)
         self.num_heads = check.positive_int("num_heads", num_heads)
         self.mlp_ratio = mlp_ratio
         self.grouping = check.choice("grouping", grouping, ("tokens", "groups"))

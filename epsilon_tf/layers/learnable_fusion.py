@@ -5,7 +5,7 @@ import math
 import keras
 from keras import layers, ops
 
-from epsilon_tf.layers import _validation as check
+from epsilon_tf import _validation as check
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")

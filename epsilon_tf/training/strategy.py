@@ -9,6 +9,8 @@ import os
 
 import tensorflow as tf
 
+from epsilon_tf import _validation as check
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -64,11 +66,7 @@ def configure_cpu_replicas(count):
     Args:
         count: int. Logical CPU devices; 0 or 1 leaves the CPU as it is.
     """
-    if not isinstance(count, int) or count < 0:
-        raise ValueError(
-            "`cpu_replicas` must be a non-negative integer. "
-            f"Received: cpu_replicas={count!r}"
-        )
+    check.non_negative_int("cpu_replicas", count)
     if count <= 1:
         return
     cpus = tf.config.list_physical_devices("CPU")

@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+from epsilon_tf import _validation as check
 from epsilon_tf.visualization.heatmaps import (
     TILE_SIDE,
     assignment_panel,
@@ -255,11 +256,7 @@ def write_examples(
     from epsilon_tf.data.pipeline import input_errors, make_dataset
     from epsilon_tf.models import with_labels
 
-    if not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(
-            "`num_examples` must be a positive integer. "
-            f"Received: num_examples={num_examples!r}"
-        )
+    check.positive_int("num_examples", num_examples)
     if "assignments" not in model.output:
         raise ValueError(
             "This model has no GPA branch (no `assignments` output), so "

@@ -1,10 +1,21 @@
-"""Argument checks shared by the layers, with Keras-style messages."""
+"""Argument checks shared across the package, with Keras-style messages."""
 
 
 def positive_int(name, value):
+    """`value` if it is an int >= 1 (not a bool), else a ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return value
+
+
+def non_negative_int(name, value):
+    """`value` if it is an int >= 0 (not a bool), else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. "
+            f"Received: {name}={value!r}"
         )
     return value
 
