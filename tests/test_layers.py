@@ -296,3 +296,16 @@ def test_bad_input_shapes():
         GroupPromptsAggregation(num_heads=3)(np.zeros((1, 4, 8), "float32"))
     with pytest.raises(ValueError, match="same shape"):
         LearnableFusion()([np.zeros((1, 2)), np.zeros((1, 3))])
+
+
+def test_shared_integer_checks_refuse_bools_and_out_of_range():
+    from epsilon_tf import _validation as check
+
+    assert check.positive_int("n", 3) == 3
+    assert check.non_negative_int("n", 0) == 0
+    for bad in (True, 0, -1, 2.0, "3"):
+        with pytest.raises(ValueError, match=r"`n` must be a positive"):
+            check.positive_int("n", bad)
+    for bad in (False, -1, 1.0):
+        with pytest.raises(ValueError, match=r"`n` must be a non-negative"):
+            check.non_negative_int("n", bad)
