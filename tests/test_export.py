@@ -29,14 +29,8 @@ from epsilon_tf.labels import LabelSpace
 from epsilon_tf.models import build_epsilon, fusion_weight, with_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ModelConfig(
-    feature_shape=(16, 8),
-    hidden_dim=16,
-    embedding_dim=12,
-    num_prompts=3,
-    gpa_heads=2,
-    num_global=2,
-    gfp_blocks=1,
+CONFIG = tiny.model_config(
+    feature_shape=(16, 8), embedding_dim=12, num_global=2
 )
 NUM_LABELS, NUM_SEEN, TOP_K = 20, 15, 5
 

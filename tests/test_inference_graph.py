@@ -13,21 +13,13 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.config import ModelConfig
 from epsilon_tf.export import export_saved_model
 from epsilon_tf.export.inference_graph import InferenceGraph
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.labels.label_space import l2_normalize_rows
 from epsilon_tf.models import build_epsilon
 
-BASE = dict(
-    feature_shape=(12, 10),
-    hidden_dim=16,
-    num_prompts=3,
-    gpa_heads=2,
-    num_global=2,
-    gfp_blocks=1,
-)
+FEATURE_SHAPE = (12, 10)
 VARIANTS = {
     "default": {},
     "groupvit_grouping": dict(grouping="groups"),
@@ -43,13 +35,14 @@ LABELS = l2_normalize_rows(
 
 def _model(seed=1, **overrides):
     keras.utils.set_random_seed(seed)
-    model = build_epsilon(ModelConfig(**{**BASE, **overrides}), LABELS)
+    overrides = {"feature_shape": FEATURE_SHAPE, "num_global": 2, **overrides}
+    model = build_epsilon(tiny.model_config(**overrides), LABELS)
     return tiny.perturb_weights(model, scale=0.2, seed=seed)
 
 
 def _features(batch=5, seed=3):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=(batch,) + BASE["feature_shape"]).astype("float32")
+    return rng.normal(size=(batch,) + FEATURE_SHAPE).astype("float32")
 
 
 def _run(graph, x, labels=LABELS):
@@ -95,7 +88,7 @@ def test_new_vocabulary_scores_like_a_relabeled_model():
 
 
 def test_bfloat16_is_close_but_really_bfloat16():
-    model = _model(feature_shape=(12, 10), hidden_dim=32)
+    model = _model(hidden_dim=32)
     x = _features(batch=16)
     _, exact = _run(InferenceGraph(model), x)
     outputs, approx = _run(InferenceGraph(model, "bfloat16"), x)

@@ -20,25 +20,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny
 from PIL import Image
 from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
-from epsilon_tf.config import ModelConfig
 from epsilon_tf.export import client, export_saved_model
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.models import build_epsilon, with_labels
 
-CONFIG = ModelConfig(
-    feature_shape=(16, 8),
-    hidden_dim=16,
-    embedding_dim=12,
-    num_prompts=3,
-    gpa_heads=2,
-    num_global=2,
-    gfp_blocks=1,
+CONFIG = tiny.model_config(
+    feature_shape=(16, 8), embedding_dim=12, num_global=2
 )
 TOP_K = 4
 
