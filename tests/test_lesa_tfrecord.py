@@ -5,6 +5,7 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny
 
 from epsilon_tf.data import lesa_tfrecord as lt
 from epsilon_tf.labels import LabelSpace
@@ -25,16 +26,6 @@ def _nus_space():
     )
 
 
-def _bytes_example(values, drop=()):
-    feats = {
-        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-        for k, v in values.items()
-        if k not in drop
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=feats))
-    return example.SerializeToString()
-
-
 def _nus_records(n, shape=(4, 8), num_tags=NUM_TAGS, num_unseen=3, seed=0):
     """LESA NUS-WIDE records (as extract_*_2_TFRecord.py writes them)."""
     rng = np.random.default_rng(seed)
@@ -46,7 +37,7 @@ def _nus_records(n, shape=(4, 8), num_tags=NUM_TAGS, num_unseen=3, seed=0):
         label_81 = rng.choice([-1.0, 1.0], size=num_unseen).astype(np.float32)
         img_id = f"Flickr/actor/{i:04d}_{i * 7}.jpg"
         records.append(
-            _bytes_example(
+            tiny.bytes_example(
                 {
                     "img_id": img_id.encode(),
                     "feature": feature.tobytes(),
@@ -176,7 +167,7 @@ def test_nus_wide_with_the_real_vocabulary(shared_data, tmp_path):
     label_1k[tags.index("sky")] = 0  # a concept: zeroed by LESA
     label_81 = np.zeros(81, np.float32) - 1
     label_81[space.names[925:].index("sky")] = 1
-    record = _bytes_example(
+    record = tiny.bytes_example(
         {
             "img_id": b"x.jpg",
             "feature": np.ones((4, 8), np.float32).tobytes(),
@@ -205,7 +196,7 @@ def _oi_records(n, split, num_seen=6, num_unseen=5, shape=(4, 8), seed=0):
             values["unseen_label"] = unseen.tobytes()
         else:
             values["label"] = seen.tobytes()
-        records.append(_bytes_example(values))
+        records.append(tiny.bytes_example(values))
         truth.append((feature, seen, unseen))
     return records, truth
 
@@ -255,7 +246,7 @@ def test_open_images_train_and_test(tmp_path):
 
 
 def test_open_images_missing_unseen_key(tmp_path):
-    record = _bytes_example(
+    record = tiny.bytes_example(
         {
             "img_id": b"a",
             "feature": np.zeros(32, np.float32).tobytes(),
@@ -301,7 +292,7 @@ def test_bad_label_value(tmp_path):
     records, _ = _nus_records(1)
     label_81 = np.array([1, 0.5, -1], np.float32)
     records.append(
-        _bytes_example(
+        tiny.bytes_example(
             {
                 "img_id": b"x",
                 "feature": np.zeros(32, np.float32).tobytes(),

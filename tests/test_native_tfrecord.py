@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny
 
 from epsilon_tf.data import native_tfrecord as nt
 from epsilon_tf.data.base import SplitReader, example_signature
@@ -216,13 +217,7 @@ def _record(features_bytes=128, labels_bytes=5, drop=()):
         "features": np.zeros(features_bytes // 4, np.float32).tobytes(),
         "labels": np.zeros(labels_bytes, np.int8).tobytes(),
     }
-    feats = {
-        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-        for k, v in values.items()
-        if k not in drop
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=feats))
-    return example.SerializeToString()
+    return tiny.bytes_example(values, drop)
 
 
 def test_wrong_feature_byte_length_names_file_index_and_bytes(tmp_path):

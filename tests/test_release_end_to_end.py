@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import tiny
 
 from epsilon_tf.data.synthetic import (
     SyntheticConfig,
@@ -83,12 +84,7 @@ def write_lesa(directory, space, tags):
                     "label_1k": to_tags(seen, space, tags).tobytes(),
                     "label_81": np.asarray(unseen, np.float32).tobytes(),
                 }
-                writer.write(tf.train.Example(features=tf.train.Features(
-                    feature={
-                        k: tf.train.Feature(
-                            bytes_list=tf.train.BytesList(value=[v]))
-                        for k, v in feature.items()
-                    })).SerializeToString())
+                writer.write(tiny.bytes_example(feature))
     return (
         ["--data_format=lesa",
          f"--train_files={directory}/NUS_WIDE_Train_*.tfrecords",

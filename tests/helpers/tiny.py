@@ -206,3 +206,16 @@ def perturb_weights(model, scale=0.1, seed=0):
         noise = rng.normal(scale=scale, size=weight.shape)
         weight.assign(weight.numpy() + noise.astype("float32"))
     return model
+
+
+def bytes_example(values, drop=()):
+    """A serialized `tf.train.Example` of bytes features, minus `drop`."""
+    import tensorflow as tf
+
+    feats = {
+        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+        for k, v in values.items()
+        if k not in drop
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feats))
+    return example.SerializeToString()
