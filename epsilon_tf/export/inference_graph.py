@@ -42,6 +42,7 @@ from epsilon_tf.models.epsilon import (
     GPA,
     SCALE,
     SEMANTIC_NORM,
+    fusion_weight,
 )
 
 PRECISIONS = ("float32", "bfloat16")
@@ -258,16 +259,16 @@ class InferenceGraph:
                 "inference graph folds a pure scale only"
             )
         scale = float(rescaling.scale)
+        weight = fusion_weight(model)
         if FUSION in names:
-            fusion = model.get_layer(FUSION)
-            weight = float(fusion.fusion_weight().numpy())
-            temperature = np.exp(fusion.log_temperature.numpy())
+            temperature = np.exp(
+                model.get_layer(FUSION).log_temperature.numpy()
+            )
             coefficients = [
                 weight * temperature[0] * scale,
                 (1.0 - weight) * temperature[1] * scale,
             ]
         else:
-            weight = 1.0 if GPA in names else 0.0
             coefficients = [scale]
         # max_p(c s_p) == c max_p(s_p) needs c > 0: sigmoid, exp and the
         # (validated) score scale are positive.
@@ -333,8 +334,7 @@ class InferenceGraph:
             mass = tf.reduce_sum(assignments, axis=-1, keepdims=True)
             grouped = tf.matmul(assignments, image)
             prompts = (
-                _rows_affine(grouped, value_kernel)
-                + mass * value_bias
+                _rows_affine(grouped, value_kernel) + mass * value_bias
             ) / (mass + 1e-6) + out_bias
         return prompts, assignments
 

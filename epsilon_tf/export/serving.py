@@ -207,7 +207,6 @@ class EpsilonServingModule(tf.Module):
         # and called by every signature, so the SavedModel holds the
         # weights once.
         graph = InferenceGraph(model, precision=precision)
-        self._graph = graph
         semantic = tf.function(
             graph.semantic,
             input_signature=[
