@@ -30,7 +30,6 @@ minus its RPC layer.
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -126,9 +125,14 @@ def _keras_reference(model, space, top_k):
 def _feature_shape(path):
     # The signature declares no shape (it is validated in-graph): read the
     # export's info.
-    info_path = os.path.join(path, "assets", "export_info.json")
-    with open(info_path, encoding="utf-8") as f:
-        return tuple(json.load(f)["feature_shape"])
+    from epsilon_tf.export import read_export_info
+
+    info = read_export_info(path)
+    if info is None:
+        raise SystemExit(
+            f"{path} has no assets/export_info.json: not an epsilon_tf export"
+        )
+    return tuple(info["feature_shape"])
 
 
 def _measure(serve, one, batch, args):

@@ -23,6 +23,7 @@ from epsilon_tf.export import (
     list_versions,
     load_training_dir,
     make_backbone,
+    read_export_info,
 )
 from epsilon_tf.export import serving as serving_lib
 from epsilon_tf.labels import LabelSpace
@@ -383,6 +384,8 @@ def test_versions_numbering_overwrite_and_pruning(tmp_path):
     assert sorted(os.listdir(base)) == ["7"]  # no temporary leftovers
     info = json.loads((Path(path) / "assets" / "export_info.json").read_text())
     assert info["top_k"] == 3 and info["version"] == 7
+    assert read_export_info(path) == info
+    assert read_export_info(base) is None  # the base is not a version
     assert _assert_complete_versions(base) == [7]
 
 

@@ -1,7 +1,6 @@
 """What `eval.py` does, with plain arguments (no flags)."""
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -144,11 +143,10 @@ def _saved_model_scores_fn(saved_model_dir, label_space):
 
 def _export_precision(saved_model_dir):
     """The `precision` an export recorded, or None (no export info)."""
-    info = os.path.join(saved_model_dir, "assets", "export_info.json")
-    if not os.path.exists(info):
-        return None
-    with open(info, encoding="utf-8") as f:
-        return json.load(f).get("precision", "float32")
+    from epsilon_tf.export.serving import read_export_info
+
+    info = read_export_info(saved_model_dir)
+    return None if info is None else info.get("precision", "float32")
 
 
 def run_evaluation(

@@ -18,6 +18,7 @@ from epsilon_tf.export.serving import (
     export_saved_model,
     list_versions,
     load_training_dir,
+    read_export_info,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "list_versions",
     "load_training_dir",
     "make_backbone",
+    "read_export_info",
 ]

@@ -465,6 +465,19 @@ def _write_assets(directory, label_space, info):
     return paths
 
 
+def read_export_info(version_dir):
+    """The `export_info.json` of an exported version, or None if absent.
+
+    It holds the feature shape, k, branches, `precision` and, with a
+    backbone, the image size (see `EpsilonServingModule.info`).
+    """
+    path = os.path.join(version_dir, "assets", INFO_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _retire(path, export_base, version):
     """Renames a version dir out of TF Serving's sight, then deletes it."""
     old = os.path.join(export_base, f"{_OLD_PREFIX}{version}-{os.getpid()}")
