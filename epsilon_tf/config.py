@@ -165,7 +165,8 @@ class DataConfig:
     """Which data to read.
 
     Args:
-        dataset: "synthetic", "nus_wide" or "open_images".
+        dataset: "synthetic", "nus_like" (the built-in benchmarks),
+            "nus_wide" or "open_images".
         data_format: "native", "lesa" or "biam".
         cache_dir: where the built-in benchmark is written.
         data_dir: directory of native-format data.

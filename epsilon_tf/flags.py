@@ -30,8 +30,9 @@ def _shape(text, name):
 def define_data_flags():
     d = DataConfig()
     flags.DEFINE_enum(
-        "dataset", d.dataset, ["synthetic", "nus_wide", "open_images"],
-        "Benchmark to use.",
+        "dataset", d.dataset,
+        ["synthetic", "nus_like", "nus_wide", "open_images"],
+        "Benchmark to use (synthetic and nus_like are built in).",
     )
     flags.DEFINE_enum(
         "data_format", d.data_format, ["native", "lesa", "biam"],

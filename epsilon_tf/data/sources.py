@@ -4,9 +4,14 @@ import os
 
 from epsilon_tf.labels import LabelSpace
 
-DATASETS = ("synthetic", "nus_wide", "open_images")
+DATASETS = ("synthetic", "nus_like", "nus_wide", "open_images")
 FORMATS = ("native", "lesa", "biam")
-EVAL_KS = {"synthetic": (3, 5), "nus_wide": (3, 5), "open_images": (10, 20)}
+EVAL_KS = {
+    "synthetic": (3, 5),
+    "nus_like": (3, 5),
+    "nus_wide": (3, 5),
+    "open_images": (10, 20),
+}
 
 
 def make_source(data_config, progress=True):
@@ -14,6 +19,10 @@ def make_source(data_config, progress=True):
 
     - `dataset="synthetic"`: the built-in benchmark, written once under
       `cache_dir` (or read from `data_dir` when given).
+    - `dataset="nus_like"`: the realistic built-in benchmark (NUS-WIDE's
+      labels and GloVe vectors from `label_dir`, by default
+      `../shared/data/nus_wide`; generated 196x512 features), written once
+      under `cache_dir`.
     - `data_format="native"`: the project's own TFRecords in `data_dir`,
       with the label space saved beside them (`label_space.json`).
     - `data_format="lesa"` / `"biam"`: the release files of NUS-WIDE or
@@ -34,6 +43,22 @@ def make_source(data_config, progress=True):
         from epsilon_tf.data.synthetic import synthetic_source
 
         return synthetic_source(cfg.cache_dir, progress=progress)
+    if cfg.dataset == "nus_like" and cfg.data_dir is None:
+        from epsilon_tf.data import nus_like
+
+        label_dir = cfg.label_dir or nus_like.default_label_dir()
+        if label_dir is None:
+            raise ValueError(
+                "--dataset=nus_like needs --label_dir, a directory holding "
+                "TagList1k.txt, Concepts81.txt and the GloVe pickle "
+                f"{nus_like.LABEL_FILES[2]} (../shared/data/nus_wide was "
+                "not found)"
+            )
+        return nus_like.nus_like_source(
+            cfg.cache_dir,
+            nus_like.NusLikeConfig(label_dir=label_dir),
+            progress=progress,
+        )
     if cfg.data_format == "native":
         from epsilon_tf.data.native_tfrecord import native_source
 

@@ -37,15 +37,11 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
 
 from epsilon_tf import _validation as check
-from epsilon_tf.data.base import DatasetSource
+from epsilon_tf.data.world_cache import WorldSpec, cached_world_source
 from epsilon_tf.labels import LabelSpace
 
 # Bump when the generator changes in a way that changes its output: the
@@ -56,7 +52,6 @@ GENERATOR_VERSION = 1
 _CHUNK_SIZE = 256
 
 _SPLIT_CODES = {"train": 1, "test": 2}
-_SPLIT_LABEL_SETS = {"train": "seen", "test": "all"}
 _WORLD_CODE = 0
 
 
@@ -513,72 +508,6 @@ def generate_split(config, split, return_present=False):
                 yield image_id, feats[j], labels[j]
 
 
-def _load_cached(directory, config):
-    """The cached `DatasetSource` under `directory`, or None if incomplete."""
-    from epsilon_tf.data.native_tfrecord import native_split
-
-    if not os.path.isdir(directory):
-        return None
-    try:
-        space = LabelSpace.load(directory)
-        splits = {s: native_split(directory, s) for s in _SPLIT_CODES}
-    except (FileNotFoundError, ValueError, KeyError, OSError):
-        return None
-    expected = synthetic_label_space(config)
-    if space.names != expected.names or not np.array_equal(
-        space.vectors, expected.vectors
-    ):
-        return None
-    for name, reader in splits.items():
-        if reader.num_examples != config.num_examples(name):
-            return None
-        if reader.label_set != _SPLIT_LABEL_SETS[name]:
-            return None
-        want = space.subset("seen").names if name == "train" else space.names
-        if tuple(reader.metadata.get("label_names") or ()) != want:
-            return None
-    return DatasetSource(
-        name="synthetic",
-        label_space=space,
-        feature_shape=config.feature_shape,
-        splits=splits,
-        eval_ks=(3, 5),
-    )
-
-
-def _write_world(directory, config, progress):
-    from epsilon_tf.data.native_tfrecord import NativeWriter
-
-    space = synthetic_label_space(config)
-    space.save(directory)
-    for split in _SPLIT_CODES:
-        names = space.subset("seen").names if split == "train" else space.names
-        total = config.num_examples(split)
-        start = time.time()
-        with NativeWriter(
-            directory,
-            split,
-            feature_shape=config.feature_shape,
-            label_names=names,
-            feature_dtype="float16",
-            label_set=_SPLIT_LABEL_SETS[split],
-            # Uncompressed: ZLIB saves ~40% of ~50 MB but makes writing
-            # (and every training epoch's reading) several times slower.
-            compression=None,
-        ) as writer:
-            for i, (image_id, feats, labels) in enumerate(
-                generate_split(config, split)
-            ):
-                writer.write(image_id, feats, labels)
-                done = i + 1
-                if progress and (done % 1000 == 0 or done == total):
-                    print(
-                        f"synthetic: wrote {done}/{total} {split} examples "
-                        f"({time.time() - start:.1f}s)",
-                        flush=True,
-                    )
-
-
 def synthetic_source(cache_dir, config=None, progress=True):
     """The synthetic benchmark as a `DatasetSource`, written once.
 
@@ -609,36 +538,13 @@ def synthetic_source(cache_dir, config=None, progress=True):
             "`config` must be a `SyntheticConfig` or None. "
             f"Received: config={config!r}"
         )
-    directory = os.path.join(cache_dir, config.cache_key())
-    source = _load_cached(directory, config)
-    if source is not None:
-        return source
-    if os.path.exists(directory):
-        if progress:
-            print(
-                f"synthetic: incomplete cache {directory}, rebuilding",
-                flush=True,
-            )
-        shutil.rmtree(directory)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=config.cache_key() + ".tmp-", dir=cache_dir)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is not
-    if progress:
-        print(f"synthetic: writing the world to {directory}", flush=True)
-    try:
-        _write_world(tmp, config, progress)
-        try:
-            os.replace(tmp, directory)
-        except OSError:
-            # Another process finished the same world first: use it.
-            if _load_cached(directory, config) is None:
-                raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-    source = _load_cached(directory, config)
-    if source is None:
-        raise RuntimeError(
-            f"The synthetic world written to {directory} does not read back"
-        )
-    return source
+    spec = WorldSpec(
+        name="synthetic",
+        cache_key=config.cache_key(),
+        label_space=synthetic_label_space(config),
+        feature_shape=config.feature_shape,
+        num_examples={s: config.num_examples(s) for s in _SPLIT_CODES},
+        generate=functools.partial(generate_split, config),
+        eval_ks=(3, 5),
+    )
+    return cached_world_source(cache_dir, spec, progress)
