@@ -41,6 +41,9 @@ class SplitReader:
             shards the files across input pipelines.
         num_examples: int or None. Number of examples, if known.
         files: tuple of str. The files the split reads (for messages).
+        counter: callable or None. Counts the examples when `num_examples`
+            is not known up front (a cheap pass over the files, cached;
+            see `epsilon_tf.data.record_count`); used by `example_count`.
     """
 
     name: str
@@ -48,6 +51,7 @@ class SplitReader:
     make_dataset: Callable
     num_examples: Optional[int] = None
     files: tuple = ()
+    counter: Optional[Callable] = None
 
     def __post_init__(self):
         if self.label_set not in LABEL_SETS:
@@ -59,6 +63,16 @@ class SplitReader:
     def dataset(self, files_seed=None, input_context=None):
         """The split as an unbatched `tf.data.Dataset` of examples."""
         return self.make_dataset(files_seed, input_context)
+
+    def example_count(self):
+        """`num_examples`, counted once with `counter` when not known.
+
+        Returns:
+            int or None (unknown and no counter).
+        """
+        if self.num_examples is None and self.counter is not None:
+            self.num_examples = int(self.counter())
+        return self.num_examples
 
 
 @dataclasses.dataclass

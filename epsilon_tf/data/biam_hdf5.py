@@ -258,6 +258,12 @@ def open_images_chunk_names(h5, path):
     return sorted(names)
 
 
+def count_open_images_chunk(path):
+    """The number of images in one BiAM Open Images chunk (names only)."""
+    with _open_h5(path) as h5:
+        return len(open_images_chunk_names(h5, path))
+
+
 def biam_open_images_split(
     file_pattern_or_list,
     split,

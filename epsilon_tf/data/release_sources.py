@@ -1,5 +1,6 @@
 """`DatasetSource`s over the LESA and BiAM release files (DESIGN §3)."""
 
+import functools
 import glob
 import os
 
@@ -142,6 +143,26 @@ def _open_images(cfg, shape):
     return space, splits
 
 
+def _count_examples(cfg, files):
+    """Examples in a LESA or BiAM Open Images split (cached per file)."""
+    from epsilon_tf.data import record_count
+
+    if cfg.data_format == "lesa":
+        from epsilon_tf.data.lesa_tfrecord import compression_for_file
+
+        def count(path):
+            return record_count.count_tfrecord_file(
+                path, compression_for_file(path)
+            )
+
+        kind = "tfrecord"
+    else:
+        from epsilon_tf.data.biam_hdf5 import count_open_images_chunk
+
+        count, kind = count_open_images_chunk, "biam_open_images"
+    return record_count.cached_count(files, count, cfg.cache_dir, kind)
+
+
 def release_source(data_config):
     """The `DatasetSource` of a release's files, as `DataConfig` describes.
 
@@ -164,6 +185,11 @@ def release_source(data_config):
     shape = tuple(cfg.feature_shape)
     build = _nus_wide if cfg.dataset == "nus_wide" else _open_images
     space, splits = build(cfg, shape)
+    for reader in splits.values():
+        if reader.num_examples is None:
+            reader.counter = functools.partial(
+                _count_examples, cfg, reader.files
+            )
     return DatasetSource(
         name=cfg.dataset,
         label_space=space,

@@ -208,7 +208,7 @@ class Trainer:
         cfg = self.train_config
         if cfg.steps_per_epoch:
             return int(cfg.steps_per_epoch)
-        n = self.source.split("train").num_examples
+        n = self.source.split("train").example_count()
         if n is None:
             if cfg.strategy in ("multi_worker", "tpu"):
                 raise ValueError(

@@ -1,0 +1,213 @@
+"""Counting the examples of streamed release files, once, with a cache.
+
+The LESA TFRecords and BiAM's Open Images HDF5 chunks do not say how many
+images they hold, but the learning-rate schedule (warmup, then cosine
+decay) and the progress output need the number of steps per epoch. The
+count is taken with a cheap pass: TFRecord framing is walked without
+parsing a record (each record is `uint64 length, uint32 crc, data, uint32
+crc`; only the lengths are read, the data is skipped or, in a compressed
+file, decompressed and dropped), and an HDF5 chunk's image names are
+listed without reading a feature. Counts are cached in
+`<cache_dir>/record_counts.json`, keyed by the file's absolute path, size
+and modification time, so a resume or a rerun does not pay again.
+"""
+
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import zlib
+
+from epsilon_tf.config import write_json
+
+CACHE_FILE = "record_counts.json"
+_CHUNK = 8 << 20
+_HEADER = 12  # uint64 length + uint32 masked crc of the length
+_LOCK = threading.Lock()
+
+
+def decompressed_chunks(f, compression, chunk_size=_CHUNK):
+    """Yields the bytes of an open file, decompressed by `compression`.
+
+    Args:
+        f: a binary file object.
+        compression: str. "" (none), "ZLIB" or "GZIP".
+        chunk_size: int. Bytes read (and at most produced) per step.
+
+    Yields:
+        bytes.
+
+    Raises:
+        ValueError: the stream is corrupt or ends without its end marker.
+    """
+    if not compression:
+        while True:
+            chunk = f.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+    inflater = zlib.decompressobj(31 if compression == "GZIP" else 15)
+    offset = 0
+    while not inflater.eof:
+        chunk = f.read(chunk_size)
+        if not chunk:
+            raise ValueError(
+                f"its {compression} stream is truncated after {offset} "
+                "compressed bytes"
+            )
+        buf = chunk
+        try:
+            while buf and not inflater.eof:
+                out = inflater.decompress(buf, chunk_size)
+                if out:
+                    yield out
+                buf = inflater.unconsumed_tail
+        except zlib.error as e:
+            raise ValueError(
+                f"its {compression} stream is corrupt within compressed "
+                f"bytes {offset}..{offset + len(chunk)} ({e})"
+            ) from None
+        offset += len(chunk)
+
+
+def count_records_in_stream(chunks):
+    """Counts TFRecord records in a byte stream by walking the framing.
+
+    Args:
+        chunks: iterable of bytes (the uncompressed record stream).
+
+    Returns:
+        `(count, complete)`: complete records, and whether the stream ends
+        exactly at a record boundary.
+    """
+    count = 0
+    skip = 0
+    header = b""
+    for chunk in chunks:
+        pos, n = 0, len(chunk)
+        while pos < n:
+            if skip:
+                take = min(skip, n - pos)
+                skip -= take
+                pos += take
+                continue
+            need = _HEADER - len(header)
+            header += chunk[pos : pos + need]
+            pos += min(need, n - pos)
+            if len(header) == _HEADER:
+                (length,) = struct.unpack("<Q", header[:8])
+                skip = length + 4
+                header = b""
+                count += 1
+    complete = skip == 0 and not header
+    return (count if complete else count - (skip > 0)), complete
+
+
+def count_tfrecord_file(path, compression):
+    """The number of records in one TFRecord file (framing only).
+
+    Uncompressed files are walked with seeks, so only the 12-byte headers
+    are read; compressed files are decompressed once.
+
+    Args:
+        path: str.
+        compression: str. "", "ZLIB" or "GZIP".
+
+    Returns:
+        int.
+
+    Raises:
+        ValueError: the file is cut short or its stream is corrupt (the
+            message says which; the reader gives the record-level error).
+    """
+    with open(path, "rb") as f:
+        if compression:
+            count, complete = count_records_in_stream(
+                decompressed_chunks(f, compression)
+            )
+        else:
+            size = os.fstat(f.fileno()).st_size
+            count, pos, complete = 0, 0, True
+            while pos < size:
+                header = f.read(_HEADER)
+                if len(header) < _HEADER:
+                    complete = False
+                    break
+                (length,) = struct.unpack("<Q", header[:8])
+                pos += _HEADER + length + 4
+                if pos > size:
+                    complete = False
+                    break
+                f.seek(pos)
+                count += 1
+    if not complete:
+        raise ValueError(f"{path}: the file is cut short after {count} "
+                         "complete records")
+    return count
+
+
+def _key(path):
+    st = os.stat(path)
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns
+
+
+def _load_cache(cache_path):
+    try:
+        with open(cache_path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def cached_count(files, count_fn, cache_dir, kind, progress=True):
+    """The total of `count_fn(path)` over `files`, cached per file.
+
+    Args:
+        files: sequence of str.
+        count_fn: callable path -> int.
+        cache_dir: str or None. Where `record_counts.json` lives (None:
+            no cache).
+        kind: str. What is counted, part of the cache key ("tfrecord",
+            "biam_open_images").
+        progress: bool. Print a line per file counted (cached files are
+            silent).
+
+    Returns:
+        int.
+    """
+    cache_path = os.path.join(cache_dir, CACHE_FILE) if cache_dir else None
+    cache = _load_cache(cache_path) if cache_path else {}
+    total = 0
+    changed = False
+    for path in files:
+        abspath, size, mtime = _key(path)
+        entry = cache.get(f"{kind}:{abspath}")
+        if (isinstance(entry, dict) and entry.get("size") == size
+                and entry.get("mtime_ns") == mtime):
+            total += int(entry["count"])
+            continue
+        start = time.time()
+        n = int(count_fn(path))
+        if progress:
+            print(
+                f"counted {n} examples in {path} ({size / 2**20:.0f} MiB, "
+                f"{time.time() - start:.1f}s; cached in "
+                f"{cache_path or 'memory only'})",
+                file=sys.stdout,
+                flush=True,
+            )
+        cache[f"{kind}:{abspath}"] = {
+            "size": size, "mtime_ns": mtime, "count": n
+        }
+        changed = True
+        total += n
+    if changed and cache_path:
+        with _LOCK:
+            os.makedirs(cache_dir, exist_ok=True)
+            merged = _load_cache(cache_path)
+            merged.update(cache)
+            write_json(cache_path, merged)
+    return total
