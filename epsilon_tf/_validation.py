@@ -20,6 +20,15 @@ def non_negative_int(name, value):
     return value
 
 
+def boolean(name, value):
+    """`value` if it is a bool, else a ValueError."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{name}` must be True or False. Received: {name}={value!r}"
+        )
+    return value
+
+
 def rate(name, value):
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(

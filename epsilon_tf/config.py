@@ -4,6 +4,8 @@ import dataclasses
 import json
 from typing import Optional
 
+TOKEN_NORMS = ("layer", "standardize", "none")
+
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -11,6 +13,11 @@ class ModelConfig:
 
     Args:
         feature_shape: (num_regions, channels) of the backbone features.
+        token_norm: how region tokens are normalized before the
+            projection: "layer" (LayerNormalization of every token on its
+            own), "standardize" (`FeatureStandardization`: every channel
+            standardized with fixed statistics of the training regions, so
+            a region keeps its strength relative to the others) or "none".
         hidden_dim: width D of the projected tokens.
         embedding_dim: width E of the word vectors (taken from the label
             space when built through `build_epsilon`).
@@ -20,6 +27,12 @@ class ModelConfig:
         grouping: "tokens" (softmax over tokens) or "groups" (GroupViT).
         num_global: M, the GFP global vectors.
         gfp_blocks: residual blocks in GFP.
+        gfp_input: what GFP pools: "tokens" (the projected tokens) or
+            "features" (the input region features; see
+            `GlobalForwardPropagation`).
+        gfp_pooled_norm: standardize GFP's pooled vector with fixed
+            training statistics before its projection (needs
+            `gfp_input="features"`).
         branches: "both", "gpa" (GPA only) or "gfp" (GFP only).
         fusion: "learned" or "fixed" fusion weight.
         fusion_init: initial (or fixed) fusion weight a.
@@ -36,6 +49,7 @@ class ModelConfig:
     """
 
     feature_shape: tuple = (196, 512)
+    token_norm: str = "layer"
     hidden_dim: int = 512
     embedding_dim: int = 300
     num_prompts: int = 7
@@ -44,6 +58,8 @@ class ModelConfig:
     grouping: str = "tokens"
     num_global: int = 3
     gfp_blocks: int = 2
+    gfp_input: str = "tokens"
+    gfp_pooled_norm: bool = False
     branches: str = "both"
     fusion: str = "learned"
     fusion_init: float = 0.5
@@ -59,6 +75,21 @@ class ModelConfig:
             raise ValueError(
                 "`feature_shape` must be (num_regions, channels) with "
                 f"positive sizes. Received: feature_shape={self.feature_shape}"
+            )
+        if self.token_norm not in TOKEN_NORMS:
+            raise ValueError(
+                f"`token_norm` must be one of {TOKEN_NORMS}. "
+                f"Received: token_norm={self.token_norm!r}"
+            )
+        if self.gfp_input not in ("tokens", "features"):
+            raise ValueError(
+                "`gfp_input` must be one of ('tokens', 'features'). "
+                f"Received: gfp_input={self.gfp_input!r}"
+            )
+        if self.gfp_pooled_norm and self.gfp_input != "features":
+            raise ValueError(
+                "`gfp_pooled_norm=True` needs `gfp_input='features'`. "
+                f"Received: gfp_input={self.gfp_input!r}"
             )
         if self.branches not in ("both", "gpa", "gfp"):
             raise ValueError(
@@ -188,6 +219,54 @@ class DataConfig:
     feature_shape: tuple = (196, 512)
     skip_corrupt: bool = False
     names_file: Optional[str] = None
+
+
+# Settings for release-shaped data (VGG conv5 region features, 196x512,
+# GloVe-300 vocabularies): every non-synthetic dataset. Chosen on the
+# label-held-out validation task of the nus_like benchmark's training split
+# (`benchmarks/tune_release_shaped.py`; BUILD_NOTES.md, "Learning on
+# release-shaped data"), never on a test split. Applied by the flags to the
+# settings a user did not give.
+RELEASE_PRESET = {
+    "token_norm": "standardize",
+    "gfp_input": "features",
+    "gfp_pooled_norm": True,
+    "gfp_blocks": 0,
+    "num_global": 1,
+    "hidden_dim": 128,
+    "gpa_heads": 4,
+    "learning_rate": 3e-3,
+    "batch_size": 64,
+    "epochs": 4,
+}
+
+
+def preset_configs(preset, feature_shape, model_overrides=None):
+    """(ModelConfig, LossConfig, TrainConfig) of a preset, without flags.
+
+    Args:
+        preset: dict of field -> value (e.g. `RELEASE_PRESET`) for any of
+            the three configs.
+        feature_shape: (num_regions, channels).
+        model_overrides: dict or None. Further `ModelConfig` fields.
+
+    Returns:
+        tuple of the three configs.
+    """
+    picked = {}
+    for cls in (ModelConfig, LossConfig, TrainConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        picked[cls] = {k: v for k, v in preset.items() if k in names}
+    model_kw = {**picked[ModelConfig], **(model_overrides or {})}
+    if model_kw.get("branches") == "gpa":
+        # GPA alone has no GFP to configure.
+        for key in ("gfp_input", "gfp_pooled_norm"):
+            model_kw.pop(key, None)
+    return (
+        ModelConfig(feature_shape=tuple(feature_shape), **model_kw),
+        LossConfig(**picked[LossConfig]),
+        TrainConfig(**picked[TrainConfig]),
+    )
 
 
 def to_dict(*configs):

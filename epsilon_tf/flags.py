@@ -9,7 +9,14 @@ import dataclasses
 
 from absl import flags
 
-from epsilon_tf.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from epsilon_tf.config import (
+    RELEASE_PRESET,
+    TOKEN_NORMS,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 FLAGS = flags.FLAGS
 
@@ -209,6 +216,19 @@ def define_train_flags():
     flags.DEFINE_integer("num_global", m.num_global, "GFP vectors M.")
     flags.DEFINE_integer("gfp_blocks", m.gfp_blocks, "GFP residual blocks.")
     flags.DEFINE_enum(
+        "token_norm", m.token_norm, list(TOKEN_NORMS),
+        "How region tokens are normalized before the projection.",
+    )
+    flags.DEFINE_enum(
+        "gfp_input", m.gfp_input, ["tokens", "features"],
+        "What GFP pools: the projected tokens or the input features.",
+    )
+    flags.DEFINE_bool(
+        "gfp_pooled_norm", m.gfp_pooled_norm,
+        "Standardize GFP's pooled vector with training statistics "
+        "(needs --gfp_input=features).",
+    )
+    flags.DEFINE_enum(
         "branches", m.branches, ["both", "gpa", "gfp"],
         "Ablation: both branches, GPA only or GFP only.",
     )
@@ -248,6 +268,11 @@ SYNTHETIC_PRESET = {
 }
 
 
+def dataset_preset(dataset):
+    """The preset applied to unset flags for `dataset`."""
+    return SYNTHETIC_PRESET if dataset == "synthetic" else RELEASE_PRESET
+
+
 def _value(name, preset):
     if name in preset and not FLAGS[name].present:
         return preset[name]
@@ -257,29 +282,25 @@ def _value(name, preset):
 def train_configs():
     """(ModelConfig, LossConfig, TrainConfig, DataConfig) from the flags.
 
-    With `--dataset=synthetic`, flags left at their defaults take the
-    values of `SYNTHETIC_PRESET`.
+    Flags left at their defaults take the values of the dataset's preset:
+    `SYNTHETIC_PRESET` for `--dataset=synthetic`, `RELEASE_PRESET` (the
+    settings validated on release-shaped data) for every other dataset.
     """
     data = data_config()
-    preset = SYNTHETIC_PRESET if data.dataset == "synthetic" else {}
-    model = ModelConfig(
-        feature_shape=data.feature_shape,
-        hidden_dim=_value("hidden_dim", preset),
-        num_prompts=FLAGS.num_prompts,
-        gpa_layers=FLAGS.gpa_layers,
-        gpa_heads=_value("gpa_heads", preset),
-        grouping=FLAGS.grouping,
-        num_global=FLAGS.num_global,
-        gfp_blocks=FLAGS.gfp_blocks,
-        branches=FLAGS.branches,
-        fusion=FLAGS.fusion,
-        fusion_init=FLAGS.fusion_init,
-        fusion_temperature=FLAGS.fusion_temperature,
-        token_dropout=FLAGS.token_dropout,
-        dropout=FLAGS.dropout,
-        normalize_semantic=FLAGS.normalize_semantic,
-        score_scale=FLAGS.score_scale,
-    )
+    preset = dataset_preset(data.dataset)
+    model_fields = [
+        "hidden_dim", "num_prompts", "gpa_layers", "gpa_heads", "grouping",
+        "num_global", "gfp_blocks", "token_norm", "gfp_input",
+        "gfp_pooled_norm", "branches", "fusion", "fusion_init",
+        "fusion_temperature", "token_dropout", "dropout",
+        "normalize_semantic", "score_scale",
+    ]
+    model_kw = {n: _value(n, preset) for n in model_fields}
+    if model_kw["branches"] == "gpa" and not FLAGS["gfp_input"].present:
+        # GPA alone has no GFP to configure.
+        model_kw["gfp_input"] = ModelConfig.gfp_input
+        model_kw["gfp_pooled_norm"] = False
+    model = ModelConfig(feature_shape=data.feature_shape, **model_kw)
     loss = LossConfig(
         form=FLAGS.loss,
         margin=FLAGS.margin,

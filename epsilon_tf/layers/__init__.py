@@ -1,5 +1,6 @@
 """Epsilon's Keras layers."""
 
+from epsilon_tf.layers.feature_standardization import FeatureStandardization
 from epsilon_tf.layers.global_forward_propagation import (
     GlobalForwardPropagation,
 )
@@ -11,6 +12,7 @@ from epsilon_tf.layers.label_scoring import LabelScoring
 from epsilon_tf.layers.learnable_fusion import LearnableFusion
 
 __all__ = [
+    "FeatureStandardization",
     "GlobalForwardPropagation",
     "GroupPromptsAggregation",
     "LabelScoring",

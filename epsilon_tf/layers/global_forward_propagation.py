@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
+from epsilon_tf.layers.feature_standardization import FeatureStandardization
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -25,9 +26,24 @@ class GlobalForwardPropagation(layers.Layer):
         pooling: str. `"avg_max"`, `"avg"` or `"max"`. Defaults to
             `"avg_max"`.
         dropout: float. Dropout inside each block. Defaults to 0.0.
+        input_source: str. Which tokens the model feeds this layer:
+            `"tokens"` (the projected tokens GPA also reads) or
+            `"features"` (the model's input region features: pooling
+            comes before any projection, so an object on a few regions
+            reaches the max-pooled vector at its own strength). The layer
+            pools whatever it receives; `build_epsilon` and `with_labels`
+            read this to wire it. Defaults to `"tokens"`.
+        pooled_norm: bool. Standardize the pooled vector with fixed
+            training-split statistics (`FeatureStandardization`, set by
+            `epsilon_tf.training.standardization`) before the projection.
+            Mean- and max-pooled ReLU features differ in scale by orders
+            of magnitude, and a projection of the raw pooled vector learns
+            slowly (BUILD_NOTES.md, "Learning on release-shaped data").
+            Defaults to False.
 
     Call arguments:
-        inputs: float tensor [batch, N, D], the projected image tokens.
+        inputs: float tensor [batch, N, D], the tokens named by
+            `input_source`.
         training: bool. Enables dropout.
 
     Returns:
@@ -48,6 +64,8 @@ class GlobalForwardPropagation(layers.Layer):
         num_blocks=2,
         pooling="avg_max",
         dropout=0.0,
+        input_source="tokens",
+        pooled_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,12 +77,29 @@ class GlobalForwardPropagation(layers.Layer):
             "pooling", pooling, ("avg_max", "avg", "max")
         )
         self.dropout = check.rate("dropout", dropout)
+        self.input_source = check.choice(
+            "input_source", input_source, ("tokens", "features")
+        )
+        self.pooled_norm = check.boolean("pooled_norm", pooled_norm)
+        if self.pooled_norm and self.input_source != "features":
+            raise ValueError(
+                "`pooled_norm=True` needs `input_source='features'` (fixed "
+                "statistics of pooled projected tokens would go stale as "
+                f"the projection trains). Received: input_source="
+                f"{self.input_source!r}"
+            )
 
     def build(self, input_shape):
         check.input_shape_of("inputs", input_shape, 3)
         width = input_shape[-1]
         pooled = width * (2 if self.pooling == "avg_max" else 1)
         batch = input_shape[0]
+        self.pooled_normalization = None
+        if self.pooled_norm:
+            self.pooled_normalization = FeatureStandardization(
+                name="pooled_norm"
+            )
+            self.pooled_normalization.build((batch, pooled))
         self.input_projection = layers.Dense(self.hidden_dim, name="pooled_in")
         self.input_projection.build((batch, pooled))
         self.block_layers = []
@@ -90,13 +125,20 @@ class GlobalForwardPropagation(layers.Layer):
         )
         self.output_projection.build((batch, self.hidden_dim))
 
-    def call(self, inputs, training=None):
+    def pool(self, inputs):
+        """The pooled vector [batch, D or 2D], before any normalization."""
         pools = []
         if self.pooling in ("avg_max", "avg"):
             pools.append(ops.mean(inputs, axis=1))
         if self.pooling in ("avg_max", "max"):
             pools.append(ops.max(inputs, axis=1))
-        x = self.input_projection(ops.concatenate(pools, axis=-1))
+        return ops.concatenate(pools, axis=-1)
+
+    def call(self, inputs, training=None):
+        x = self.pool(inputs)
+        if self.pooled_normalization is not None:
+            x = self.pooled_normalization(x)
+        x = self.input_projection(x)
         for norm, inner, outer in self.block_layers:
             y = outer(inner(norm(x)))
             x = x + self.block_dropout(y, training=training)
@@ -116,5 +158,7 @@ class GlobalForwardPropagation(layers.Layer):
             num_blocks=self.num_blocks,
             pooling=self.pooling,
             dropout=self.dropout,
+            input_source=self.input_source,
+            pooled_norm=self.pooled_norm,
         )
         return config

@@ -6,6 +6,7 @@ import numpy as np
 from epsilon_tf.config import ModelConfig
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers import (
+    FeatureStandardization,
     GlobalForwardPropagation,
     GroupPromptsAggregation,
     LabelScoring,
@@ -31,20 +32,27 @@ def _label_matrix(labels):
     return matrix
 
 
+def _token_norm(kind):
+    if kind == "layer":
+        return keras.layers.LayerNormalization(epsilon=1e-6, name="token_norm")
+    if kind == "standardize":
+        return FeatureStandardization(name="token_norm")
+    return keras.layers.Identity(name="token_norm")
+
+
 def _layers_from_config(config, embedding_dim):
     n = config.feature_shape[0]
-    parts = {
-        "token_norm": keras.layers.LayerNormalization(
-            epsilon=1e-6, name="token_norm"
-        ),
-        "token_projection": keras.layers.Dense(
+    parts = {}
+    if config.branches != "gfp" or config.gfp_input == "tokens":
+        # GFP alone on the input features needs no projected tokens.
+        parts["token_norm"] = _token_norm(config.token_norm)
+        parts["token_projection"] = keras.layers.Dense(
             config.hidden_dim, name="token_projection"
-        ),
-        "token_dropout": keras.layers.Dropout(
+        )
+        parts["token_dropout"] = keras.layers.Dropout(
             config.token_dropout, noise_shape=(None, n, 1),
             name="token_dropout",
-        ),
-    }
+        )
     if config.branches in ("both", "gpa"):
         parts[GPA] = GroupPromptsAggregation(
             num_prompts=config.num_prompts,
@@ -62,6 +70,8 @@ def _layers_from_config(config, embedding_dim):
             hidden_dim=config.hidden_dim,
             num_blocks=config.gfp_blocks,
             dropout=config.dropout,
+            input_source=config.gfp_input,
+            pooled_norm=config.gfp_pooled_norm,
             name=GFP,
         )
     if config.normalize_semantic:
@@ -83,7 +93,8 @@ def _assemble(feature_shape, parts, scoring, name):
     features = keras.Input(shape=tuple(feature_shape), name="features")
     x = features
     for layer_name in TRUNK_LAYERS:
-        x = parts[layer_name](x)
+        if layer_name in parts:
+            x = parts[layer_name](x)
     outputs = {}
     branch_scores = []
     norm = parts.get(SEMANTIC_NORM)
@@ -95,7 +106,10 @@ def _assemble(feature_shape, parts, scoring, name):
         outputs["assignments"] = assignments
         branch_scores.append(scoring(prompts))
     if GFP in parts:
-        global_vectors = parts[GFP](x)
+        gfp = parts[GFP]
+        global_vectors = gfp(
+            features if gfp.input_source == "features" else x
+        )
         if norm is not None:
             global_vectors = norm(global_vectors)
         outputs["global_vectors"] = global_vectors
@@ -143,7 +157,8 @@ def build_epsilon(config, label_vectors, name="epsilon"):
 
 def _parts_of(model):
     names = {layer.name for layer in model.layers}
-    missing = [n for n in TRUNK_LAYERS + (SCORING, SCALE) if n not in names]
+    required = (SCORING, SCALE)
+    missing = [n for n in required if n not in names]
     if missing:
         raise ValueError(
             f"Model {model.name!r} is not an Epsilon model: it lacks the "

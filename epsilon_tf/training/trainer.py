@@ -23,6 +23,10 @@ from epsilon_tf.training.evaluation import (
     predict_split,
     seen_label_metrics,
 )
+from epsilon_tf.training.standardization import (
+    fit_standardization,
+    standardization_targets,
+)
 
 # TrainConfig fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = frozenset({
@@ -371,7 +375,25 @@ class Trainer:
                 f"step {int(self.step_in_epoch.numpy())} of that epoch",
             )
             self._repair_best(path)
+        else:
+            self._fit_standardization()
         return path
+
+    def _fit_standardization(self):
+        """Fixed feature statistics of a fresh model (checkpointed after)."""
+        if not standardization_targets(self.model):
+            return
+        ds = make_dataset(
+            self.source.split("train"),
+            256,
+            subset="train",
+            validation_fraction=self.train_config.validation_fraction,
+        )
+        with input_errors():
+            used = fit_standardization(
+                self.model, (b["features"].numpy() for b in ds)
+            )
+        _log(self.verbose, f"Feature statistics from {used} training images")
 
     def _check_same_run(self):
         """Refuses to resume a run whose settings differ from this one's.
