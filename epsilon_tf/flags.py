@@ -197,6 +197,28 @@ def define_train_flags():
         "baseline", True, "Also fit and report the ESZSL baseline."
     )
     # Model.
+    flags.DEFINE_enum(
+        "model", m.model, ["epsilon", "lesa", "biam"],
+        "Model to train: Epsilon or the LESA (CVPR 2020) or BiAM (ICCV "
+        "2021) baseline (BUILD_NOTES.md, 'Baselines: LESA and BiAM').",
+    )
+    flags.DEFINE_integer(
+        "lesa_attentions", m.lesa_attentions, "LESA: shared attentions T."
+    )
+    flags.DEFINE_bool(
+        "lesa_conv", m.lesa_conv,
+        "LESA: 2x2 convolution + batch norm over the region grid first.",
+    )
+    flags.DEFINE_integer(
+        "biam_channels", m.biam_channels, "BiAM: channel width."
+    )
+    flags.DEFINE_integer(
+        "biam_heads", m.biam_heads, "BiAM: region-attention heads."
+    )
+    flags.DEFINE_integer(
+        "biam_top_k", m.biam_top_k,
+        "BiAM: a label's score is the mean of its top-k region scores.",
+    )
     flags.DEFINE_integer("hidden_dim", m.hidden_dim, "Token width D.")
     flags.DEFINE_integer("num_prompts", m.num_prompts, "GPA prompts G.")
     flags.DEFINE_integer("gpa_layers", m.gpa_layers, "GPA encoder blocks L.")
@@ -233,6 +255,24 @@ def define_train_flags():
         "diversity_weight", lo.diversity_weight,
         "lambda of the prompt-diversity regularizer (0: off).",
     )
+    flags.DEFINE_float(
+        "lesa_dist_weight", lo.lesa_dist_weight,
+        "LESA: weight of its attention-distribution regularizer (0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_global_weight", lo.lesa_global_weight,
+        "LESA: weight of its global-attention regularizer, per image "
+        "(0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_span_weight", lo.lesa_span_weight,
+        "LESA: weight of its attention-span (orthogonality) regularizer, "
+        "per image (0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_global_margin", lo.lesa_global_margin,
+        "LESA: margin of the global-attention regularizer.",
+    )
 
 
 # Defaults for the built-in synthetic benchmark, applied to the flags the
@@ -247,6 +287,15 @@ SYNTHETIC_PRESET = {
 }
 
 
+# The baselines' own training settings (LESA's global_setting.py and
+# BiAM's scripts/train_nus.sh: batch 32, learning rate 1e-3), for the flags
+# the user did not set; they take precedence over SYNTHETIC_PRESET.
+MODEL_PRESETS = {
+    "lesa": {"batch_size": 32, "learning_rate": 1e-3},
+    "biam": {"batch_size": 32, "learning_rate": 1e-3},
+}
+
+
 def _value(name, preset):
     if name in preset and not FLAGS[name].present:
         return preset[name]
@@ -257,11 +306,14 @@ def train_configs():
     """(ModelConfig, LossConfig, TrainConfig, DataConfig) from the flags.
 
     With `--dataset=synthetic`, flags left at their defaults take the
-    values of `SYNTHETIC_PRESET`.
+    values of `SYNTHETIC_PRESET`; with `--model=lesa|biam`, those of
+    `MODEL_PRESETS`.
     """
     data = data_config()
-    preset = SYNTHETIC_PRESET if data.dataset == "synthetic" else {}
+    preset = dict(SYNTHETIC_PRESET) if data.dataset == "synthetic" else {}
+    preset.update(MODEL_PRESETS.get(FLAGS.model, {}))
     model = ModelConfig(
+        model=FLAGS.model,
         feature_shape=data.feature_shape,
         hidden_dim=_value("hidden_dim", preset),
         num_prompts=FLAGS.num_prompts,
@@ -278,11 +330,20 @@ def train_configs():
         dropout=FLAGS.dropout,
         normalize_semantic=FLAGS.normalize_semantic,
         score_scale=FLAGS.score_scale,
+        lesa_attentions=FLAGS.lesa_attentions,
+        lesa_conv=FLAGS.lesa_conv,
+        biam_channels=FLAGS.biam_channels,
+        biam_heads=FLAGS.biam_heads,
+        biam_top_k=FLAGS.biam_top_k,
     )
     loss = LossConfig(
         form=FLAGS.loss,
         margin=FLAGS.margin,
         diversity_weight=FLAGS.diversity_weight,
+        lesa_dist_weight=FLAGS.lesa_dist_weight,
+        lesa_global_weight=FLAGS.lesa_global_weight,
+        lesa_span_weight=FLAGS.lesa_span_weight,
+        lesa_global_margin=FLAGS.lesa_global_margin,
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
