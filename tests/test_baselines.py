@@ -523,3 +523,34 @@ def test_export_and_fresh_process_reload(kind, tmp_path):
     with pytest.raises(ValueError, match="neither a backbone nor"):
         export_saved_model(model, space, str(tmp_path / "b"),
                            precision="bfloat16")
+
+
+def test_train_py_selects_the_model_by_flag(tmp_path):
+    """`train.py --model=biam`: BiAM's batch of 32 unless set, trained,
+    evaluated, saved and exported; the export CLI re-exports it."""
+    from epsilon_tf.export import read_export_info
+
+    data = tiny.write_native(tmp_path / "data")
+    model_dir = tmp_path / "run"
+    flags = [f for f in tiny.BASE_FLAGS if not f.startswith("--batch_size")]
+    command = [
+        tiny.PYTHON, str(tiny.ROOT / "train.py"), *flags, "--epochs=1",
+        "--export", f"--data_dir={data}", f"--model_dir={model_dir}",
+        "--model=biam", "--biam_channels=8", "--biam_heads=2",
+    ]
+    code, log = tiny.run(command, tmp_path / "train.log")
+    assert code == 0, log[-3000:]
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["ModelConfig"]["model"] == "biam"
+    assert config["TrainConfig"]["batch_size"] == 32  # MODEL_PRESETS
+    assert "BiAM       ZSL" in log
+    metrics = tiny.metrics(model_dir)
+    assert metrics["n_labels"] == {"zsl": 8, "gzsl": 38}
+    assert 0 < metrics["zsl"]["map"] <= 1
+    assert read_export_info(model_dir / "export" / "1")["model"] == "biam"
+    code, log = tiny.run(
+        [tiny.PYTHON, "-m", "epsilon_tf.export", f"--model_dir={model_dir}"],
+        tmp_path / "export.log",
+    )
+    assert code == 0, log[-3000:]
+    assert read_export_info(model_dir / "export" / "2")["model"] == "biam"
