@@ -348,3 +348,93 @@ def train_configs():
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
     return model, loss, train, data
+
+
+def _numbers(name, cast):
+    text = getattr(FLAGS, name)
+    try:
+        values = tuple(cast(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values:
+        raise flags.ValidationError(
+            f"--{name} must be comma-separated numbers. Received: {text!r}"
+        )
+    return values
+
+
+# --quick's Figure 3 sweeps unless set: each point but G = 1 reuses a main
+# or ablation run, so the smoke run stays within minutes.
+QUICK_SWEEPS = {"prompts": (1, 7), "regularizer_weights": (0.0, 0.1)}
+
+
+def define_experiment_flags():
+    """Flags of `python -m epsilon_tf.experiments` (plus the data flags)."""
+    define_data_flags()
+    define_eval_flags()
+    flags.DEFINE_string(
+        "output_dir", None, "Where runs, results and figures are written."
+    )
+    flags.DEFINE_string("seeds", "0,1,2", "Seeds of every trained method.")
+    flags.DEFINE_integer(
+        "epochs", None,
+        "Epochs of every method (default: 4, --quick: 1).",
+    )
+    flags.DEFINE_integer(
+        "batch_size", None, "Batch size of every method (default: 64)."
+    )
+    flags.DEFINE_integer(
+        "steps_per_epoch", None,
+        "Steps per epoch of every method (default: one pass; --quick: 3).",
+    )
+    flags.DEFINE_string(
+        "prompts", "1,3,5,7,9", "Figure 3: numbers of group prompts."
+    )
+    flags.DEFINE_string(
+        "regularizer_weights", "0,0.01,0.1,1",
+        "Figure 3: prompt-diversity regularizer weights.",
+    )
+    flags.DEFINE_integer(
+        "figure_images", 4, "Figure 1: fixed test images shown."
+    )
+    flags.DEFINE_bool(
+        "quick", False,
+        "A tiny budget, tiny models and short Figure 3 sweeps (G = 1, 7; "
+        "lambda = 0, 0.1): a smoke run for CI, minutes.",
+    )
+    flags.DEFINE_integer("verbose", 1, "0: quiet, 1: a line per run.")
+
+
+def experiment_options():
+    """The experiment flags as a dict of plain values."""
+    if not FLAGS.output_dir:
+        raise flags.ValidationError("--output_dir is required")
+    for name in ("epochs", "batch_size", "steps_per_epoch", "figure_images"):
+        value = getattr(FLAGS, name)
+        if value is not None and value < 1:
+            raise flags.ValidationError(
+                f"--{name} must be a positive integer. Received: {value}"
+            )
+    return {
+        "data": data_config(),
+        "ks": ks_value(),
+        "variant": FLAGS.ap_variant,
+        "output_dir": FLAGS.output_dir,
+        "seeds": _numbers("seeds", int),
+        "epochs": FLAGS.epochs,
+        "batch_size": FLAGS.batch_size,
+        "steps_per_epoch": FLAGS.steps_per_epoch,
+        "prompts": (
+            QUICK_SWEEPS["prompts"]
+            if FLAGS.quick and not FLAGS["prompts"].present
+            else _numbers("prompts", int)
+        ),
+        "regularizer_weights": (
+            QUICK_SWEEPS["regularizer_weights"]
+            if FLAGS.quick and not FLAGS["regularizer_weights"].present
+            else _numbers("regularizer_weights", float)
+        ),
+        "figure_images": FLAGS.figure_images,
+        "quick": FLAGS.quick,
+        "verbose": FLAGS.verbose,
+    }

@@ -30,7 +30,12 @@ from epsilon_tf.layers import (
     SharedMultiAttention,
 )
 from epsilon_tf.losses import RankingLoss
-from epsilon_tf.models import build_model, model_kind, with_labels
+from epsilon_tf.models import (
+    best_label_maps,
+    build_model,
+    model_kind,
+    with_labels,
+)
 
 RNG = np.random.default_rng(0)
 GRID = (4, 4)
@@ -187,14 +192,14 @@ def np_biam(model, x, vectors, top_k=3):
     classifiers = _unit(vectors) @ weight.T + bias  # [K, D]
     m = e_f @ classifiers.T  # [b, N, K]
     top = -np.sort(-m, axis=1)[:, :top_k]
-    return top.mean(axis=1), attention, r_g
+    return top.mean(axis=1), attention, r_g, m
 
 
 def test_biam_forward_matches_numpy():
     model, vectors = _model("biam")
     x = _features()
     out = model(x)
-    scores, attention, gate = np_biam(model, x, vectors)
+    scores, attention, gate, _ = np_biam(model, x, vectors)
     assert out["scores"].shape == (3, 7)
     assert out["region_attention"].shape == (3, 2, 16, 16)
     np.testing.assert_allclose(out["scores"], scores, rtol=1e-4, atol=1e-4)
@@ -202,6 +207,24 @@ def test_biam_forward_matches_numpy():
                                rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["scene_gate"], gate, rtol=1e-4,
                                atol=1e-5)
+
+
+def test_best_label_maps_are_the_maps_behind_the_top_label():
+    x = _features()
+    rows = np.arange(3)
+    model, vectors = _model("lesa")
+    scores, maps = best_label_maps(model, x, vectors)
+    ref, alphas, _, att_logits, _ = np_lesa(model, x, vectors)
+    best = ref.argmax(axis=1)
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-4)
+    t = att_logits[rows, :, best].argmax(axis=1)
+    np.testing.assert_allclose(maps, alphas[rows, t], rtol=1e-4, atol=1e-5)
+    model, vectors = _model("biam")
+    scores, maps = best_label_maps(model, x, vectors)
+    ref, _, _, m = np_biam(model, x, vectors)
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(maps, m[rows, :, ref.argmax(axis=1)],
+                               rtol=1e-4, atol=1e-4)
 
 
 # -------------------------------------------------------- region scoring

@@ -6,6 +6,7 @@ from epsilon_tf.models.epsilon import (
     semantic_model,
 )
 from epsilon_tf.models.factory import (
+    best_label_maps,
     build_model,
     model_kind,
     reference_outputs,
@@ -13,6 +14,7 @@ from epsilon_tf.models.factory import (
 )
 
 __all__ = [
+    "best_label_maps",
     "build_epsilon",
     "build_model",
     "fusion_weight",

@@ -8,6 +8,7 @@ baseline's trained layers on tensors for a label matrix given at call time
 """
 
 import keras
+import numpy as np
 
 from epsilon_tf.config import ModelConfig
 from epsilon_tf.layers import RegionLabelScoring
@@ -156,3 +157,55 @@ def reference_outputs(model, features, label_embeddings):
     return module.forward(
         parts, features, _score_fn(dynamic, label_embeddings)
     )
+
+
+def best_label_maps(model, features, label_vectors):
+    """Every label's scores, and the region map behind each image's best.
+
+    The map is what the model looked at for its top-scoring label:
+    Epsilon's GPA assignment map of the group prompt that scores that label
+    highest; LESA's attention map of the attention that scores it highest;
+    BiAM's region scores `m[r, k]` of that label (the map its top-k mean
+    reads). A GFP-only Epsilon has no map (None).
+
+    Args:
+        model: a model from `build_model` (any vocabulary).
+        features: float array [batch, N, C].
+        label_vectors: `LabelSpace` or array [K, E].
+
+    Returns:
+        `(scores [batch, K], maps [batch, N] or None)` as NumPy arrays.
+    """
+    matrix = epsilon_lib._label_matrix(label_vectors)
+    unit = matrix / np.maximum(
+        np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12
+    )
+    kind = model_kind(model)
+    if kind == "biam":
+        _, parts, scoring = _baseline_parts(model)
+        captured = {}
+        dynamic = _score_fn(_scoring_like(scoring), unit.astype("float32"))
+
+        def capture(semantic, offsets):
+            captured["m"] = np.einsum(
+                "bne,ke->bnk", np.asarray(semantic), unit
+            ) + np.asarray(offsets)[:, :, None]
+            return dynamic(semantic, offsets)
+
+        out = biam.forward(parts, features, capture)
+        scores = np.asarray(out["scores"])
+        best = scores.argmax(axis=1)
+        rows = np.arange(len(best))
+        return scores, captured["m"][rows, :, best]
+    out = {k: np.asarray(v) for k, v in
+           with_labels(model, matrix)(features).items()}
+    scores = out["scores"]
+    best = scores.argmax(axis=1)
+    rows = np.arange(len(best))
+    if kind == "lesa":
+        t = out["attention_scores"][rows, :, best].argmax(axis=1)
+        return scores, out["attention"][rows, t]
+    if "assignments" not in out:
+        return scores, None
+    by_prompt = np.einsum("bpe,be->bp", out["local_prompts"], unit[best])
+    return scores, out["assignments"][rows, by_prompt.argmax(axis=1)]
