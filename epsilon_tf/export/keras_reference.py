@@ -48,7 +48,10 @@ class KerasReferenceServingModule(tf.Module):
         name="keras_reference_serving",
     ):
         # Imported here: serving.py imports this module.
-        from epsilon_tf.export.serving import _check_input
+        from epsilon_tf.export.serving import (
+            EpsilonServingModule,
+            _check_input,
+        )
 
         super().__init__(name=name)
         kind = model_kind(model)
@@ -144,14 +147,8 @@ class KerasReferenceServingModule(tf.Module):
             embed=tf.function(embed, input_signature=[spec], autograph=False),
         )
         # Track the plain variables the traced functions capture (not the
-        # Keras objects), as EpsilonServingModule does.
-        seen, captured = set(), []
-        for concrete in self.signatures().values():
-            for var in concrete.variables:
-                if id(var) not in seen:
-                    seen.add(id(var))
-                    captured.append(var)
-        self.captured_variables = captured
+        # Keras objects), exactly as EpsilonServingModule does.
+        EpsilonServingModule._track_captured_variables(self)
 
     @property
     def info(self):

@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
+from epsilon_tf.visualization.heatmaps import infer_grid
 
 ORDERS = ("conv_bn_relu", "conv_relu_bn")
 
@@ -14,21 +15,13 @@ def grid_of(num_regions, grid_shape=None):
     `grid_shape` when given (its product must be `num_regions`), else the
     square grid; a token count that is not a perfect square needs one.
     """
-    if grid_shape is not None:
-        rows, cols = (int(v) for v in grid_shape)
-        if rows * cols != num_regions:
-            raise ValueError(
-                f"`grid_shape` {tuple(grid_shape)} does not hold "
-                f"{num_regions} regions"
-            )
-        return rows, cols
-    side = int(round(num_regions ** 0.5))
-    if side * side != num_regions:
+    rows, cols = infer_grid(num_regions, grid_shape)
+    if grid_shape is None and rows != cols:
         raise ValueError(
             f"{num_regions} region tokens do not form a square grid; pass "
             "`grid_shape` (rows, cols)"
         )
-    return side, side
+    return rows, cols
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
