@@ -21,6 +21,7 @@ setup(
         "h5py>=3.10",
         "pillow>=10",
         "tensorflow-serving-api==2.21.*",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "dev": [

@@ -5,13 +5,19 @@ import json
 from typing import Optional
 
 TOKEN_NORMS = ("layer", "standardize", "none")
+MODELS = ("epsilon", "lesa", "biam")
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """Epsilon's architecture (DESIGN §2). Every ablation is a field.
 
+    `model` picks Epsilon or one of the baselines LESA and BiAM
+    (BUILD_NOTES.md, "Baselines: LESA and BiAM"); the `lesa_*` and `biam_*`
+    fields size the baselines, the others Epsilon.
+
     Args:
+        model: "epsilon", "lesa" or "biam".
         feature_shape: (num_regions, channels) of the backbone features.
         token_norm: how region tokens are normalized before the
             projection: "layer" (LayerNormalization of every token on its
@@ -46,8 +52,16 @@ class ModelConfig:
         score_scale: multiplier on the fused scores (with normalized
             vectors the scores are cosines in [-1, 1] and the hinge margin
             is 1, so the scale sets how hard the margin is).
+        lesa_attentions: LESA's T shared attentions.
+        lesa_conv: LESA's 2x2 convolution + batch norm + ReLU over the
+            region grid before the attention (its NUS-WIDE release run).
+        biam_channels: BiAM's channel width (256).
+        biam_heads: heads of BiAM's region-level attention (8).
+        biam_top_k: BiAM scores a label by the mean of its top-k region
+            scores (6).
     """
 
+    model: str = "epsilon"
     feature_shape: tuple = (196, 512)
     token_norm: str = "layer"
     hidden_dim: int = 512
@@ -68,8 +82,18 @@ class ModelConfig:
     dropout: float = 0.1
     normalize_semantic: bool = True
     score_scale: float = 5.0
+    lesa_attentions: int = 10
+    lesa_conv: bool = True
+    biam_channels: int = 256
+    biam_heads: int = 8
+    biam_top_k: int = 6
 
     def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(
+                f"`model` must be one of {MODELS}. "
+                f"Received: model={self.model!r}"
+            )
         self.feature_shape = tuple(int(v) for v in self.feature_shape)
         if len(self.feature_shape) != 2 or min(self.feature_shape) < 1:
             raise ValueError(
@@ -112,11 +136,22 @@ class LossConfig:
         margin: hinge margin.
         diversity_weight: lambda of the prompt-diversity regularizer
             (0 disables it).
+        lesa_dist_weight, lesa_global_weight, lesa_span_weight: weights of
+            LESA's attention regularizers (used with `model="lesa"` only;
+            `losses.ranking.lesa_regularizers`): its NUS-WIDE release
+            run's 0.1, 0.001 and 0.01, the last two rescaled from LESA's
+            per-batch sums to per-image means at its batch of 32 (x32 and
+            x sqrt(32)). 0 disables a term.
+        lesa_global_margin: margin of LESA's global-attention term.
     """
 
     form: str = "hinge"
     margin: float = 1.0
     diversity_weight: float = 0.1
+    lesa_dist_weight: float = 0.1
+    lesa_global_weight: float = 0.032
+    lesa_span_weight: float = 0.0566
+    lesa_global_margin: float = 0.0
 
 
 @dataclasses.dataclass

@@ -205,6 +205,28 @@ def define_train_flags():
         "baseline", True, "Also fit and report the ESZSL baseline."
     )
     # Model.
+    flags.DEFINE_enum(
+        "model", m.model, ["epsilon", "lesa", "biam"],
+        "Model to train: Epsilon or the LESA (CVPR 2020) or BiAM (ICCV "
+        "2021) baseline (BUILD_NOTES.md, 'Baselines: LESA and BiAM').",
+    )
+    flags.DEFINE_integer(
+        "lesa_attentions", m.lesa_attentions, "LESA: shared attentions T."
+    )
+    flags.DEFINE_bool(
+        "lesa_conv", m.lesa_conv,
+        "LESA: 2x2 convolution + batch norm over the region grid first.",
+    )
+    flags.DEFINE_integer(
+        "biam_channels", m.biam_channels, "BiAM: channel width."
+    )
+    flags.DEFINE_integer(
+        "biam_heads", m.biam_heads, "BiAM: region-attention heads."
+    )
+    flags.DEFINE_integer(
+        "biam_top_k", m.biam_top_k,
+        "BiAM: a label's score is the mean of its top-k region scores.",
+    )
     flags.DEFINE_integer("hidden_dim", m.hidden_dim, "Token width D.")
     flags.DEFINE_integer("num_prompts", m.num_prompts, "GPA prompts G.")
     flags.DEFINE_integer("gpa_layers", m.gpa_layers, "GPA encoder blocks L.")
@@ -254,6 +276,24 @@ def define_train_flags():
         "diversity_weight", lo.diversity_weight,
         "lambda of the prompt-diversity regularizer (0: off).",
     )
+    flags.DEFINE_float(
+        "lesa_dist_weight", lo.lesa_dist_weight,
+        "LESA: weight of its attention-distribution regularizer (0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_global_weight", lo.lesa_global_weight,
+        "LESA: weight of its global-attention regularizer, per image "
+        "(0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_span_weight", lo.lesa_span_weight,
+        "LESA: weight of its attention-span (orthogonality) regularizer, "
+        "per image (0: off).",
+    )
+    flags.DEFINE_float(
+        "lesa_global_margin", lo.lesa_global_margin,
+        "LESA: margin of the global-attention regularizer.",
+    )
 
 
 # Defaults for the built-in synthetic benchmark, applied to the flags the
@@ -273,6 +313,15 @@ def dataset_preset(dataset):
     return SYNTHETIC_PRESET if dataset == "synthetic" else RELEASE_PRESET
 
 
+# The baselines' own training settings (LESA's global_setting.py and
+# BiAM's scripts/train_nus.sh: batch 32, learning rate 1e-3), for the flags
+# the user did not set; they take precedence over SYNTHETIC_PRESET.
+MODEL_PRESETS = {
+    "lesa": {"batch_size": 32, "learning_rate": 1e-3},
+    "biam": {"batch_size": 32, "learning_rate": 1e-3},
+}
+
+
 def _value(name, preset):
     if name in preset and not FLAGS[name].present:
         return preset[name]
@@ -284,28 +333,127 @@ def train_configs():
 
     Flags left at their defaults take the values of the dataset's preset:
     `SYNTHETIC_PRESET` for `--dataset=synthetic`, `RELEASE_PRESET` (the
-    settings validated on release-shaped data) for every other dataset.
+    settings validated on release-shaped data) for every other dataset;
+    with `--model=lesa|biam`, `MODEL_PRESETS` take precedence.
     """
     data = data_config()
-    preset = dataset_preset(data.dataset)
+    preset = dict(dataset_preset(data.dataset))
+    preset.update(MODEL_PRESETS.get(FLAGS.model, {}))
     model_fields = [
         "hidden_dim", "num_prompts", "gpa_layers", "gpa_heads", "grouping",
         "num_global", "gfp_blocks", "token_norm", "gfp_input",
         "gfp_pooled_norm", "branches", "fusion", "fusion_init",
         "fusion_temperature", "token_dropout", "dropout",
-        "normalize_semantic", "score_scale",
+        "normalize_semantic", "score_scale", "lesa_attentions", "lesa_conv",
+        "biam_channels", "biam_heads", "biam_top_k",
     ]
     model_kw = {n: _value(n, preset) for n in model_fields}
     if model_kw["branches"] == "gpa" and not FLAGS["gfp_input"].present:
         # GPA alone has no GFP to configure.
         model_kw["gfp_input"] = ModelConfig.gfp_input
         model_kw["gfp_pooled_norm"] = False
-    model = ModelConfig(feature_shape=data.feature_shape, **model_kw)
+    model = ModelConfig(
+        model=FLAGS.model, feature_shape=data.feature_shape, **model_kw
+    )
     loss = LossConfig(
         form=FLAGS.loss,
         margin=FLAGS.margin,
         diversity_weight=FLAGS.diversity_weight,
+        lesa_dist_weight=FLAGS.lesa_dist_weight,
+        lesa_global_weight=FLAGS.lesa_global_weight,
+        lesa_span_weight=FLAGS.lesa_span_weight,
+        lesa_global_margin=FLAGS.lesa_global_margin,
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
     return model, loss, train, data
+
+
+def _numbers(name, cast):
+    text = getattr(FLAGS, name)
+    try:
+        values = tuple(cast(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values:
+        raise flags.ValidationError(
+            f"--{name} must be comma-separated numbers. Received: {text!r}"
+        )
+    return values
+
+
+# --quick's Figure 3 sweeps unless set: each point but G = 1 reuses a main
+# or ablation run, so the smoke run stays within minutes.
+QUICK_SWEEPS = {"prompts": (1, 7), "regularizer_weights": (0.0, 0.1)}
+
+
+def define_experiment_flags():
+    """Flags of `python -m epsilon_tf.experiments` (plus the data flags)."""
+    define_data_flags()
+    define_eval_flags()
+    flags.DEFINE_string(
+        "output_dir", None, "Where runs, results and figures are written."
+    )
+    flags.DEFINE_string("seeds", "0,1,2", "Seeds of every trained method.")
+    flags.DEFINE_integer(
+        "epochs", None,
+        "Epochs of every method (default: 4, --quick: 1).",
+    )
+    flags.DEFINE_integer(
+        "batch_size", None, "Batch size of every method (default: 64)."
+    )
+    flags.DEFINE_integer(
+        "steps_per_epoch", None,
+        "Steps per epoch of every method (default: one pass; --quick: 3).",
+    )
+    flags.DEFINE_string(
+        "prompts", "1,3,5,7,9", "Figure 3: numbers of group prompts."
+    )
+    flags.DEFINE_string(
+        "regularizer_weights", "0,0.01,0.1,1",
+        "Figure 3: prompt-diversity regularizer weights.",
+    )
+    flags.DEFINE_integer(
+        "figure_images", 4, "Figure 1: fixed test images shown."
+    )
+    flags.DEFINE_bool(
+        "quick", False,
+        "A tiny budget, tiny models and short Figure 3 sweeps (G = 1, 7; "
+        "lambda = 0, 0.1): a smoke run for CI, minutes.",
+    )
+    flags.DEFINE_integer("verbose", 1, "0: quiet, 1: a line per run.")
+
+
+def experiment_options():
+    """The experiment flags as a dict of plain values."""
+    if not FLAGS.output_dir:
+        raise flags.ValidationError("--output_dir is required")
+    for name in ("epochs", "batch_size", "steps_per_epoch", "figure_images"):
+        value = getattr(FLAGS, name)
+        if value is not None and value < 1:
+            raise flags.ValidationError(
+                f"--{name} must be a positive integer. Received: {value}"
+            )
+    return {
+        "data": data_config(),
+        "ks": ks_value(),
+        "variant": FLAGS.ap_variant,
+        "output_dir": FLAGS.output_dir,
+        "seeds": _numbers("seeds", int),
+        "epochs": FLAGS.epochs,
+        "batch_size": FLAGS.batch_size,
+        "steps_per_epoch": FLAGS.steps_per_epoch,
+        "prompts": (
+            QUICK_SWEEPS["prompts"]
+            if FLAGS.quick and not FLAGS["prompts"].present
+            else _numbers("prompts", int)
+        ),
+        "regularizer_weights": (
+            QUICK_SWEEPS["regularizer_weights"]
+            if FLAGS.quick and not FLAGS["regularizer_weights"].present
+            else _numbers("regularizer_weights", float)
+        ),
+        "figure_images": FLAGS.figure_images,
+        "quick": FLAGS.quick,
+        "verbose": FLAGS.verbose,
+    }

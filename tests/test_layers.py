@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from scipy.special import erf
+from helpers.reference import np_dense, np_gelu, np_layer_norm, np_softmax
 
 from epsilon_tf.layers import (
     GlobalForwardPropagation,
@@ -13,27 +13,6 @@ from epsilon_tf.layers import (
 )
 
 RNG = np.random.default_rng(0)
-
-
-def np_layer_norm(x, layer):
-    gamma, beta = (w.numpy() for w in layer.weights)
-    mu = x.mean(-1, keepdims=True)
-    var = x.var(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + layer.epsilon) * gamma + beta
-
-
-def np_dense(x, layer):
-    kernel, bias = (w.numpy() for w in layer.weights)
-    return x @ kernel + bias
-
-
-def np_gelu(x):
-    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
-
-
-def np_softmax(x, axis):
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def randomize(layer):

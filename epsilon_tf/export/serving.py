@@ -485,6 +485,24 @@ def _retire(path, export_base, version):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _serving_module(model, space, backbone, precision, **kwargs):
+    """Epsilon's folded graph, or a baseline's traced Keras layers."""
+    from epsilon_tf.models import model_kind
+
+    if model_kind(model) == "epsilon":
+        return EpsilonServingModule(
+            model, space, backbone=backbone, precision=precision, **kwargs
+        )
+    from epsilon_tf.export.keras_reference import KerasReferenceServingModule
+
+    if backbone is not None or precision != "float32":
+        raise ValueError(
+            f"A {model_kind(model)} export supports neither a backbone nor "
+            f"precision={precision!r}; export it without them"
+        )
+    return KerasReferenceServingModule(model, space, **kwargs)
+
+
 def export_saved_model(
     model,
     label_space,
@@ -509,7 +527,9 @@ def export_saved_model(
 
     Args:
         model: a functional model from `build_epsilon` (any vocabulary:
-            only its label-free layers are used).
+            only its label-free layers are used), or a LESA or BiAM model
+            from `build_model` (exported through its traced Keras layers,
+            `export.keras_reference`; float32, no backbone).
         label_space: `LabelSpace`. The full label space.
         export_base: str. The model's base directory (what TF Serving's
             `--model_base_path` points at).
@@ -584,7 +604,7 @@ def export_saved_model(
     _IN_PROGRESS.add(os.path.abspath(tmp))
     try:
         with tempfile.TemporaryDirectory(prefix="epsilon-assets-") as scratch:
-            module = EpsilonServingModule(
+            module = _serving_module(
                 model,
                 space,
                 top_k=int(top_k),
@@ -666,7 +686,7 @@ def load_training_dir(model_dir, verbose=False):
     """
     import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
     from epsilon_tf.config import ModelConfig
-    from epsilon_tf.models import build_epsilon
+    from epsilon_tf.models import build_model
 
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"Training directory not found: {model_dir}")
@@ -688,7 +708,7 @@ def load_training_dir(model_dir, verbose=False):
         raise ValueError(f"{config_path} has no `ModelConfig` section")
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in fields.items() if k in known})
-    model = build_epsilon(config, space.subset("seen"))
+    model = build_model(config, space.subset("seen"))
     for sub in ("best", "checkpoints"):
         path = tf.train.latest_checkpoint(os.path.join(model_dir, sub))
         if path:

@@ -1,4 +1,5 @@
-"""The ranking loss on seen labels and the prompt-diversity regularizer."""
+"""The ranking loss on seen labels, Epsilon's prompt-diversity regularizer
+and LESA's attention regularizers."""
 
 import keras
 import tensorflow as tf
@@ -70,6 +71,55 @@ def prompt_diversity(vectors):
     return off_diagonal / ops.maximum(pairs, 1.0)
 
 
+def lesa_attention_distribution(labels, attention_scores):
+    """Per-image LESA `_attention_distribution_soft_cardinality` term.
+
+    `P = softmax_t(m[t, k])` over the T attentions of the per-attention
+    label scores m [T, K]; `Q_t = sum_{k positive} P[t, k]`;
+    the term is `mean_t Q_t^2` (small when every attention is the best for
+    some positive label).
+
+    Args:
+        labels: [batch, K] in {+1, -1, 0}.
+        attention_scores: [batch, T, K].
+
+    Returns:
+        Float tensor [batch].
+    """
+    positive = ops.cast(labels > 0, attention_scores.dtype)
+    share = ops.softmax(attention_scores, axis=1) * positive[:, None, :]
+    return ops.mean(ops.square(ops.sum(share, axis=-1)), axis=-1)
+
+
+def lesa_global_attention(labels, scores, pooled_scores, margin=0.0):
+    """Per-image LESA `_attention_global_regularizer` term.
+
+    `sum_k max(0, margin - y_k (s_k - g_k))`, with s the attention scores
+    and g the scores of the mean-pooled regions: attending must beat
+    pooling on the positive labels and lose to it on the negative ones
+    (LESA sums this over the batch too; here it is per image).
+    """
+    signed = (scores - pooled_scores) * ops.cast(labels, scores.dtype)
+    return ops.sum(ops.relu(margin - signed), axis=-1)
+
+
+def lesa_attention_span(attention_logits):
+    """Per-image LESA `_attention_ortho_span_regularizer` term.
+
+    With the T attention logit rows [T, N] L2-normalized to `u_t`: the
+    Frobenius norm of the Gram matrix `<u_s, u_t>` with its diagonal
+    zeroed (LESA takes one norm over the whole batch; here per image).
+    """
+    unit = attention_logits / ops.maximum(
+        ops.norm(attention_logits, axis=-1, keepdims=True), 1e-12
+    )
+    gram = ops.einsum("btn,bsn->bts", unit, unit)
+    off_diagonal = ops.sum(ops.square(gram), axis=(1, 2)) - ops.sum(
+        ops.square(ops.diagonal(gram, axis1=1, axis2=2)), axis=-1
+    )
+    return ops.sqrt(ops.maximum(off_diagonal, 1e-12))
+
+
 @keras.saving.register_keras_serializable(package="epsilon_tf")
 class RankingLoss(keras.losses.Loss):
     """Ranking loss over labels in {+1, -1, 0}; 0 (unknown) is ignored.
@@ -87,10 +137,21 @@ class RankingLoss(keras.losses.Loss):
     over the batch; `lambda = diversity_weight`. `compute_terms` returns
     both; calling the loss as a Keras loss gives the ranking term alone.
 
+    For a LESA model (outputs `attention_scores`, `pooled_scores`,
+    `attention_logits`) the term `attention` adds LESA's three attention
+    regularizers, `w_dist * lesa_attention_distribution + w_global *
+    lesa_global_attention + w_span * lesa_attention_span`; it is 0 for
+    other models.
+
     Args:
         form: str. `"hinge"` or `"smooth"`. Defaults to `"hinge"`.
         margin: float. Hinge margin. Defaults to 1.0.
         diversity_weight: float. lambda, >= 0. Defaults to 0.1.
+        lesa_dist_weight: float. w_dist, >= 0. Defaults to 0.1.
+        lesa_global_weight: float. w_global, >= 0. Defaults to 0.032.
+        lesa_span_weight: float. w_span, >= 0. Defaults to 0.0566.
+        lesa_global_margin: float. Margin of the global term. Defaults
+            to 0.0.
         name: str. Defaults to "ranking_loss".
 
     Example:
@@ -105,6 +166,10 @@ class RankingLoss(keras.losses.Loss):
         form="hinge",
         margin=1.0,
         diversity_weight=0.1,
+        lesa_dist_weight=0.1,
+        lesa_global_weight=0.032,
+        lesa_span_weight=0.0566,
+        lesa_global_margin=0.0,
         name="ranking_loss",
         **kwargs,
     ):
@@ -118,14 +183,23 @@ class RankingLoss(keras.losses.Loss):
             raise ValueError(
                 f"`margin` must be positive. Received: margin={margin!r}"
             )
-        if not diversity_weight >= 0:
-            raise ValueError(
-                "`diversity_weight` must be >= 0. "
-                f"Received: diversity_weight={diversity_weight!r}"
-            )
+        for key, value in (
+            ("diversity_weight", diversity_weight),
+            ("lesa_dist_weight", lesa_dist_weight),
+            ("lesa_global_weight", lesa_global_weight),
+            ("lesa_span_weight", lesa_span_weight),
+        ):
+            if not value >= 0:
+                raise ValueError(
+                    f"`{key}` must be >= 0. Received: {key}={value!r}"
+                )
         self.form = form
         self.margin = float(margin)
         self.diversity_weight = float(diversity_weight)
+        self.lesa_dist_weight = float(lesa_dist_weight)
+        self.lesa_global_weight = float(lesa_global_weight)
+        self.lesa_span_weight = float(lesa_span_weight)
+        self.lesa_global_margin = float(lesa_global_margin)
 
     def call(self, y_true, y_pred):
         # float32 whatever the compute dtype (mixed precision).
@@ -136,12 +210,13 @@ class RankingLoss(keras.losses.Loss):
         return smooth_ranking(labels, scores)
 
     def per_example_terms(self, y_true, outputs):
-        """Per-image terms: {"ranking": [b], "diversity": [b]} (weighted).
+        """Per-image weighted terms `ranking`, `diversity`, `attention` [b].
 
         Args:
             y_true: labels [batch, K].
-            outputs: the model's output dict (`scores` and the semantic
-                vectors `local_prompts` and/or `global_vectors`).
+            outputs: the model's output dict (`scores`, and the semantic
+                vectors `local_prompts` and/or `global_vectors` of
+                Epsilon, or LESA's attention outputs).
         """
         scores = outputs["scores"]
         ranking = self.call(y_true, scores)
@@ -156,7 +231,33 @@ class RankingLoss(keras.losses.Loss):
             )
         else:
             diversity = ops.zeros_like(ranking)
-        return {"ranking": ranking, "diversity": diversity}
+        return {
+            "ranking": ranking,
+            "diversity": diversity,
+            "attention": self._lesa_terms(y_true, outputs, ranking),
+        }
+
+    def _lesa_terms(self, y_true, outputs, ranking):
+        total = ops.zeros_like(ranking)
+        if "attention_logits" not in outputs:
+            return total
+        labels = ops.cast(y_true, "float32")
+        scores = ops.cast(outputs["scores"], "float32")
+        if self.lesa_dist_weight:
+            total += self.lesa_dist_weight * lesa_attention_distribution(
+                labels, ops.cast(outputs["attention_scores"], "float32")
+            )
+        if self.lesa_global_weight:
+            total += self.lesa_global_weight * lesa_global_attention(
+                labels, scores,
+                ops.cast(outputs["pooled_scores"], "float32"),
+                self.lesa_global_margin,
+            )
+        if self.lesa_span_weight:
+            total += self.lesa_span_weight * lesa_attention_span(
+                ops.cast(outputs["attention_logits"], "float32")
+            )
+        return total
 
     def compute_terms(self, y_true, outputs):
         """Batch means of the terms plus their sum under "total"."""
@@ -164,7 +265,7 @@ class RankingLoss(keras.losses.Loss):
             k: ops.mean(v)
             for k, v in self.per_example_terms(y_true, outputs).items()
         }
-        terms["total"] = terms["ranking"] + terms["diversity"]
+        terms["total"] = sum(terms.values())
         return terms
 
     def get_config(self):
@@ -173,5 +274,9 @@ class RankingLoss(keras.losses.Loss):
             form=self.form,
             margin=self.margin,
             diversity_weight=self.diversity_weight,
+            lesa_dist_weight=self.lesa_dist_weight,
+            lesa_global_weight=self.lesa_global_weight,
+            lesa_span_weight=self.lesa_span_weight,
+            lesa_global_margin=self.lesa_global_margin,
         )
         return config

@@ -10,6 +10,8 @@ from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training.trainer import Trainer
 
+MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
+
 
 def save_keras_atomically(model, path):
     """`model.save(path)` through a temporary file and a rename."""
@@ -87,7 +89,7 @@ def train_and_evaluate(
 ):
     """Trains (or resumes), restores the best epoch, evaluates and saves.
 
-    Writes `metrics.json` in `model_dir`: the Epsilon ZSL/GZSL block at the
+    Writes `metrics.json` in `model_dir`: the model's ZSL/GZSL block at the
     top level (the shape of `eval.py --metrics_out`), plus `training`,
     `baselines` (ESZSL), `chance` and `timings_seconds` (per stage). Saves
     `model.keras`, the label space and, when `export_fn` is given, calls it
@@ -134,7 +136,7 @@ def train_and_evaluate(
     result["timings_seconds"] = timings
     write_json(os.path.join(model_dir, "metrics.json"), result)
     trainer.write_test_summaries(result)
-    rows = [("Epsilon", result)]
+    rows = [(MODEL_NAMES[model_config.model], result)]
     rows += [(k.upper(), v) for k, v in result.get("baselines", {}).items()]
     rows.append(("chance", result["chance"]))
     print(

@@ -14,7 +14,7 @@ import tensorflow as tf
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
-from epsilon_tf.models import build_epsilon, fusion_weight
+from epsilon_tf.models import build_model, fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
 from epsilon_tf.training.evaluation import (
@@ -37,7 +37,7 @@ RESUMABLE_CHANGES = frozenset({
 NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
             "log_temperature"]
 SUMMARY_EVERY_STEPS = 10
-LOSS_TERMS = ("total", "ranking", "diversity")
+LOSS_TERMS = ("total", "ranking", "diversity", "attention")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -72,7 +72,7 @@ def _rng_variables(model):
 
 
 class Trainer:
-    """Trains Epsilon on a `DatasetSource` and evaluates it.
+    """Trains Epsilon (or LESA, BiAM) on a `DatasetSource`, evaluates it.
 
     Everything lives in `train_config.model_dir`: `config.json`,
     `checkpoints/` (the last N, written atomically by
@@ -145,7 +145,7 @@ class Trainer:
                 "gradient clipping must be revisited"
             )
         with self.strategy.scope():
-            self.model = build_epsilon(self.model_config, space.subset("seen"))
+            self.model = build_model(self.model_config, space.subset("seen"))
             self.schedule = self._schedule()
             self.optimizer = _SummedGradientsAdamW(
                 learning_rate=self.schedule,
@@ -164,6 +164,10 @@ class Trainer:
             form=loss_config.form,
             margin=loss_config.margin,
             diversity_weight=loss_config.diversity_weight,
+            lesa_dist_weight=loss_config.lesa_dist_weight,
+            lesa_global_weight=loss_config.lesa_global_weight,
+            lesa_span_weight=loss_config.lesa_span_weight,
+            lesa_global_margin=loss_config.lesa_global_margin,
         )
         self.rng_states = _rng_variables(self.model)
         self.checkpoint = tf.train.Checkpoint(
@@ -304,7 +308,7 @@ class Trainer:
         with tf.GradientTape() as tape:
             outputs = self.model(features, training=True)
             terms = self.loss_fn.per_example_terms(labels, outputs)
-            per_example = terms["ranking"] + terms["diversity"]
+            per_example = sum(terms.values())
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=self.global_batch
             )
@@ -568,6 +572,7 @@ class Trainer:
                         "loss/total": values["total"],
                         "loss/ranking": values["ranking"],
                         "loss/diversity": values["diversity"],
+                        "loss/attention": values["attention"],
                         "grad_norm": values["grad_norm"],
                         "learning_rate": self.current_learning_rate(),
                         "fusion_weight": fusion_weight(self.model),

@@ -1,0 +1,13 @@
+"""The paper's experiments in one command: `python -m epsilon_tf.experiments`.
+
+Trains Epsilon, its ablations (GPA only, GFP only, fixed fusion, no
+regularizer), LESA and BiAM with the same seeds and budget, fits ESZSL and
+scores chance, evaluates ZSL/GZSL with the exact protocol, and writes
+`results.md`, `results.json`, `figure1.png`, `figure3.png` and TensorBoard
+images. Rerunning skips finished runs.
+"""
+
+from epsilon_tf.experiments.plan import ABLATIONS, MAIN, Run, plan
+from epsilon_tf.experiments.runner import Experiments, base_configs
+
+__all__ = ["ABLATIONS", "MAIN", "Experiments", "Run", "base_configs", "plan"]

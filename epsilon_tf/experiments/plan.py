@@ -1,0 +1,90 @@
+"""What the experiments train: methods, ablations and Figure 3's sweeps.
+
+Every trained run shares the seeds and the training budget (epochs, batch,
+learning rate, schedule, selection by validation seen-label F1@3); only
+the model or loss fields named in its `Run` differ.
+"""
+
+import dataclasses
+
+from epsilon_tf.config import LossConfig, ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One trained configuration (repeated for every seed).
+
+    Args:
+        key: directory name under `output_dir/runs/`.
+        method: the name in the tables.
+        model: `ModelConfig` fields that differ from the base.
+        loss: `LossConfig` fields that differ from the base.
+    """
+
+    key: str
+    method: str
+    model: tuple = ()
+    loss: tuple = ()
+
+    def configs(self, base_model, base_loss):
+        return (
+            dataclasses.replace(base_model, **dict(self.model)),
+            dataclasses.replace(base_loss, **dict(self.loss)),
+        )
+
+
+MAIN = (
+    Run("epsilon", "Epsilon"),
+    Run("lesa", "LESA", model=(("model", "lesa"),)),
+    Run("biam", "BiAM", model=(("model", "biam"),)),
+)
+ABLATIONS = (
+    Run("epsilon_gpa", "GPA only", model=(("branches", "gpa"),)),
+    Run("epsilon_gfp", "GFP only", model=(("branches", "gfp"),)),
+    Run("epsilon_fixed_fusion", "fixed fusion (a = 0.5)",
+        model=(("fusion", "fixed"),)),
+    Run("epsilon_no_regularizer", "no regularizer",
+        loss=(("diversity_weight", 0.0),)),
+)
+
+
+def _sweep(name, field, values, section, base, method):
+    """Runs of a one-field sweep; a value equal to the base reuses "epsilon"
+    (and weight 0 reuses the no-regularizer ablation)."""
+    points = []
+    for value in values:
+        if value == base:
+            key = "epsilon"
+        elif field == "diversity_weight" and value == 0:
+            key = "epsilon_no_regularizer"
+        else:
+            key = f"{name}_{value:g}"
+        points.append((value, Run(key, method(value),
+                                  **{section: ((field, value),)})))
+    return points
+
+
+def plan(prompts, regularizer_weights, base_model=None, base_loss=None):
+    """The runs of the experiments.
+
+    Returns:
+        `(runs, sweeps)`: the distinct `Run`s in order, and
+        `{"prompts": [(G, Run)], "regularizer": [(weight, Run)]}`.
+    """
+    base_model = base_model or ModelConfig()
+    base_loss = base_loss or LossConfig()
+    sweeps = {
+        "prompts": _sweep(
+            "prompts", "num_prompts", prompts, "model",
+            base_model.num_prompts, lambda g: f"Epsilon, G = {g}",
+        ),
+        "regularizer": _sweep(
+            "diversity", "diversity_weight", regularizer_weights, "loss",
+            base_loss.diversity_weight, lambda w: f"Epsilon, lambda = {w:g}",
+        ),
+    }
+    runs = {run.key: run for run in MAIN + ABLATIONS}
+    for points in sweeps.values():
+        for _, run in points:
+            runs.setdefault(run.key, run)
+    return list(runs.values()), sweeps

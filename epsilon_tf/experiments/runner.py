@@ -1,0 +1,379 @@
+"""Runs the experiments, resumably, and writes results and figures."""
+
+import dataclasses
+import gc
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig, write_json
+from epsilon_tf.data.pipeline import input_errors
+from epsilon_tf.experiments import figures, report
+from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
+from epsilon_tf.flags import SYNTHETIC_PRESET
+from epsilon_tf.visualization.heatmaps import infer_grid
+
+RESULT = "result.json"
+DEFAULT_EPOCHS, QUICK_EPOCHS, QUICK_STEPS = 4, 1, 3
+QUICK_MODEL = dict(hidden_dim=16, gpa_heads=2, gfp_blocks=1,
+                   biam_channels=16, biam_heads=2)
+
+
+def base_configs(options, source):
+    """The model, loss and training settings every run starts from."""
+    model = ModelConfig(feature_shape=tuple(source.feature_shape))
+    if source.name == "synthetic":
+        model = dataclasses.replace(
+            model, hidden_dim=SYNTHETIC_PRESET["hidden_dim"],
+            gpa_heads=SYNTHETIC_PRESET["gpa_heads"],
+        )
+    quick = options["quick"]
+    if quick:
+        model = dataclasses.replace(model, **QUICK_MODEL)
+    train = TrainConfig(
+        epochs=options["epochs"] or (QUICK_EPOCHS if quick
+                                     else DEFAULT_EPOCHS),
+        batch_size=options["batch_size"] or SYNTHETIC_PRESET["batch_size"],
+        steps_per_epoch=options["steps_per_epoch"] or (
+            QUICK_STEPS if quick else None
+        ),
+        export=False, verbose=0, summary_images=0, pr_curve_labels=0,
+    )
+    return model, LossConfig(), train
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class Experiments:
+    """The sweep of `python -m epsilon_tf.experiments` (see __main__).
+
+    Args:
+        options: dict from `flags.experiment_options()`.
+        source: `DatasetSource`.
+        log: callable for the progress lines.
+    """
+
+    def __init__(self, options, source, log=print):
+        self.options = options
+        self.source = source
+        self.log = log
+        self.out = options["output_dir"]
+        self.ks = tuple(source.eval_ks)
+        self.seeds = tuple(options["seeds"])
+        self.base = base_configs(options, source)
+        self.runs, self.sweeps = plan(
+            options["prompts"], options["regularizer_weights"],
+            self.base[0], self.base[1],
+        )
+        self.results = {}
+
+    def _dir(self, key, seed=None):
+        parts = [self.out, "runs", key]
+        if seed is not None:
+            parts.append(f"seed{seed}")
+        return os.path.join(*parts)
+
+    def _line(self, index, total, what, result, seconds, skipped):
+        k = self.ks[0]
+        z, g = result["zsl"], result["gzsl"]
+        status = "done earlier, skipped" if skipped else f"{seconds:.0f} s"
+        self.log(
+            f"[{index:>3}/{total}] {what}: ZSL mAP {100 * z['map']:.2f} "
+            f"F1@{k} {100 * z[f'f1@{k}']:.2f} | GZSL mAP "
+            f"{100 * g['map']:.2f} F1@{k} {100 * g[f'f1@{k}']:.2f} "
+            f"[{status}]"
+        )
+
+    def _train(self, run, seed):
+        from epsilon_tf.training.run import save_keras_atomically
+        from epsilon_tf.training.trainer import Trainer
+
+        model_dir = self._dir(run.key, seed)
+        model_cfg, loss_cfg = run.configs(*self.base[:2])
+        train_cfg = dataclasses.replace(
+            self.base[2], model_dir=model_dir, seed=seed
+        )
+        keras.backend.clear_session()
+        gc.collect()
+        start = time.time()
+        trainer = Trainer(model_cfg, loss_cfg, train_cfg, self.source)
+        training = trainer.train()
+        trainer.restore_best()
+        result = trainer.evaluate_test(
+            variant=self.options["variant"], progress=False
+        )
+        if run in MAIN and seed == self.seeds[0]:  # Figure 1's models
+            save_keras_atomically(
+                trainer.model, os.path.join(model_dir, "model.keras")
+            )
+        result.update(
+            training=training, seconds=time.time() - start,
+            run={"key": run.key, "method": run.method, "seed": seed},
+        )
+        return result
+
+    def _once(self, path, compute):
+        """`compute()` unless `path` holds its result; (result, skipped)."""
+        if os.path.exists(path):
+            return _read(path), True
+        result = compute()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, result)
+        return result, False
+
+    def run_all(self):
+        """Trains every run and seed (skipping finished ones), fits ESZSL,
+        scores chance, then writes the tables and figures."""
+        import tensorflow as tf
+
+        from epsilon_tf.training.run import chance_level, fit_eszsl
+
+        # Each run traces its own functions; TF's retracing warning is noise.
+        tf.get_logger().setLevel("ERROR")
+
+        jobs = [(run, seed) for run in self.runs for seed in self.seeds]
+        total = len(jobs) + 1 + len(self.seeds)
+        index = 0
+        for run, seed in jobs:
+            index += 1
+            path = os.path.join(self._dir(run.key, seed), RESULT)
+            result, skipped = self._once(
+                path, lambda run=run, seed=seed: self._train(run, seed)
+            )
+            self.results.setdefault(run.key, []).append(result)
+            self._line(index, total, f"{run.method} (seed {seed})", result,
+                       result["seconds"], skipped)
+
+        def eszsl():
+            start = time.time()
+            result = fit_eszsl(
+                self.source, self.base[2].validation_fraction
+            )
+            result["seconds"] = time.time() - start
+            return result
+
+        index += 1
+        result, skipped = self._once(
+            os.path.join(self._dir("eszsl"), RESULT), eszsl
+        )
+        self.results["eszsl"] = [result]
+        self._line(index, total, "ESZSL (closed form, seed-free)", result,
+                   result["seconds"], skipped)
+        for seed in self.seeds:
+            index += 1
+
+            def chance(seed=seed):
+                start = time.time()
+                result = chance_level(self.source, seed=seed)
+                result["seconds"] = time.time() - start
+                return result
+
+            result, skipped = self._once(
+                os.path.join(self._dir("chance", seed), RESULT), chance
+            )
+            self.results.setdefault("chance", []).append(result)
+            self._line(index, total, f"chance (seed {seed})", result,
+                       result["seconds"], skipped)
+        return self.write_outputs()
+
+    # ---------------------------------------------------------- outputs
+    def _row(self, key, method, note=None):
+        results = self.results[key]
+        row = {"key": key, "method": method, "n": len(results),
+               "summary": report.summarize(results, self.ks)}
+        if note:
+            row["note"] = note
+        return row
+
+    def _sweep_summary(self, name, label):
+        points, summaries, validation = [], {}, {}
+        for value, run in self.sweeps[name]:
+            points.append(value)
+            results = self.results[run.key]
+            summaries[value] = report.summarize(results, self.ks)
+            validation[value] = float(np.mean(
+                [r["training"]["best_validation"] for r in results]
+            ))
+        chosen = max(points, key=lambda v: (validation[v], -points.index(v)))
+        return {
+            "label": label,
+            "values": points,
+            "chosen": chosen,
+            "validation_select_metric": self.base[2].select_metric,
+            "validation": validation,
+            "runs": {v: run.key for v, run in self.sweeps[name]},
+            "points": summaries,
+        }
+
+    def _figure1(self, path):
+        from epsilon_tf.models import best_label_maps
+
+        n = self.options["figure_images"]
+        space = self.source.label_space
+        with input_errors():
+            batch = next(iter(
+                self.source.split("test").dataset().batch(n).take(1)
+            ))
+        features = batch["features"].numpy()
+        ids = [v.decode("utf-8", "replace")
+               for v in batch["image_id"].numpy()]
+        seed = self.seeds[0]
+        panels, record = [], {}
+        for run in MAIN:
+            model = keras.saving.load_model(
+                os.path.join(self._dir(run.key, seed), "model.keras")
+            )
+            scores, maps = best_label_maps(model, features, space)
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+            names = [[space.names[j] + ("*" if space.unseen_mask[j] else "")
+                      for j in row] for row in top]
+            panels.append((run.method, maps, names))
+            record[run.method] = {
+                "top_labels": names,
+                "map_argmax": None if maps is None
+                else [int(np.argmax(m)) for m in maps],
+            }
+        grid = infer_grid(features.shape[1])
+        size = figures.draw_figure1(path, ids, panels, grid)
+        return {
+            "path": os.path.basename(path), "size": list(size),
+            "images": ids, "grid": list(grid),
+            "columns": [p[0] for p in panels], "seed": seed,
+            "models": record,
+        }
+
+    def write_outputs(self):
+        start = time.time()
+        main = [self._row(r.key, r.method) for r in MAIN]
+        main.append(self._row("eszsl", "ESZSL", note="closed form, one fit"))
+        main.append(self._row("chance", "chance (random scores)"))
+        ablations = [self._row("epsilon", "Epsilon (full)")] + [
+            self._row(r.key, r.method) for r in ABLATIONS
+        ]
+        best = report.best_methods(main, self.ks)
+        best_ablation = report.best_methods(ablations, self.ks)
+        sweeps = {
+            "prompts": self._sweep_summary(
+                "prompts", "number of group prompts G"
+            ),
+            "regularizer": self._sweep_summary(
+                "regularizer", "prompt-diversity weight lambda"
+            ),
+        }
+        fig1 = self._figure1(os.path.join(self.out, "figure1.png"))
+        fig3_path = os.path.join(self.out, "figure3.png")
+        fig3_size = figures.draw_figure3(fig3_path, sweeps, self.ks[0])
+        figures.write_png_summaries(
+            os.path.join(self.out, "tensorboard"),
+            {"figure1": os.path.join(self.out, "figure1.png"),
+             "figure3": fig3_path},
+        )
+        timings = self._timings()
+        timings["tables_and_figures"] = round(time.time() - start, 1)
+        train = self.base[2]
+        payload = {
+            "protocol": self.options["variant"],
+            "dataset": self.options["data"].dataset,
+            "ks": list(self.ks),
+            "seeds": list(self.seeds),
+            "n_images": self.results["chance"][0]["n_images"],
+            "n_labels": self.results["chance"][0]["n_labels"],
+            "budget": {"epochs": train.epochs,
+                       "batch_size": train.batch_size,
+                       "steps_per_epoch": train.steps_per_epoch,
+                       "learning_rate": train.learning_rate,
+                       "select_metric": train.select_metric},
+            "quick": self.options["quick"],
+            "std": "sample standard deviation over seeds (ddof 1)",
+            "methods": main,
+            "best": best,
+            "ablations": ablations,
+            "best_ablation": best_ablation,
+            "figure1": fig1,
+            "figure3": dict(
+                path="figure3.png", size=list(fig3_size),
+                f1_k=self.ks[0], sweeps=sweeps,
+            ),
+            "timings_seconds": timings,
+        }
+        write_json(os.path.join(self.out, "results.json"), payload)
+        with open(os.path.join(self.out, "results.md"), "w",
+                  encoding="utf-8") as f:
+            f.write(self._markdown(payload))
+        return payload
+
+    def _timings(self):
+        groups = {"main": [r.key for r in MAIN],
+                  "ablations": [r.key for r in ABLATIONS]}
+        groups["figure3_sweeps"] = sorted(
+            {run.key for points in self.sweeps.values()
+             for _, run in points} - set(groups["main"])
+            - set(groups["ablations"])
+        )
+        timings = {
+            name: round(sum(r["seconds"] for key in keys
+                            for r in self.results[key]), 1)
+            for name, keys in groups.items()
+        }
+        for key in ("eszsl", "chance"):
+            timings[key] = round(
+                sum(r["seconds"] for r in self.results[key]), 1
+            )
+        return timings
+
+    def _markdown(self, p):
+        ks = self.ks
+        budget = p["budget"]
+        lines = [
+            "# Experiments",
+            "",
+            f"Dataset `{p['dataset']}`, test split of {p['n_images']} "
+            f"images, {p['n_labels']['zsl']} unseen / "
+            f"{p['n_labels']['gzsl']} labels; protocol `{p['protocol']}`. "
+            f"Every trained method: seeds {', '.join(map(str, p['seeds']))}"
+            f", {budget['epochs']} epochs, batch {budget['batch_size']}, "
+            f"learning rate {budget['learning_rate']:g}, best epoch by "
+            f"validation seen-label {budget['select_metric']}. Values in "
+            "%, mean ± sample std over seeds; **bold** = best mean of the "
+            "column within the table and setting.",
+            "",
+            "## Methods",
+            "",
+            report.markdown_table(p["methods"], ks, p["best"]),
+            "",
+            "## Ablations of Epsilon",
+            "",
+            report.markdown_table(p["ablations"], ks, p["best_ablation"]),
+            "",
+            "## Figure 1",
+            "",
+            "![Figure 1](figure1.png)",
+            "",
+            "Each panel: the region map behind the model's best label "
+            "(Epsilon: the group assignment of the prompt scoring it "
+            "highest; LESA: the attention scoring it highest; BiAM: that "
+            "label's region scores), titled with the model's top 3 labels "
+            "(* = unseen), over all labels (GZSL).",
+            "",
+            "## Figure 3",
+            "",
+            "![Figure 3](figure3.png)",
+            "",
+        ]
+        for sweep in p["figure3"]["sweeps"].values():
+            lines.append(
+                f"- {sweep['label']}: chosen on validation (mean seen-label "
+                f"{sweep['validation_select_metric']} over seeds): "
+                f"{sweep['chosen']:g}; validation "
+                + ", ".join(f"{v:g}: {100 * s:.2f}"
+                            for v, s in sweep["validation"].items())
+            )
+        lines += ["", "## Time (s)", ""]
+        lines += [f"- {k}: {v}" for k, v in p["timings_seconds"].items()]
+        return "\n".join(lines) + "\n"

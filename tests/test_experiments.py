@@ -1,0 +1,205 @@
+"""`python -m epsilon_tf.experiments --quick`: it runs, resumes, and its
+tables, JSON and figures hold what they claim (recomputed here from the
+per-run result files and the saved models)."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tiny
+
+pytest.importorskip("matplotlib")
+
+KS = (3, 5)
+COLUMNS = [f"{m}@{k}" for k in KS for m in ("p", "r", "f1")] + ["map"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    data = tiny.write_native(root / "data")
+    out = root / "out"
+    command = [
+        tiny.PYTHON, "-m", "epsilon_tf.experiments", "--quick",
+        "--dataset=synthetic", "--data_format=native", f"--data_dir={data}",
+        f"--output_dir={out}", "--figure_images=3",
+    ]
+    code, log = tiny.run(command, root / "first.log", timeout=900)
+    assert code == 0, log[-4000:]
+    return {"out": out, "log": log, "command": command, "root": root,
+            "data": data}
+
+
+def _per_seed(out, key):
+    files = sorted((out / "runs" / key).glob("seed*/result.json"))
+    if not files:
+        files = [out / "runs" / key / "result.json"]
+    return [json.loads(f.read_text()) for f in files]
+
+
+def _mean_std(values):
+    values = np.asarray(values, float)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return values.mean(), std
+
+
+def test_progress_lines_and_files(quick):
+    out = quick["out"]
+    lines = re.findall(r"^\[\s*(\d+)/(\d+)\] (.+?): ZSL mAP", quick["log"],
+                       re.M)
+    total = int(lines[0][1])
+    # 8 trained configurations x 3 seeds + ESZSL + 3 chance.
+    assert total == 8 * 3 + 1 + 3
+    assert [int(i) for i, _, _ in lines] == list(range(1, total + 1))
+    for name in ("results.md", "results.json", "figure1.png",
+                 "figure3.png"):
+        assert (out / name).exists(), name
+
+
+def test_tables_are_the_seed_statistics_with_the_best_marked(quick):
+    out = quick["out"]
+    payload = json.loads((out / "results.json").read_text())
+    markdown = (out / "results.md").read_text()
+    assert payload["seeds"] == [0, 1, 2]
+    assert [r["method"] for r in payload["methods"]] == [
+        "Epsilon", "LESA", "BiAM", "ESZSL", "chance (random scores)"]
+    assert [r["method"] for r in payload["ablations"]] == [
+        "Epsilon (full)", "GPA only", "GFP only", "fixed fusion (a = 0.5)",
+        "no regularizer"]
+    for table, best_key in (("methods", "best"),
+                            ("ablations", "best_ablation")):
+        rows = payload[table]
+        for setting in ("zsl", "gzsl"):
+            means = {}
+            for row in rows:
+                results = _per_seed(out, row["key"])
+                assert row["n"] == len(results)
+                assert len(results) == (1 if row["key"] == "eszsl" else 3)
+                for col in COLUMNS:
+                    mean, std = _mean_std(
+                        [r[setting][col] for r in results])
+                    entry = row["summary"][setting][col]
+                    assert entry["mean"] == pytest.approx(mean, abs=1e-12)
+                    assert entry["std"] == pytest.approx(std, abs=1e-12)
+                    means[(row["method"], col)] = mean
+                    cell = f"{100 * mean:.2f} ± {100 * std:.2f}"
+                    assert cell in markdown
+            for col in COLUMNS:
+                top = max(means[(r["method"], col)] for r in rows)
+                winner = payload[best_key][setting][col]
+                assert means[(winner, col)] == top
+    # Bold cells: exactly one per column, setting and table.
+    bold = re.findall(r"\*\*(\d+\.\d\d ± \d+\.\d\d)\*\*", markdown)
+    assert len(bold) == 2 * 2 * len(COLUMNS)
+
+
+def test_figure1_png_and_claims(quick):
+    import keras
+    from PIL import Image
+
+    from epsilon_tf.data.native_tfrecord import native_source
+    from epsilon_tf.experiments.figures import figure1_size
+    from epsilon_tf.labels import LabelSpace
+    from epsilon_tf.models import with_labels
+
+    out = quick["out"]
+    fig = json.loads((out / "results.json").read_text())["figure1"]
+    assert fig["columns"] == ["Epsilon", "LESA", "BiAM"]
+    assert len(fig["images"]) == 3 and fig["grid"] == [4, 4]
+    image = np.asarray(Image.open(out / fig["path"]).convert("RGB"))
+    width, height = figure1_size(3, 3)
+    assert image.shape == (height, width, 3) == (fig["size"][1],
+                                                 fig["size"][0], 3)
+    # Every panel holds a drawn map, not a blank square.
+    for r in range(3):
+        for c in range(3):
+            cell = image[r * height // 3:(r + 1) * height // 3,
+                         c * width // 3:(c + 1) * width // 3]
+            assert cell.std() > 10
+    # Epsilon's top labels and map: recomputed from its saved model.
+    space = LabelSpace.load(quick["data"])
+    source = native_source(str(quick["data"]), space, KS)
+    batch = next(iter(source.split("test").dataset().batch(3)))
+    ids = [v.decode() for v in batch["image_id"].numpy()]
+    assert ids == fig["images"]
+    model = keras.saving.load_model(
+        out / "runs" / "epsilon" / "seed0" / "model.keras")
+    outputs = with_labels(model, space)(batch["features"].numpy())
+    scores = outputs["scores"].numpy()
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    names = [[space.names[j] + ("*" if space.unseen_mask[j] else "")
+              for j in row] for row in top]
+    assert fig["models"]["Epsilon"]["top_labels"] == names
+    unit = space.vectors / np.linalg.norm(space.vectors, axis=1,
+                                          keepdims=True)
+    prompts = outputs["local_prompts"].numpy()
+    for i in range(3):
+        p = np.argmax(prompts[i] @ unit[top[i, 0]])
+        assignment = outputs["assignments"].numpy()[i, p]
+        assert fig["models"]["Epsilon"]["map_argmax"][i] == int(
+            np.argmax(assignment))
+
+
+def test_figure3_png_and_claims(quick):
+    from PIL import Image
+
+    from epsilon_tf.experiments.figures import DPI, FIG3_SIZE
+
+    out = quick["out"]
+    payload = json.loads((out / "results.json").read_text())
+    fig = payload["figure3"]
+    image = Image.open(out / fig["path"])
+    assert image.size == (round(FIG3_SIZE[0] * DPI),
+                          round(FIG3_SIZE[1] * DPI)) == tuple(fig["size"])
+    assert np.asarray(image.convert("L")).std() > 10
+    sweeps = fig["sweeps"]
+    assert sweeps["prompts"]["values"] == [1, 7]
+    assert sweeps["regularizer"]["values"] == [0.0, 0.1]
+    for sweep in sweeps.values():
+        validation = {}
+        for value in sweep["values"]:
+            key = sweep["runs"][str(value)]
+            results = _per_seed(out, key)
+            assert len(results) == 3
+            validation[value] = np.mean(
+                [r["training"]["best_validation"] for r in results])
+            assert sweep["validation"][str(value)] == pytest.approx(
+                validation[value])
+            for setting in ("zsl", "gzsl"):
+                mean, std = _mean_std([r[setting]["map"] for r in results])
+                point = sweep["points"][str(value)][setting]["map"]
+                assert point["mean"] == pytest.approx(mean)
+                assert point["std"] == pytest.approx(std)
+        best = max(validation.values())
+        assert validation[sweep["chosen"]] == best
+    # G = 7 and lambda = 0.1 are the main Epsilon run, lambda = 0 the
+    # no-regularizer ablation: reused, not retrained.
+    assert sweeps["prompts"]["runs"]["7"] == "epsilon"
+    assert sweeps["regularizer"]["runs"]["0.0"] == "epsilon_no_regularizer"
+
+
+def test_tensorboard_holds_both_figures(quick):
+    import tensorflow as tf
+
+    tags = set()
+    for path in (quick["out"] / "tensorboard").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.add(value.tag)
+    assert {"figure1", "figure3"} <= tags
+
+
+def test_rerun_skips_finished_runs(quick):
+    out = quick["out"]
+    before = json.loads((out / "results.json").read_text())
+    code, log = tiny.run(quick["command"], quick["root"] / "again.log",
+                         timeout=600)
+    assert code == 0, log[-3000:]
+    lines = re.findall(r"^\[\s*\d+/\d+\] .+\[(.+)\]$", log, re.M)
+    assert lines and all(s == "done earlier, skipped" for s in lines)
+    after = json.loads((out / "results.json").read_text())
+    for key in ("methods", "ablations", "best", "figure1"):
+        assert after[key] == before[key]
+    assert Path(out / "results.md").exists()
