@@ -20,6 +20,19 @@ def non_negative_int(name, value):
     return value
 
 
+def positive_number(name, value):
+    """`value` as a float if it is a real number > 0 (not a bool)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def rate(name, value):
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ValueError(

@@ -1,9 +1,11 @@
 """Global Forward Propagation (GFP): pooled tokens -> M global vectors."""
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
+from epsilon_tf.layers import folding
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -25,6 +27,11 @@ class GlobalForwardPropagation(layers.Layer):
         pooling: str. `"avg_max"`, `"avg"` or `"max"`. Defaults to
             `"avg_max"`.
         dropout: float. Dropout inside each block. Defaults to 0.0.
+        layer_norm_epsilon: float. Epsilon of every layer norm. Defaults
+            to 1e-6.
+
+    `fold_for_inference()` returns the layer's folded serving form
+    (`FoldedGlobalForwardPropagation`).
 
     Call arguments:
         inputs: float tensor [batch, N, D], the projected image tokens.
@@ -48,6 +55,7 @@ class GlobalForwardPropagation(layers.Layer):
         num_blocks=2,
         pooling="avg_max",
         dropout=0.0,
+        layer_norm_epsilon=1e-6,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,6 +67,9 @@ class GlobalForwardPropagation(layers.Layer):
             "pooling", pooling, ("avg_max", "avg", "max")
         )
         self.dropout = check.rate("dropout", dropout)
+        self.layer_norm_epsilon = check.positive_number(
+            "layer_norm_epsilon", layer_norm_epsilon
+        )
 
     def build(self, input_shape):
         check.input_shape_of("inputs", input_shape, 3)
@@ -69,7 +80,9 @@ class GlobalForwardPropagation(layers.Layer):
         self.input_projection.build((batch, pooled))
         self.block_layers = []
         for i in range(self.num_blocks):
-            norm = layers.LayerNormalization(epsilon=1e-6, name=f"norm_{i}")
+            norm = layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, name=f"norm_{i}"
+            )
             inner = layers.Dense(
                 self.hidden_dim, activation="gelu", name=f"ffn_{i}_1"
             )
@@ -82,7 +95,7 @@ class GlobalForwardPropagation(layers.Layer):
             self.block_layers.append((norm, inner, outer))
         self.block_dropout = layers.Dropout(self.dropout)
         self.output_norm = layers.LayerNormalization(
-            epsilon=1e-6, name="output_norm"
+            epsilon=self.layer_norm_epsilon, name="output_norm"
         )
         self.output_norm.build((batch, self.hidden_dim))
         self.output_projection = layers.Dense(
@@ -116,5 +129,78 @@ class GlobalForwardPropagation(layers.Layer):
             num_blocks=self.num_blocks,
             pooling=self.pooling,
             dropout=self.dropout,
+            layer_norm_epsilon=self.layer_norm_epsilon,
         )
         return config
+
+    def fold_for_inference(self, precision="float32"):
+        """The layer's folded inference form (`FoldedGlobalForwardPropagation`).
+
+        GFP's products are few rows (one per image): they stay float32 at
+        every `precision`.
+        """
+        folding.check_precision(precision)
+        return FoldedGlobalForwardPropagation(self)
+
+
+class FoldedGlobalForwardPropagation:
+    """`GlobalForwardPropagation.call` (inference), folded.
+
+    Every layer norm's scale and offset are folded into the product after
+    it; the pooled vector and the residual stack are 2-D [batch, width].
+
+    Args:
+        gfp: a built `GlobalForwardPropagation`.
+
+    Call arguments:
+        tokens: float32 tensor [batch, N, D].
+
+    Returns:
+        float32 tensor [batch, M, E], the global semantic vectors.
+    """
+
+    def __init__(self, gfp):
+        self.pooling = gfp.pooling
+        self.num_global = gfp.num_global
+        self.embedding_dim = gfp.embedding_dim
+        self.input_projection = folding.constants(
+            folding.dense_weights(gfp.input_projection)
+        )
+        self.blocks = []
+        for norm, inner, outer in gfp.block_layers:
+            gamma, beta, epsilon = folding.norm_weights(norm)
+            self.blocks.append(
+                (
+                    epsilon,
+                    folding.constants(
+                        folding.fold_norm(
+                            gamma, beta, *folding.dense_weights(inner)
+                        )
+                    ),
+                    inner.activation,
+                    folding.constants(folding.dense_weights(outer)),
+                )
+            )
+        gamma, beta, self.epsilon = folding.norm_weights(gfp.output_norm)
+        self.output_projection = folding.constants(
+            folding.fold_norm(
+                gamma, beta, *folding.dense_weights(gfp.output_projection)
+            )
+        )
+
+    def __call__(self, tokens):
+        pools = []
+        if self.pooling in ("avg_max", "avg"):
+            pools.append(tf.reduce_mean(tokens, axis=1))
+        if self.pooling in ("avg_max", "max"):
+            pools.append(tf.reduce_max(tokens, axis=1))
+        x = folding.affine(tf.concat(pools, axis=-1), *self.input_projection)
+        for epsilon, inner, activation, outer in self.blocks:
+            hidden = activation(
+                folding.affine(folding.normalize(x, epsilon), *inner)
+            )
+            x = x + folding.affine(hidden, *outer)
+        y = folding.affine(
+            folding.normalize(x, self.epsilon), *self.output_projection
+        )
+        return tf.reshape(y, (-1, self.num_global, self.embedding_dim))
