@@ -186,6 +186,36 @@ def serving_graph(model, precision="float32"):
     return KerasReferenceGraph(model)
 
 
+def _float32_twin(model):
+    """`model`, or a float32 copy of it when its layers compute in less.
+
+    A mixed-precision model (`mixed_bfloat16`) computes in bfloat16; the
+    folded float32 graph is checked against the float32 function its
+    weights define: the same architecture, cloned under the float32
+    policy, with the same weights.
+    """
+    stack, layers = list(model.layers), []
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack.extend(getattr(layer, "_layers", ()) or ())
+    if all(layer.compute_dtype == "float32" for layer in layers):
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        twin = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: layer.__class__.from_config(
+                dict(layer.get_config(), dtype="float32")
+            ),
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 class FoldMismatchError(ValueError):
     """The folded graph does not compute the Keras model's function."""
 
@@ -401,7 +431,7 @@ class EpsilonServingModule(tf.Module):
         x = tf.constant(
             np.random.default_rng(seed).normal(size=shape), tf.float32
         )
-        reference = KerasReferenceGraph(model)
+        reference = KerasReferenceGraph(_float32_twin(model))
         expected = dict(reference.semantic(x))
         expected["scores"] = reference.score_features(
             x, tf.constant(self.label_embeddings)

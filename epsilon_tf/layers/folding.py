@@ -43,6 +43,16 @@ def check_precision(precision):
     return precision
 
 
+def require_built(layer):
+    """Raises unless `layer` is built (a fold reads its weights)."""
+    if not layer.built:
+        raise ValueError(
+            f"Layer {layer.name!r} is not built: call it once (or build it) "
+            "before folding it"
+        )
+    return layer
+
+
 def compute_dtype(precision):
     """The dtype of the folded matrix products for `precision`."""
     return tf.bfloat16 if check_precision(precision) == "bfloat16" else (

@@ -140,7 +140,7 @@ class GlobalForwardPropagation(layers.Layer):
         every `precision`.
         """
         folding.check_precision(precision)
-        return FoldedGlobalForwardPropagation(self)
+        return FoldedGlobalForwardPropagation(folding.require_built(self))
 
 
 class FoldedGlobalForwardPropagation:

@@ -114,7 +114,7 @@ class TransformerEncoderBlock(layers.Layer):
 
     def fold_for_inference(self, precision="float32"):
         """The block's folded inference form (`FoldedEncoderBlock`)."""
-        return FoldedEncoderBlock(self, precision)
+        return FoldedEncoderBlock(folding.require_built(self), precision)
 
 
 class FoldedEncoderBlock:
@@ -377,7 +377,9 @@ class GroupPromptsAggregation(layers.Layer):
             precision: str. `"float32"` or `"bfloat16"` (the encoder
                 blocks' products in bfloat16; the grouping stays float32).
         """
-        return FoldedGroupPromptsAggregation(self, precision)
+        return FoldedGroupPromptsAggregation(
+            folding.require_built(self), precision
+        )
 
 
 class FoldedGroupPromptsAggregation:

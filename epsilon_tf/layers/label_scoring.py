@@ -187,8 +187,9 @@ class LabelScoring(layers.Layer):
         self.label_embeddings.assign(matrix)
 
     def fold_for_inference(self):
-        """The layer's inference form (`FoldedLabelScoring`)."""
-        return FoldedLabelScoring(self)
+        """The layer's inference form (`FoldedLabelScoring`); built layers
+        only."""
+        return FoldedLabelScoring(folding.require_built(self))
 
     def compute_output_shape(self, input_shape):
         if self.fixed_vocabulary:

@@ -98,7 +98,7 @@ class LearnableFusion(layers.Layer):
 
     def fold_for_inference(self):
         """The layer's inference form (`FoldedLearnableFusion`)."""
-        return FoldedLearnableFusion(self)
+        return FoldedLearnableFusion(folding.require_built(self))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
