@@ -74,6 +74,11 @@ class KerasReferenceGraph:
             k: v for k, v in outputs.items() if not k.endswith(SCORE_SUFFIX)
         }
 
+    def outputs(self, features, label_embeddings):
+        """Every output of the model, scoring `label_embeddings`."""
+        with scoring_vocabulary(self.model, label_embeddings):
+            return dict(self.model(features, training=False))
+
     def score_features(self, features, label_embeddings, semantic=None):
         """The model's `scores` [batch, K] over `label_embeddings`.
 
@@ -83,8 +88,7 @@ class KerasReferenceGraph:
             semantic: ignored (the model computes everything in one call).
         """
         del semantic
-        with scoring_vocabulary(self.model, label_embeddings):
-            return self.model(features, training=False)["scores"]
+        return self.outputs(features, label_embeddings)["scores"]
 
 
 def keras_reference_serving(model, label_space, top_k=10):

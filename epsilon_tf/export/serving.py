@@ -59,7 +59,7 @@ from epsilon_tf.export.reference import KerasReferenceGraph
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers.folding import PRECISIONS, check_precision
 from epsilon_tf.layers.label_scoring import scoring_layers, unit_rows
-from epsilon_tf.models.epsilon import GFP, GPA, SCORING, is_epsilon_model
+from epsilon_tf.models.epsilon import GFP, GPA, is_epsilon_model
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -272,13 +272,8 @@ class EpsilonServingModule(tf.Module):
         # same function with a fraction of the ops, its weights graph
         # constants), the Keras layers for other models.
         graph = serving_graph(model, precision)
-        scorers = scoring_layers(model)
-        if not scorers:
-            raise ValueError(
-                f"Model {model.name!r} is not an Epsilon model (no "
-                f"`{SCORING}` layer or no GPA/GFP branch)"
-            )
-        width = scorers[0].embedding_dim
+        # Either graph has checked that the model scores through one.
+        width = scoring_layers(model)[0].embedding_dim
         if label_space.embedding_dim != width:
             raise ValueError(
                 f"The label space has {label_space.embedding_dim}-d word "
@@ -432,11 +427,9 @@ class EpsilonServingModule(tf.Module):
             np.random.default_rng(seed).normal(size=shape), tf.float32
         )
         reference = KerasReferenceGraph(_float32_twin(model))
-        expected = dict(reference.semantic(x))
-        expected["scores"] = reference.score_features(
-            x, tf.constant(self.label_embeddings)
-        )
+        expected = reference.outputs(x, tf.constant(self.label_embeddings))
         got = dict(self._functions.embed(x))
+        got.pop("fusion_weight", None)
         got["scores"] = self._functions.serve(x)["scores"]
         difference = max_abs_difference(
             {k: v.numpy() for k, v in got.items()},
