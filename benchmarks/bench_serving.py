@@ -16,8 +16,10 @@ measures, in this process:
     python benchmarks/bench_serving.py --precision=float32 --jit_compile
 
 `--keras_reference` also times the Keras model's own layers traced into
-one function (what the export ran before the folded inference graph) and
-compares every export's scores with it on the same inputs.
+one function (`epsilon_tf.export.reference.keras_reference_serving`: what
+the export ran before the folded inference graph, and what it still runs
+for models other than Epsilon) and compares every export's scores with it
+on the same inputs.
 
 The fresh model's weights are its random initialization plus seeded noise
 on every weight, so that no bias is zero and no LayerNorm is the identity
@@ -43,6 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from epsilon_tf.export.reference import keras_reference_serving  # noqa: E402
 
 
 def _export_fresh(
@@ -99,32 +103,9 @@ def _percentiles(times_s):
     return {p: float(np.percentile(ms, p)) for p in (50, 90, 99)}
 
 
-def _keras_reference(model, space, top_k):
-    """The Keras layers traced into one function: features -> top-k."""
-    from epsilon_tf.models import with_labels
-
-    relabeled = with_labels(model, space)
-    names = tf.constant(space.names)
-
-    @tf.function(
-        input_signature=[tf.TensorSpec((None,) + model.inputs[0].shape[1:])],
-        autograph=False,
-    )
-    def serve(features):
-        scores = relabeled(features, training=False)["scores"]
-        top_scores, top_indices = tf.math.top_k(scores, k=top_k)
-        return {
-            "scores": scores,
-            "top_k_labels": tf.gather(names, top_indices),
-            "top_k_scores": top_scores,
-        }
-
-    return serve
-
-
 def _feature_shape(path):
-    # The signature declares no shape (it is validated in-graph): read the
-    # export's info.
+    # The export's info (exports made before the signatures declared their
+    # shapes have it too).
     from epsilon_tf.export import read_export_info
 
     info = read_export_info(path)
@@ -254,7 +235,7 @@ def main(argv=None):
         if args.keras_reference and not args.saved_model:
             servers["keras graph"] = (
                 paths[precisions[0]],
-                _keras_reference(model, space, args.top_k),
+                keras_reference_serving(model, space, args.top_k),
             )
         for name, (path, serve) in servers.items():
             feature_shape = _feature_shape(path)

@@ -27,6 +27,17 @@ def boolean(name, value):
             f"`{name}` must be True or False. Received: {name}={value!r}"
         )
     return value
+def positive_number(name, value):
+    """`value` as a float if it is a real number > 0 (not a bool)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive number. Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def rate(name, value):

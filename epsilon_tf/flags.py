@@ -106,7 +106,8 @@ def define_eval_flags():
         "ap_variant", "lesa", ["lesa", "biam_openimages"],
         "Evaluation semantics. 'lesa' is the standard protocol; "
         "'biam_openimages' is BiAM's Open Images variant (not the standard "
-        "number).",
+        "number): images without a positive dropped, mAP = BiAM's pooled "
+        "AP.",
     )
 
 

@@ -112,8 +112,11 @@ def test_saved_model_cli_lists_the_documented_signatures(exported):
     assert {"serving_default", "score_labels", "embed"} <= set(sigs)
     assert "serving_images" not in sigs
     k, n = TOP_K, NUM_LABELS
+    # Declared input shapes (issue 12): what TF Serving's metadata endpoint
+    # and generated clients see.
+    features = ("DT_FLOAT", "(-1, 16, 8)")
     assert sigs["serving_default"] == {
-        "inputs": {"features": ("DT_FLOAT", "unknown_rank")},
+        "inputs": {"features": features},
         "outputs": {
             "scores": ("DT_FLOAT", f"(-1, {n})"),
             "top_k_indices": ("DT_INT32", f"(-1, {k})"),
@@ -124,14 +127,14 @@ def test_saved_model_cli_lists_the_documented_signatures(exported):
     }
     assert sigs["score_labels"] == {
         "inputs": {
-            "features": ("DT_FLOAT", "unknown_rank"),
-            "label_embeddings": ("DT_FLOAT", "unknown_rank"),
+            "features": features,
+            "label_embeddings": ("DT_FLOAT", "(-1, 12)"),
         },
         "outputs": {"scores": ("DT_FLOAT", "(-1, -1)")},
     }
     g, m, e, regions = 3, 2, 12, 16
     assert sigs["embed"] == {
-        "inputs": {"features": ("DT_FLOAT", "unknown_rank")},
+        "inputs": {"features": features},
         "outputs": {
             "local_prompts": ("DT_FLOAT", f"(-1, {g}, {e})"),
             "assignments": ("DT_FLOAT", f"(-1, {g}, {regions})"),

@@ -36,6 +36,22 @@ def ref_ap(scores, labels):
     return out
 
 
+def ref_pooled_ap(scores, labels):
+    """BiAM's pooled AP per label, ties grouped (scikit-learn on the pool).
+
+    Label j: the rows annotated for j, every annotated entry of them.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    out = np.zeros(scores.shape[1])
+    for j in range(scores.shape[1]):
+        rows = labels[:, j] != 0
+        entries = labels[rows] != 0
+        y = labels[rows][entries] == 1
+        if y.any():
+            out[j] = average_precision_score(y, scores[rows][entries])
+    return out
+
+
 def ref_prf(scores, labels, k):
     scores, labels = np.asarray(scores), np.asarray(labels)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -70,11 +86,12 @@ def ref_evaluate(scores, labels, ks, unseen_mask=None, variant="lesa"):
             keep = (lab == 1).any(axis=1)
             s, lab = s[keep], lab[keep]
             block = ref_block(s, lab, ks)
+            block["map"] = float(ref_pooled_ap(s, lab).mean())
             if name != "zsl":
                 # BiAM (GZSL): labels never annotated on the kept images
                 # are left out of the mean.
                 annotated = (lab != 0).any(axis=0)
-                block["map"] = float(ref_ap(s, lab)[annotated].mean())
+                block["map"] = float(ref_pooled_ap(s, lab)[annotated].mean())
                 block["n_labels_map"] = int(annotated.sum())
             else:
                 block["n_labels_map"] = int(lab.shape[1])
@@ -421,13 +438,35 @@ def test_biam_variant_hand_case():
     assert lesa["gzsl"]["map"] == pytest.approx(
         (1 + 0 + 1 + 1 / 3 + 5 / 12) / 5, abs=1e-12
     )
-    # BiAM: exactly the three-image numbers.
-    assert biam["gzsl"]["map"] == pytest.approx(HAND_MAP, abs=1e-12)
+    # BiAM: P/R@1 of the three images. Its mAP is the pooled AP: a label's
+    # pool is every annotated entry of the images annotated for it.
     assert (biam["gzsl"]["p@1"], biam["gzsl"]["r@1"]) == pytest.approx(
         HAND_PRF[1][:2]
     )
-    assert biam["zsl"]["map"] == pytest.approx(25 / 36, abs=1e-12)
     assert biam["zsl"]["p@1"] == pytest.approx(2 / 3)
+    assert biam["map_definition"].startswith("BiAM's pooled AP")
+    # GZSL. l0, l3, l4 are annotated on rows {0, 1, 2}: the pool is all 13
+    # entries, 6 positives; ties grouped, precision at each positive's
+    # group end: 0.9 {+,-} 1/2; 0.7 {-,+} 2/5; 0.5 {+,-,+} 4/8 twice;
+    # 0.4 + 5/9; 0.3 {-,+} 6/11.
+    pool_all = (1 / 2 + 2 / 5 + 2 * 4 / 8 + 5 / 9 + 6 / 11) / 6
+    # l1 on rows {0, 1}: 0.9+ 1; 0.8-; 0.7 {-,+} 2/4; 0.5 {+,-} 3/6; 0.4+
+    # 4/7.
+    pool_01 = (1 + 2 / 4 + 3 / 6 + 4 / 7) / 4
+    # l2 on rows {1, 2}: 0.9-; 0.7 {-,+} 1/3; 0.5 {-,+} 2/5; 0.3 {-,+} 3/7.
+    pool_12 = (1 / 3 + 2 / 5 + 3 / 7) / 3
+    assert biam["gzsl"]["map"] == pytest.approx(
+        (3 * pool_all + pool_01 + pool_12) / 5, abs=1e-12
+    )
+    assert biam["gzsl"]["n_labels_map"] == 5
+    # ZSL over l2, l3, l4. l3, l4 on rows {0, 1, 2} (8 entries, 4 +):
+    # 0.9-; 0.7+ 1/2; 0.5 {+,-} 2/4; 0.4+ 3/5; 0.3+ 4/6; 0.2 {-,-}.
+    # l2 on rows {1, 2}: 0.9-; 0.7+ 1/2; 0.5-; 0.3+ 2/4; 0.2 {-,-}.
+    zsl_all = (1 / 2 + 2 / 4 + 3 / 5 + 4 / 6) / 4
+    assert biam["zsl"]["map"] == pytest.approx(
+        (1 / 2 + 2 * zsl_all) / 3, abs=1e-12
+    )
+    assert "map_definition" not in lesa
 
 
 def test_biam_variant_matches_reference():
@@ -447,6 +486,74 @@ def test_biam_variant_matches_reference():
     keep_gzsl = (labels == 1).any(axis=1)
     assert result["zsl"]["n_images"] == keep_zsl.sum() < 300
     assert result["gzsl"]["n_images"] == keep_gzsl.sum() < 300
+
+
+def biam_compute_ap(predictions, labels):
+    """BiAM's `util_openimages.compute_AP`, restated in NumPy.
+
+    Label j: the rows whose entry j is non-zero; all their non-zero
+    entries, sorted by descending score; AP = sum of the precision at each
+    positive / #positives; 0 (skipped) without a positive.
+    """
+    ap = np.zeros(predictions.shape[1])
+    for j in range(predictions.shape[1]):
+        rows = labels[:, j] != 0
+        prediction, label = predictions[rows], labels[rows]
+        mask = np.abs(label) == 1
+        if (label > 0).sum() == 0:
+            continue
+        binary = np.clip(label[mask], 0, 1)
+        order = np.argsort(-prediction[mask])
+        hit = (binary[order] == 1).astype(np.float64)
+        tp = np.cumsum(hit)
+        fp = np.cumsum(1 - hit)
+        ap[j] = np.sum(hit * tp / (tp + fp)) / binary.sum()
+    return ap
+
+
+def biam_evaluate_map(scores, labels, cols, gzsl):
+    """BiAM's `evaluate_openimages.py` mAP of the label set `cols`."""
+    lab, pred = labels[:, cols], scores[:, cols]
+    keep = np.clip(lab, 0, 1).sum(1) > 0  # images with a positive
+    lab, pred = lab[keep], pred[keep]
+    if gzsl:  # labels annotated on a kept image
+        annotated = (lab != 0).sum(0) > 0
+        lab, pred = lab[:, annotated], pred[:, annotated]
+    return float(np.mean(biam_compute_ap(pred, lab)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_biam_variant_is_biams_pooled_ap_without_ties(seed):
+    """The released evaluation, restated: equal to 1e-9 on untied scores."""
+    rng = np.random.default_rng(seed)
+    n, num_labels = 250, 36
+    scores = rng.standard_normal((n, num_labels))  # float64: no ties
+    labels = np.where(rng.random((n, num_labels)) < 0.1, 1, -1)
+    labels[rng.random((n, num_labels)) < 0.6] = 0  # sparse, as Open Images
+    labels[:, 4] = 0  # never annotated
+    labels[:, 6] = np.minimum(labels[:, 6], 0)  # no positive
+    labels[: n // 8] = np.minimum(labels[: n // 8], 0)  # dropped images
+    labels = labels.astype(np.int8)
+    scores += 0.7 * (labels == 1)
+    assert np.unique(scores).size == scores.size
+    mask = np.arange(num_labels) % 4 == 0
+    result = evaluate_scores(
+        scores, labels, ks=(1, 3), unseen_mask=mask,
+        variant="biam_openimages", num_threads=2,
+    )
+    zsl = biam_evaluate_map(scores, labels, mask, gzsl=False)
+    gzsl = biam_evaluate_map(scores, labels, np.ones_like(mask), gzsl=True)
+    assert result["zsl"]["map"] == pytest.approx(zsl, abs=1e-9)
+    assert result["gzsl"]["map"] == pytest.approx(gzsl, abs=1e-9)
+    # Not the per-label AP over the kept images that the variant was.
+    keep = (labels == 1).any(axis=1)
+    annotated = (labels[keep] != 0).any(axis=0)
+    per_label = ref_ap(scores[keep], labels[keep])[annotated].mean()
+    assert abs(gzsl - per_label) > 1e-3
+    plain = evaluate_scores(
+        scores, labels, ks=(1,), variant="biam_openimages"
+    )
+    assert plain["all"]["map"] == pytest.approx(gzsl, abs=1e-9)
 
 
 def test_biam_variant_without_any_positive():

@@ -86,6 +86,8 @@ def print_metrics(result, ks, title):
         )
     print(f"(values in %, {result['n_images']} images, "
           f"variant={result.get('variant', 'lesa')})", flush=True)
+    if "map_definition" in result:
+        print(f"mAP: {result['map_definition']}", flush=True)
 
 
 def _source(data_config, progress):

@@ -6,8 +6,11 @@ SavedModel is written to a dot-prefixed temporary sibling (TF Serving
 ignores non-numeric names) and renamed into place, so a server polling the
 base never sees a half-written version.
 
-Signatures (all inputs are validated in the graph, since TF Serving feeds
-tensors without checking them against the signature):
+Signatures (inputs declared with their shapes, `features` [None, N, C]
+and `label_embeddings` [None, E] float32, and validated again in the
+graph, since TF Serving feeds tensors without checking them against the
+signature; non-finite `features` or `label_embeddings` are refused with an
+error naming the input):
 
 - `serving_default`: `features` [batch, N, C] float32 -> `scores`
   [batch, K] over the exported vocabulary, `top_k_indices` int32,
@@ -22,11 +25,17 @@ tensors without checking them against the signature):
 - `serving_images` (with a backbone): encoded JPEG/PNG/BMP/GIF bytes
   [batch] string -> the outputs of `serving_default`.
 
-The feature signatures run `inference_graph.InferenceGraph`, Epsilon's
-forward pass folded into fewer ops with its weights as graph constants
-(float32 by default, bfloat16 on request). The SavedModel holds only
-TensorFlow graphs, their constants and variables (the vocabulary, and a
-backbone's weights): it loads with `tf.saved_model.load` in a process that
+The feature signatures of an Epsilon model run
+`inference_graph.InferenceGraph`, its forward pass composed from its
+layers' folded forms with the weights as graph constants (float32 by
+default, bfloat16 on request); every export compares it with the Keras
+model on a seeded batch, records the difference in `export_info.json`
+(`fold_check`) and refuses a float32 export that differs by more than
+`FOLD_TOLERANCE`. Any other model with the same contract (see
+`serving_graph`) runs its own Keras layers (`reference.py`). The
+SavedModel holds only TensorFlow graphs, their constants and variables
+(the vocabulary, a backbone's or a Keras-served model's weights): it loads
+with `tf.saved_model.load` in a process that
 never imports `epsilon_tf`.
 """
 
@@ -42,9 +51,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.export.inference_graph import PRECISIONS, InferenceGraph
+from epsilon_tf.export.inference_graph import (
+    InferenceGraph,
+    max_abs_difference,
+)
+from epsilon_tf.export.reference import KerasReferenceGraph
 from epsilon_tf.labels import LabelSpace
-from epsilon_tf.models.epsilon import GFP, GPA, SCORING
+from epsilon_tf.layers.folding import PRECISIONS, check_precision
+from epsilon_tf.layers.label_scoring import scoring_layers, unit_rows
+from epsilon_tf.models.epsilon import GFP, GPA, is_epsilon_model
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -58,33 +73,59 @@ _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 _TMP_RE = re.compile(r"^\.(?:tmp|old)-(\d+)-(\d+)$")
 _IN_PROGRESS = set()  # this process's temporary dirs being written now
+# Largest max |difference| between a float32 folded export and the Keras
+# model on the export-time check batch (float32 rounding is ~1e-6).
+FOLD_TOLERANCE = 1e-4
+
+
+class _Untracked:
+    """Holds an object on a `tf.Module` out of TF's object tracking."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
 
 def _shape_text(shape):
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _check_input(x, name, expected):
+def _check_input(x, name, expected, finite=False):
     """Asserts the shape of a signature input; returns it reshaped.
 
-    Signatures accept inputs of any shape (TF Serving feeds tensors without
-    checking them against the signature), so these in-graph assertions are
-    what rejects a bad request, with a message naming the input, the
-    expected and the received shape. Exactly one of the two assertions can
-    fail (rank, then sizes). The input is then coerced to the expected
-    shape by a reshape that cannot fail (a no-op for a valid input), so no
-    kernel error can pre-empt the assertion's message; the assertions are
-    stateful, so the function always runs them.
+    The signatures declare their inputs' shapes, but neither TF Serving
+    nor a loaded signature called from Python checks a fed tensor against
+    them (tested), and a declared shape lets TensorFlow fold shape checks
+    into constants. So the input's static shape is first erased
+    (`PlaceholderWithDefault` with an unknown shape) and the rank is read
+    from the shape's values; these in-graph assertions then reject a bad
+    request, with a message naming the input, the expected and the
+    received shape. Exactly one of the two
+    assertions can fail (rank, then sizes). The input is then coerced to
+    the expected shape by a reshape that cannot fail (a no-op for a valid
+    input), so no kernel error can pre-empt the assertion's message; the
+    assertions are stateful, so the function always runs them.
 
     Args:
-        x: tensor of unknown static shape.
+        x: tensor of the signature input.
         name: str. The signature input's name, for the messages.
         expected: tuple. `(leading, *sizes)`: `leading` (str) names the
             free first axis ("batch"); the other sizes are fixed.
+        finite: bool. Also reject NaN and Inf values (`CheckNumerics`,
+            whose message names the input). Defaults to False.
     """
+    x = tf.raw_ops.PlaceholderWithDefault(
+        input=x, shape=tf.TensorShape(None), name=f"{name}_unchecked"
+    )
     rank = len(expected)
     shape = tf.shape(x)
-    rank_ok = tf.equal(tf.rank(x), rank)
+    # The rank counted from the runtime shape vector's values: inside a
+    # function TensorFlow's optimizer still sees the declared rank through
+    # `PlaceholderWithDefault` and folds `tf.rank` (or `tf.size(shape)`)
+    # into a constant, which would let a rank-4 input through.
+    received_rank = tf.reduce_sum(tf.cast(shape >= 0, tf.int32))
+    rank_ok = tf.equal(received_rank, rank)
     tf.debugging.Assert(
         rank_ok,
         [
@@ -112,20 +153,86 @@ def _check_input(x, name, expected):
     row = int(np.prod(inner))
     flat = tf.reshape(x, [-1])
     rows = tf.size(flat) // row
-    return tf.reshape(flat[: rows * row], (-1,) + inner)
+    x = tf.reshape(flat[: rows * row], (-1,) + inner)
+    if finite:
+        x = tf.debugging.check_numerics(
+            x,
+            f"Input `{name}` must be finite: it holds NaN or Inf",
+            name=f"check_{name}_finite",
+        )
+    return x
+
+
+def serving_graph(model, precision="float32"):
+    """The numeric graph an export of `model` runs.
+
+    Epsilon models (`models.epsilon.is_epsilon_model`) run the folded
+    `InferenceGraph`; any other model with the serving contract (features
+    [batch, N, C] -> a dict with `scores`, labels scored through a
+    `LabelScoring`) runs its own Keras layers
+    (`reference.KerasReferenceGraph`, float32 only). A new model plugs in
+    by meeting that contract, or by giving its layers folded forms and
+    composing them like `InferenceGraph`.
+    """
+    check_precision(precision)
+    if is_epsilon_model(model):
+        return InferenceGraph(model, precision=precision)
+    if precision != "float32":
+        raise ValueError(
+            f"Model {model.name!r} is not an Epsilon model: it is exported "
+            "through its Keras layers, in float32 only. Received: "
+            f"precision={precision!r}"
+        )
+    return KerasReferenceGraph(model)
+
+
+def _float32_twin(model):
+    """`model`, or a float32 copy of it when its layers compute in less.
+
+    A mixed-precision model (`mixed_bfloat16`) computes in bfloat16; the
+    folded float32 graph is checked against the float32 function its
+    weights define: the same architecture, cloned under the float32
+    policy, with the same weights.
+    """
+    stack, layers = list(model.layers), []
+    while stack:
+        layer = stack.pop()
+        layers.append(layer)
+        stack.extend(getattr(layer, "_layers", ()) or ())
+    if all(layer.compute_dtype == "float32" for layer in layers):
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        twin = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: layer.__class__.from_config(
+                dict(layer.get_config(), dtype="float32")
+            ),
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+class FoldMismatchError(ValueError):
+    """The folded graph does not compute the Keras model's function."""
 
 
 class EpsilonServingModule(tf.Module):
-    """The exported object: Epsilon's graphs and a vocabulary.
+    """The exported object: a model's serving graphs and a vocabulary.
 
-    Epsilon's layers are read into an `InferenceGraph` (weights as graph
-    constants); only a backbone's Keras layers are traced, and the module
-    tracks their variables (not the Keras objects). The SavedModel needs
-    neither Keras nor `epsilon_tf` to load.
+    An Epsilon model's layers are read into an `InferenceGraph` (their
+    folded forms, weights as graph constants); any other model with the
+    serving contract runs its Keras layers (`serving_graph`). A backbone's
+    Keras layers are traced. The module tracks the captured variables (not
+    the Keras objects): the SavedModel needs neither Keras nor
+    `epsilon_tf` to load.
 
     Args:
         model: a functional model from `build_epsilon` (or reloaded from
-            `.keras`).
+            `.keras`), or another model with the serving contract.
         label_space: `LabelSpace`. The vocabulary of `serving_default`.
         top_k: int. k of the `top_k_*` outputs (clamped to the vocabulary
             size). Defaults to 10.
@@ -136,10 +243,10 @@ class EpsilonServingModule(tf.Module):
         jit_compile: bool. XLA-compile the numeric part of the feature
             signatures. Defaults to False.
         precision: str. `"float32"` (default: the model's scores to
-            float32 rounding) or `"bfloat16"` (the Transformer's matrix
-            products in bfloat16; faster on CPUs with AMX/AVX512-BF16,
-            approximate scores, BUILD_NOTES.md "Serving latency"). See
-            `InferenceGraph`.
+            float32 rounding) or `"bfloat16"` (Epsilon only: the
+            Transformer's matrix products in bfloat16; faster on CPUs with
+            AMX/AVX512-BF16, approximate scores, BUILD_NOTES.md "Serving
+            latency"). See `InferenceGraph`.
         name: str. Module name. Defaults to "epsilon_serving".
     """
 
@@ -161,18 +268,20 @@ class EpsilonServingModule(tf.Module):
             )
         if label_space.num_labels < 1:
             raise ValueError("The exported vocabulary has no labels")
-        names = {layer.name for layer in model.layers}
-        if SCORING not in names or not names & {GPA, GFP}:
-            raise ValueError(
-                f"Model {model.name!r} is not an Epsilon model (no "
-                f"`{SCORING}` layer or no GPA/GFP branch)"
-            )
-        width = model.get_layer(SCORING).embedding_dim
+        # The numeric part: the folded inference graph for Epsilon (the
+        # same function with a fraction of the ops, its weights graph
+        # constants), the Keras layers for other models.
+        graph = serving_graph(model, precision)
+        # Either graph has checked that the model scores through one.
+        width = scoring_layers(model)[0].embedding_dim
         if label_space.embedding_dim != width:
             raise ValueError(
                 f"The label space has {label_space.embedding_dim}-d word "
                 f"vectors but the model scores {width}-d word vectors"
             )
+        names = {layer.name for layer in model.layers}
+        self._model = _Untracked(model)
+        self._graph = _Untracked(graph)
         self._meta = {
             "feature_shape": [int(d) for d in model.inputs[0].shape[1:]],
             "embedding_dim": int(width),
@@ -180,6 +289,7 @@ class EpsilonServingModule(tf.Module):
             "top_k": min(int(top_k), label_space.num_labels),
             "branches": [b for b in (GPA, GFP) if b in names],
             "precision": precision,
+            "serving_graph": graph.kind,
         }
         num_regions, channels = self._meta["feature_shape"]
         k = self._meta["top_k"]
@@ -201,12 +311,8 @@ class EpsilonServingModule(tf.Module):
             label_space.unseen_mask, trainable=False, name="label_unseen"
         )
 
-        # The numeric part is the folded inference graph, not the Keras
-        # layers: the same function with a fraction of the ops, its weights
-        # graph constants (inference_graph.py). One tf.function traced once
-        # and called by every signature, so the SavedModel holds the
-        # weights once.
-        graph = InferenceGraph(model, precision=precision)
+        # One tf.function traced once and called by every signature, so
+        # the SavedModel holds the folded weights once.
         semantic = tf.function(
             graph.semantic,
             input_signature=[
@@ -214,11 +320,12 @@ class EpsilonServingModule(tf.Module):
             ],
             autograph=False,
         )
-        fused_scores = graph.scores
+
+        def label_scores(features, label_embeddings):
+            return graph.score_features(features, label_embeddings, semantic)
 
         def scores_and_top_k(features):
-            outputs = semantic(features)
-            scores = fused_scores(outputs, self.label_embeddings)
+            scores = label_scores(features, self.label_embeddings)
             top_scores, top_indices = tf.math.top_k(scores, k=k)
             return scores, top_scores, top_indices
 
@@ -238,28 +345,34 @@ class EpsilonServingModule(tf.Module):
                 "top_k_unseen": tf.gather(self.label_unseen, top_indices),
             }
 
-        feature_spec = tf.TensorSpec(None, tf.float32, name="features")
+        # Declared shapes, for saved_model_cli, TF Serving's metadata and
+        # generated clients; `_check_input` still validates in the graph.
+        feature_spec = tf.TensorSpec(
+            (None, num_regions, channels), tf.float32, name="features"
+        )
         expected = ("batch", num_regions, channels)
 
         def serve(features):
-            return labelled(_check_input(features, "features", expected))
+            features = _check_input(features, "features", expected, True)
+            return labelled(features)
 
         def score(features, label_embeddings):
-            features = _check_input(features, "features", expected)
+            features = _check_input(features, "features", expected, True)
             labels = _check_input(
-                label_embeddings, "label_embeddings", ("num_labels", width)
+                label_embeddings,
+                "label_embeddings",
+                ("num_labels", width),
+                True,
             )
-            labels = labels / tf.maximum(
-                tf.norm(labels, axis=-1, keepdims=True), 1e-12
-            )
-            return {"scores": fused_scores(semantic(features), labels)}
+            return {"scores": label_scores(features, unit_rows(labels))}
 
         def embed(features):
-            features = _check_input(features, "features", expected)
+            features = _check_input(features, "features", expected, True)
             outputs = dict(semantic(features))
-            outputs["fusion_weight"] = tf.fill(
-                tf.shape(features)[:1], graph.fusion_weight
-            )
+            if graph.fusion_weight is not None:
+                outputs["fusion_weight"] = tf.fill(
+                    tf.shape(features)[:1], graph.fusion_weight
+                )
             return outputs
 
         # The tf.functions live outside TF's object tracking: the SavedModel
@@ -273,7 +386,9 @@ class EpsilonServingModule(tf.Module):
                 score,
                 input_signature=[
                     feature_spec,
-                    tf.TensorSpec(None, tf.float32, name="label_embeddings"),
+                    tf.TensorSpec(
+                        (None, width), tf.float32, name="label_embeddings"
+                    ),
                 ],
                 autograph=False,
             ),
@@ -285,6 +400,55 @@ class EpsilonServingModule(tf.Module):
         if backbone is not None:
             self._add_image_signature(backbone, labelled, expected)
         self._track_captured_variables()
+
+    def check_agreement(self, batch=4, seed=0, tolerance=FOLD_TOLERANCE):
+        """Compares the exported graph with the Keras model; records it.
+
+        Runs `serving_default` and `embed` (the traced signatures, as they
+        will be saved) and the Keras model's own layers
+        (`KerasReferenceGraph`) on a seeded batch of normal features, over
+        the exported vocabulary, and stores the maximum absolute
+        difference of the scores and of the label-free outputs in `info`
+        (`fold_check`). A folded float32 graph that differs by more than
+        `tolerance` is refused: a fold is wrong.
+
+        Raises:
+            FoldMismatchError: float32, folded, and the difference exceeds
+                `tolerance`.
+        """
+        graph, model = self._graph.value, self._model.value
+        check = {"batch": int(batch), "seed": int(seed)}
+        if graph.kind == "keras_reference":
+            check.update(max_abs_difference=0.0, tolerance=None)
+            self._meta["fold_check"] = check
+            return check
+        shape = (batch,) + tuple(self._meta["feature_shape"])
+        x = tf.constant(
+            np.random.default_rng(seed).normal(size=shape), tf.float32
+        )
+        reference = KerasReferenceGraph(_float32_twin(model))
+        expected = reference.outputs(x, tf.constant(self.label_embeddings))
+        got = dict(self._functions.embed(x))
+        got.pop("fusion_weight", None)
+        got["scores"] = self._functions.serve(x)["scores"]
+        difference = max_abs_difference(
+            {k: v.numpy() for k, v in got.items()},
+            {k: v.numpy() for k, v in expected.items()},
+        )
+        enforced = self._meta["precision"] == "float32"
+        check.update(
+            max_abs_difference=difference,
+            tolerance=tolerance if enforced else None,
+        )
+        self._meta["fold_check"] = check
+        if enforced and not difference <= tolerance:
+            raise FoldMismatchError(
+                f"The folded inference graph of model {model.name!r} "
+                f"differs from the Keras model by {difference:.3g} (more "
+                f"than {tolerance:g}) on a seeded batch of {batch}: a "
+                "layer's folded form is wrong; the export is refused"
+            )
+        return check
 
     def _track_captured_variables(self):
         # Track the tf.Variables the traced signatures capture (not the Keras
@@ -612,6 +776,7 @@ def export_saved_model(
                 jit_compile=jit_compile,
                 precision=precision,
             )
+            module.check_agreement()
             info = dict(
                 module.info,
                 version=version,

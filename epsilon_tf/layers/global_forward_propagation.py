@@ -1,9 +1,11 @@
 """Global Forward Propagation (GFP): pooled tokens -> M global vectors."""
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
+from epsilon_tf.layers import folding
 from epsilon_tf.layers.feature_standardization import FeatureStandardization
 
 
@@ -40,6 +42,11 @@ class GlobalForwardPropagation(layers.Layer):
             of magnitude, and a projection of the raw pooled vector learns
             slowly (BUILD_NOTES.md, "Learning on release-shaped data").
             Defaults to False.
+        layer_norm_epsilon: float. Epsilon of every layer norm. Defaults
+            to 1e-6.
+
+    `fold_for_inference()` returns the layer's folded serving form
+    (`FoldedGlobalForwardPropagation`).
 
     Call arguments:
         inputs: float tensor [batch, N, D], the tokens named by
@@ -66,6 +73,7 @@ class GlobalForwardPropagation(layers.Layer):
         dropout=0.0,
         input_source="tokens",
         pooled_norm=False,
+        layer_norm_epsilon=1e-6,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,6 +96,9 @@ class GlobalForwardPropagation(layers.Layer):
                 f"the projection trains). Received: input_source="
                 f"{self.input_source!r}"
             )
+        self.layer_norm_epsilon = check.positive_number(
+            "layer_norm_epsilon", layer_norm_epsilon
+        )
 
     def build(self, input_shape):
         check.input_shape_of("inputs", input_shape, 3)
@@ -104,7 +115,9 @@ class GlobalForwardPropagation(layers.Layer):
         self.input_projection.build((batch, pooled))
         self.block_layers = []
         for i in range(self.num_blocks):
-            norm = layers.LayerNormalization(epsilon=1e-6, name=f"norm_{i}")
+            norm = layers.LayerNormalization(
+                epsilon=self.layer_norm_epsilon, name=f"norm_{i}"
+            )
             inner = layers.Dense(
                 self.hidden_dim, activation="gelu", name=f"ffn_{i}_1"
             )
@@ -117,7 +130,7 @@ class GlobalForwardPropagation(layers.Layer):
             self.block_layers.append((norm, inner, outer))
         self.block_dropout = layers.Dropout(self.dropout)
         self.output_norm = layers.LayerNormalization(
-            epsilon=1e-6, name="output_norm"
+            epsilon=self.layer_norm_epsilon, name="output_norm"
         )
         self.output_norm.build((batch, self.hidden_dim))
         self.output_projection = layers.Dense(
@@ -160,5 +173,85 @@ class GlobalForwardPropagation(layers.Layer):
             dropout=self.dropout,
             input_source=self.input_source,
             pooled_norm=self.pooled_norm,
+            layer_norm_epsilon=self.layer_norm_epsilon,
         )
         return config
+
+    def fold_for_inference(self, precision="float32"):
+        """The layer's folded inference form (`FoldedGlobalForwardPropagation`).
+
+        GFP's products are few rows (one per image): they stay float32 at
+        every `precision`.
+        """
+        folding.check_precision(precision)
+        return FoldedGlobalForwardPropagation(folding.require_built(self))
+
+
+class FoldedGlobalForwardPropagation:
+    """`GlobalForwardPropagation.call` (inference), folded.
+
+    Every layer norm's scale and offset, and the pooled vector's fixed
+    standardization, are folded into the product after it; the pooled
+    vector and the residual stack are 2-D [batch, width].
+
+    Args:
+        gfp: a built `GlobalForwardPropagation`.
+
+    Call arguments:
+        tokens: float32 tensor [batch, N, D], what the layer reads
+            (`input_source`: projected tokens or input features).
+
+    Returns:
+        float32 tensor [batch, M, E], the global semantic vectors.
+    """
+
+    def __init__(self, gfp):
+        self.pooling = gfp.pooling
+        self.num_global = gfp.num_global
+        self.embedding_dim = gfp.embedding_dim
+        weights = folding.dense_weights(gfp.input_projection)
+        if gfp.pooled_normalization is not None:
+            weights = folding.fold_standardization(
+                *folding.standardization_weights(gfp.pooled_normalization),
+                *weights,
+            )
+        self.input_projection = folding.constants(weights)
+        self.input_source = gfp.input_source
+        self.blocks = []
+        for norm, inner, outer in gfp.block_layers:
+            gamma, beta, epsilon = folding.norm_weights(norm)
+            self.blocks.append(
+                (
+                    epsilon,
+                    folding.constants(
+                        folding.fold_norm(
+                            gamma, beta, *folding.dense_weights(inner)
+                        )
+                    ),
+                    inner.activation,
+                    folding.constants(folding.dense_weights(outer)),
+                )
+            )
+        gamma, beta, self.epsilon = folding.norm_weights(gfp.output_norm)
+        self.output_projection = folding.constants(
+            folding.fold_norm(
+                gamma, beta, *folding.dense_weights(gfp.output_projection)
+            )
+        )
+
+    def __call__(self, tokens):
+        pools = []
+        if self.pooling in ("avg_max", "avg"):
+            pools.append(tf.reduce_mean(tokens, axis=1))
+        if self.pooling in ("avg_max", "max"):
+            pools.append(tf.reduce_max(tokens, axis=1))
+        x = folding.affine(tf.concat(pools, axis=-1), *self.input_projection)
+        for epsilon, inner, activation, outer in self.blocks:
+            hidden = activation(
+                folding.affine(folding.normalize(x, epsilon), *inner)
+            )
+            x = x + folding.affine(hidden, *outer)
+        y = folding.affine(
+            folding.normalize(x, self.epsilon), *self.output_projection
+        )
+        return tf.reshape(y, (-1, self.num_global, self.embedding_dim))

@@ -1,10 +1,25 @@
 """`LabelScoring`: scores labels through their word vectors (no weights)."""
 
+import contextlib
+
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from epsilon_tf.labels.label_space import l2_normalize_rows
+from epsilon_tf.layers import folding
+
+
+def unit_rows(label_embeddings):
+    """`label_embeddings` with rows L2-normalized (`x / max(||x||, 1e-12)`).
+
+    What `LabelScoring` does to a label matrix it is called on; the
+    serving signatures apply it to request-time vocabularies.
+    """
+    return label_embeddings / ops.maximum(
+        ops.norm(label_embeddings, axis=-1, keepdims=True), 1e-12
+    )
 
 
 def max_similarity(semantic, label_embeddings):
@@ -45,6 +60,9 @@ class LabelScoring(layers.Layer):
 
     Returns:
         Float tensor [batch, K] of label scores.
+
+    `fold_for_inference()` returns the layer's serving form
+    (`FoldedLabelScoring`), which scores any unit-row label matrix.
 
     Example:
 
@@ -153,10 +171,9 @@ class LabelScoring(layers.Layer):
         if self.fixed_vocabulary:
             return max_similarity(inputs, self.label_embeddings)
         semantic, labels = inputs
-        labels = labels / ops.maximum(
-            ops.norm(labels, axis=-1, keepdims=True), 1e-12
+        return max_similarity(
+            semantic, ops.cast(unit_rows(labels), semantic.dtype)
         )
-        return max_similarity(semantic, ops.cast(labels, semantic.dtype))
 
     def set_label_embeddings(self, label_embeddings):
         """Replaces the fixed vocabulary's vectors (same shape)."""
@@ -169,6 +186,11 @@ class LabelScoring(layers.Layer):
             )
         self.label_embeddings.assign(matrix)
 
+    def fold_for_inference(self):
+        """The layer's inference form (`FoldedLabelScoring`); built layers
+        only."""
+        return FoldedLabelScoring(folding.require_built(self))
+
     def compute_output_shape(self, input_shape):
         if self.fixed_vocabulary:
             return (input_shape[0], self.num_labels)
@@ -180,3 +202,100 @@ class LabelScoring(layers.Layer):
             num_labels=self.num_labels, embedding_dim=self.embedding_dim
         )
         return config
+
+
+class FoldedLabelScoring:
+    """`LabelScoring.call` (inference) as 2-D products, any vocabulary.
+
+    `score_k = max_p <S_p, W_k>` with the P semantic vectors of all images
+    in one [batch * P, E] x [E, K] MatMul (BUILD_NOTES.md, "Serving
+    latency"), then a max over P.
+
+    Args:
+        scoring: a built `LabelScoring`. Its fixed vocabulary (if any) is
+            the default label matrix.
+
+    Call arguments:
+        semantic: float32 tensor [batch, P, E] (static P and E).
+        label_embeddings: float32 tensor [K, E] with L2-normalized rows
+            (`unit_rows`), or None for the layer's fixed vocabulary.
+
+    Returns:
+        float32 tensor [batch, K].
+    """
+
+    def __init__(self, scoring):
+        self.label_embeddings = None
+        if scoring.fixed_vocabulary:
+            self.label_embeddings = folding.constant(
+                folding.to_f64(scoring.label_embeddings)
+            )
+
+    def __call__(self, semantic, label_embeddings=None):
+        if label_embeddings is None:
+            if self.label_embeddings is None:
+                raise ValueError(
+                    "This LabelScoring has no fixed vocabulary: pass "
+                    "`label_embeddings`"
+                )
+            label_embeddings = self.label_embeddings
+        products = tf.matmul(
+            tf.reshape(semantic, (-1, semantic.shape[2])),
+            label_embeddings,
+            transpose_b=True,
+        )
+        return tf.reduce_max(
+            tf.reshape(
+                products,
+                (-1, semantic.shape[1], tf.shape(label_embeddings)[0]),
+            ),
+            axis=1,
+        )
+
+
+def scoring_layers(model):
+    """The fixed-vocabulary `LabelScoring` layers of `model` (nested too)."""
+    stack, found = list(model.layers), []
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, LabelScoring) and layer.fixed_vocabulary:
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", ()))
+    return found
+
+
+@contextlib.contextmanager
+def scoring_vocabulary(model, label_embeddings):
+    """Makes `model` score `label_embeddings` while the block runs.
+
+    Within the block every fixed-vocabulary `LabelScoring` of `model` (and
+    of its nested models; subclasses included) scores the given matrix
+    instead of its own vocabulary weight, which is left untouched. Meant
+    for tracing a serving function of any model that scores labels through
+    `LabelScoring` (the Keras reference serving function), where the
+    vocabulary is a tensor known only at request time.
+
+    Args:
+        model: a Keras model.
+        label_embeddings: float tensor [K, E] with L2-normalized rows
+            (`unit_rows`).
+
+    Raises:
+        ValueError: `model` has no fixed-vocabulary `LabelScoring`.
+    """
+    layers_found = scoring_layers(model)
+    if not layers_found:
+        raise ValueError(
+            f"Model {model.name!r} scores no labels through a LabelScoring "
+            "layer with a fixed vocabulary"
+        )
+    saved = [layer.__dict__["label_embeddings"] for layer in layers_found]
+    try:
+        for layer in layers_found:
+            # Past Keras's attribute tracking: a tensor in place of the
+            # weight, for this trace only.
+            object.__setattr__(layer, "label_embeddings", label_embeddings)
+        yield
+    finally:
+        for layer, weight in zip(layers_found, saved, strict=True):
+            object.__setattr__(layer, "label_embeddings", weight)

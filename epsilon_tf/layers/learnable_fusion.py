@@ -3,9 +3,11 @@
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
+from epsilon_tf.layers import folding
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -28,6 +30,9 @@ class LearnableFusion(layers.Layer):
 
     Call arguments:
         inputs: list `[s_local, s_global]` of float tensors [batch, K].
+
+    `fold_for_inference()` returns the layer's serving form
+    (`FoldedLearnableFusion`): one coefficient per branch.
 
     Example:
 
@@ -91,6 +96,10 @@ class LearnableFusion(layers.Layer):
         t = ops.cast(ops.exp(self.log_temperature), local.dtype)
         return a * t[0] * local + (1.0 - a) * t[1] * glob
 
+    def fold_for_inference(self):
+        """The layer's inference form (`FoldedLearnableFusion`)."""
+        return FoldedLearnableFusion(folding.require_built(self))
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
 
@@ -102,3 +111,40 @@ class LearnableFusion(layers.Layer):
             learn_temperature=self.learn_temperature,
         )
         return config
+
+
+class FoldedLearnableFusion:
+    """`LearnableFusion.call` as one coefficient per branch.
+
+    `s = c_l * s_local + c_g * s_global` with `c_l = a * t_l` and
+    `c_g = (1 - a) * t_g`, computed once in float64.
+
+    Args:
+        fusion: a built `LearnableFusion`.
+
+    Attributes:
+        coefficients: float32 [2], `(c_l, c_g)`.
+        fusion_weight: float, `a`.
+
+    Call arguments:
+        local, glob: float32 tensors [batch, K].
+    """
+
+    def __init__(self, fusion):
+        a = 1.0 / (1.0 + np.exp(-folding.to_f64(fusion.theta)))
+        t = np.exp(folding.to_f64(fusion.log_temperature))
+        self.fusion_weight = float(a)
+        self._coefficients = np.array([a * t[0], (1.0 - a) * t[1]])
+        self.coefficients = folding.constant(self._coefficients)
+
+    def scaled(self, factor):
+        """The same form with both coefficients times `factor` (a score
+        scale folded in)."""
+        folded = object.__new__(FoldedLearnableFusion)
+        folded.fusion_weight = self.fusion_weight
+        folded._coefficients = self._coefficients * float(factor)
+        folded.coefficients = folding.constant(folded._coefficients)
+        return folded
+
+    def __call__(self, local, glob):
+        return local * self.coefficients[0] + glob * self.coefficients[1]

@@ -57,6 +57,11 @@ import weakref
 import numpy as np
 
 VARIANTS = ("lesa", "biam_openimages")
+# What "map" means under `variant="biam_openimages"`, in its results.
+BIAM_POOLED_AP = (
+    "BiAM's pooled AP (util_openimages.compute_AP): per label, one AP over "
+    "every annotated entry of the images annotated for it"
+)
 
 # Working memory of the AP sort buffers (all threads together) when no
 # `block_size` is given.
@@ -628,6 +633,99 @@ def _average_precision(
     return ap, npos
 
 
+def _annotated_entries(scores, labels, cols, rows):
+    """Every annotated (+1/-1) entry of the images `rows` over `cols`.
+
+    Returns `(score, positive, col, row_len)`: the entries in row-major
+    order (score in the scores' dtype, positive bool, col indexing into
+    `cols`) and the number of entries of each of those images.
+    """
+    cols = slice(None) if cols is None else _as_slice(cols)
+    step = _rows_per_block(scores)
+    parts = []
+    for a in range(0, rows.size, step):
+        r = _as_slice(rows[a : a + step])
+        l_b = np.asarray(labels[r][:, cols])
+        flat = np.flatnonzero(l_b)
+        row, col = np.divmod(flat, l_b.shape[1])
+        s_b = np.asarray(scores[r][:, cols])
+        parts.append(
+            (
+                s_b.reshape(-1)[flat],
+                l_b.reshape(-1)[flat] == 1,
+                col,
+                np.bincount(row, minlength=l_b.shape[0]),
+            )
+        )
+    return (
+        _concat([p[0] for p in parts], scores.dtype),
+        _concat([p[1] for p in parts], bool),
+        _concat([p[2] for p in parts], np.intp),
+        _concat([p[3] for p in parts], np.intp),
+    )
+
+
+def _pooled_ap(score, positive):
+    """AP of one pool of entries, tied scores grouped as scikit-learn does.
+
+    `(1 / p) * sum over positives q of (#positives >= q) / (#entries >= q)`.
+    """
+    q = score[positive]
+    if q.size == 0:
+        return 0.0
+    entries = np.sort(score)
+    entries_ge = score.size - np.searchsorted(entries, q, "left")
+    positives_ge = q.size - np.searchsorted(np.sort(q), q, "left")
+    return float(np.sum(positives_ge / entries_ge) / q.size)
+
+
+def _biam_pooled_average_precision(scores, labels, cols, keep, num_threads):
+    """BiAM's Open Images AP (`util_openimages.compute_AP`), per label.
+
+    For label j the images kept (`keep`) whose entry for j is annotated
+    are taken; every annotated entry of every label in `cols` of those
+    images is pooled, and one AP is computed over that pool (`_pooled_ap`).
+    A label without a positive in its pool (in particular one annotated
+    on no kept image) gets 0.
+
+    Cost: the pools hold `sum over images of (annotated entries)^2`
+    entries; labels annotated on the same images share one pool, so a
+    fully annotated matrix costs one sort.
+
+    Returns:
+        `(ap, annotated)`: float64 [num cols] and bool [num cols], True for
+        the labels annotated on at least one kept image.
+    """
+    rows = np.flatnonzero(keep)
+    num = _num_cols(scores, cols)
+    score, positive, col, row_len = _annotated_entries(
+        scores, labels, cols, rows
+    )
+    row_start = np.cumsum(row_len) - row_len
+    entry_row = np.repeat(np.arange(rows.size), row_len)
+    by_col = np.argsort(col, kind="stable")  # rows ascending within a label
+    col_rows = entry_row[by_col]
+    col_end = np.cumsum(np.bincount(col, minlength=num))
+    col_start = np.concatenate([[0], col_end[:-1]])
+    pools = {}  # the images of a pool -> the labels sharing it
+    for j in range(num):
+        pool_rows = col_rows[col_start[j] : col_end[j]]
+        if pool_rows.size:
+            pools.setdefault(pool_rows.tobytes(), (pool_rows, []))[1].append(j)
+    ap = np.zeros(num, dtype=np.float64)
+
+    def work(pool):
+        pool_rows, members = pool
+        lengths = row_len[pool_rows]
+        offsets = np.cumsum(lengths) - lengths
+        index = np.repeat(row_start[pool_rows] - offsets, lengths)
+        index += np.arange(index.size)
+        ap[members] = _pooled_ap(score[index], positive[index])
+
+    _map(work, pools.values(), num_threads)
+    return ap, col_end > col_start
+
+
 # ---------------------------------------------------------------------------
 # Public API.
 # ---------------------------------------------------------------------------
@@ -796,16 +894,6 @@ def _metrics_block(ap, tp, npos, num_rows, ks):
     return block
 
 
-def _annotated_labels(labels, keep_rows, block=256):
-    """Bool [num_labels]: a +1 or -1 entry among the kept rows."""
-    rows = np.flatnonzero(keep_rows)
-    out = np.zeros(labels.shape[1], dtype=bool)
-    for start in range(0, labels.shape[1], block):
-        part = np.asarray(labels[rows, start : start + block])
-        out[start : start + block] = (part != 0).any(axis=0)
-    return out
-
-
 def evaluate_scores(
     scores,
     labels,
@@ -823,18 +911,22 @@ def evaluate_scores(
     the +1/-1 entries of each label, labels without a positive count as 0.
 
     `variant="biam_openimages"` follows BiAM's Open Images evaluation
-    (`evaluate_openimages.py`) and is NOT the standard number. Within each
-    evaluated label set (ZSL: the unseen labels; GZSL: all labels) the
-    images without any +1 among those labels are dropped first; P/R/F1@K
-    are then computed over the remaining images, and each label's AP is the
-    "lesa" AP over the remaining images only (their +1/-1 entries for that
-    label). For GZSL (and a single "all" block), as BiAM does, labels
-    without any +1/-1 entry among the remaining images are left out of the
-    mAP (`n_labels_map` in the block says how many count); for ZSL every
-    unseen label counts, 0 without a positive, as in BiAM. One difference
-    stays: BiAM's AP orders tied scores arbitrarily (`torch.sort`), ours
-    groups ties as scikit-learn does. ZSL and GZSL may use different
-    images, reported as `n_images` in each block.
+    (`evaluate_openimages.py` with `util_openimages.compute_AP`) and is NOT
+    the standard number. Within each evaluated label set (ZSL: the unseen
+    labels; GZSL: all labels) the images without any +1 among those labels
+    are dropped first; P/R/F1@K are then computed over the remaining
+    images. The mAP is BiAM's pooled AP: for label j, the remaining images
+    whose entry for j is annotated (+1/-1) are taken, every annotated entry
+    of every evaluated label of those images is pooled, and one AP is
+    computed over that pool (so a label's AP depends on the other labels
+    of its images); a label without a positive in its pool stays 0. For
+    GZSL (and a single "all" block), as BiAM does, labels never annotated
+    on the remaining images are left out of the mAP (`n_labels_map` in the
+    block says how many count); for ZSL every unseen label counts. Ties:
+    BiAM orders tied scores as `torch.sort` leaves them (unspecified);
+    ours groups tied scores into one threshold as scikit-learn does, so
+    the two agree whenever no two pooled scores tie. ZSL and GZSL may use
+    different images, reported as `n_images` in each block.
 
     Args:
         scores: float array [num_images, num_labels] (or `np.memmap`), all
@@ -858,8 +950,10 @@ def evaluate_scores(
         dict. With `unseen_mask`: `{"zsl": {...}, "gzsl": {...},
         "n_images": int, "n_labels": {"zsl": int, "gzsl": int},
         "variant": str}`; without: `{"all": {...}, "n_images": int,
-        "n_labels": {"all": int}, "variant": str}`. Each block holds
-        "map", "p@k", "r@k", "f1@k" for every k (python floats in [0, 1])
+        "n_labels": {"all": int}, "variant": str}`; "biam_openimages"
+        adds `"map_definition": BIAM_POOLED_AP` (BiAM's pooled AP, in
+        words). Each block holds "map", "p@k", "r@k", "f1@k" for every k
+        (python floats in [0, 1])
         and "n_images" (the images evaluated in that block).
 
     Example:
@@ -923,13 +1017,10 @@ def evaluate_scores(
         if cols is None:
             n_labels[name] = num_labels
             g_img, g_col_all, g_q = img, col, q
-            g_col = col
         else:
             n_labels[name] = int(cols.size)
             in_group = mask[col]
             g_img, g_col_all, g_q = img[in_group], col[in_group], q[in_group]
-            position = np.cumsum(mask) - 1  # label -> index within cols
-            g_col = position[g_col_all]
         if variant == "lesa":
             ap = ap_all if cols is None else ap_all[cols]
             top = tops[index]
@@ -937,14 +1028,8 @@ def evaluate_scores(
             # Only the images with a +1 among these labels.
             keep = np.zeros(num_images, dtype=bool)
             keep[g_img] = True
-            ap, _ = _average_precision(
-                scores,
-                labels,
-                cols,
-                keep,
-                (g_col, g_q),
-                block_size,
-                num_threads,
+            ap, annotated = _biam_pooled_average_precision(
+                scores, labels, cols, keep, num_threads
             )
             top = _TopK(
                 scores,
@@ -955,7 +1040,6 @@ def evaluate_scores(
             top.run(scores, labels, num_threads)
             top.add_positives(g_img, g_col_all, g_q)
             if cols is None:
-                annotated = _annotated_labels(labels, keep)
                 ap = ap[annotated]
         tp = top.true_positives()
         result[name] = _metrics_block(ap, tp, g_img.size, top.num_rows, ks)
@@ -964,6 +1048,8 @@ def evaluate_scores(
     result["n_images"] = int(num_images)
     result["n_labels"] = n_labels
     result["variant"] = variant
+    if variant != "lesa":
+        result["map_definition"] = BIAM_POOLED_AP
     return result
 
 

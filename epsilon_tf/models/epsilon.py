@@ -12,12 +12,15 @@ from epsilon_tf.layers import (
     LabelScoring,
     LearnableFusion,
 )
+from epsilon_tf.layers.folding import FoldedNormDense
 
 # Layer names are part of the contract: `with_labels`, the exporter and the
 # checkpoint code find the trained layers by these names.
 TRUNK_LAYERS = ("token_norm", "token_projection", "token_dropout")
 GPA, GFP, SEMANTIC_NORM = "gpa", "gfp", "semantic_norm"
 SCORING, FUSION, SCALE = "label_scoring", "fusion", "score_scale"
+# Of the token projection's LayerNormalization (`token_norm`).
+TOKEN_NORM_EPSILON = 1e-6
 
 
 def _label_matrix(labels):
@@ -34,7 +37,9 @@ def _label_matrix(labels):
 
 def _token_norm(kind):
     if kind == "layer":
-        return keras.layers.LayerNormalization(epsilon=1e-6, name="token_norm")
+        return keras.layers.LayerNormalization(
+            epsilon=TOKEN_NORM_EPSILON, name="token_norm"
+        )
     if kind == "standardize":
         return FeatureStandardization(name="token_norm")
     return keras.layers.Identity(name="token_norm")
@@ -218,3 +223,52 @@ def fusion_weight(model):
     if FUSION in names:
         return float(model.get_layer(FUSION).fusion_weight())
     return 1.0 if GPA in names else 0.0
+
+
+def is_epsilon_model(model):
+    """Whether `model` is an Epsilon model (`build_epsilon`, `with_labels`).
+
+    True when it has the token projection, the label scoring, the score
+    scale and at least one GPA/GFP branch, each of Epsilon's layer types.
+    """
+    if not isinstance(model, keras.Model):
+        return False
+    names = {layer.name for layer in model.layers}
+    required = {SCORING, SCALE}
+    if not required <= names or not names & {GPA, GFP}:
+        return False
+    if GPA in names and not {"token_norm", "token_projection"} <= names:
+        return False
+    types = {
+        GPA: GroupPromptsAggregation,
+        GFP: GlobalForwardPropagation,
+        SCORING: LabelScoring,
+        FUSION: LearnableFusion,
+        "token_norm": (
+            keras.layers.LayerNormalization,
+            FeatureStandardization,
+            keras.layers.Identity,
+        ),
+        "token_projection": keras.layers.Dense,
+    }
+    return all(
+        isinstance(model.get_layer(name), cls)
+        for name, cls in types.items()
+        if name in names
+    )
+
+
+def fold_token_projection(model, precision="float32"):
+    """The folded inference form of the model's token projection.
+
+    `token_projection(token_norm(x))` as a `FoldedNormDense` (the token
+    dropout is the identity at inference); None when the model has no
+    token projection (GFP alone on the input features).
+    """
+    if "token_projection" not in {layer.name for layer in model.layers}:
+        return None
+    return FoldedNormDense(
+        model.get_layer("token_norm"),
+        model.get_layer("token_projection"),
+        precision,
+    )
