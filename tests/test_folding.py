@@ -241,3 +241,81 @@ def test_unbuilt_layers_cannot_be_folded():
     ):
         with pytest.raises(ValueError, match="is not built"):
             layer.fold_for_inference()
+
+
+def _standardization(width, seed):
+    from epsilon_tf.layers import FeatureStandardization
+
+    norm = FeatureStandardization()
+    norm.build((None, width))
+    rng = np.random.default_rng(seed)
+    norm.set_statistics(rng.normal(size=width), rng.uniform(0.3, 3.0, width))
+    return norm
+
+
+@pytest.mark.parametrize("kind", ["standardize", "identity"])
+def test_token_projection_fold_other_norms(kind):
+    x = np.abs(inputs(3, 12, 10)) * 3.0
+    norm = (_standardization(10, 4) if kind == "standardize"
+            else keras.layers.Identity())
+    dense = keras.layers.Dense(8)
+    reference = keras.Sequential([keras.Input((12, 10)), norm, dense])
+    perturb(reference)
+    expected = reference(x).numpy()
+    got = traced(FoldedNormDense(norm, dense), tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, expected, **TOL)
+
+
+def test_gfp_fold_with_pooled_standardization():
+    x = np.abs(inputs(4, 10, 8)) * 2.0
+    gfp = GlobalForwardPropagation(
+        num_global=1, embedding_dim=5, hidden_dim=12, num_blocks=0,
+        input_source="features", pooled_norm=True,
+    )
+    gfp.build(x.shape)
+    perturb(gfp)
+    pooled = np.concatenate([x.mean(1), x.max(1)], axis=1)
+    gfp.pooled_normalization.set_statistics(pooled.mean(0) + 0.1,
+                                            pooled.std(0) + 0.2)
+    expected = gfp(x, training=False).numpy()
+    form = gfp.fold_for_inference()
+    assert form.input_source == "features"
+    np.testing.assert_allclose(traced(form, tf.constant(x)).numpy(),
+                               expected, **TOL)
+
+
+@pytest.mark.parametrize("branches", ["both", "gfp"])
+def test_release_preset_model_exports_in_agreement(tmp_path, branches):
+    """The release-shaped model folds whole; the export's check passes."""
+    import json
+
+    from epsilon_tf.config import RELEASE_PRESET, preset_configs
+    from epsilon_tf.export import export_saved_model
+    from epsilon_tf.export.inference_graph import InferenceGraph
+    from epsilon_tf.labels import LabelSpace
+    from epsilon_tf.models import build_epsilon
+    from epsilon_tf.training.standardization import fit_standardization
+
+    config, _, _ = preset_configs(
+        RELEASE_PRESET, (9, 6),
+        {"hidden_dim": 8, "gpa_heads": 2, "num_prompts": 2,
+         "branches": branches},
+    )
+    vectors = inputs(7, 4, seed=5)
+    space = LabelSpace.from_arrays([f"l{i}" for i in range(7)], vectors,
+                                   seen=np.arange(5))
+    model = build_epsilon(config, space.subset("seen"))
+    feats = np.abs(inputs(16, 9, 6, seed=6)) * 3.0
+    fit_standardization(model, [feats])
+    perturb(model)
+    graph = InferenceGraph(model)
+    got = graph.score_features(tf.constant(feats[:4]),
+                               tf.constant(unit_rows(vectors[:5])))
+    np.testing.assert_allclose(got.numpy(), model(feats[:4])["scores"],
+                               **TOL)
+    info = export_saved_model(model, space, str(tmp_path / "export"))
+    saved = json.loads(
+        (tmp_path / "export" / "1" / "assets" / "export_info.json")
+        .read_text()
+    )
+    assert saved["fold_check"]["max_abs_difference"] < 1e-4, info
