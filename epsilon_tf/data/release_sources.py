@@ -56,6 +56,12 @@ def _files(pattern, flag):
         matches = sorted(glob.glob(part))
         if not matches:
             raise FileNotFoundError(f"--{flag}: {part!r} matches no file")
+        for match in matches:
+            if os.path.isdir(match):
+                raise IsADirectoryError(
+                    f"--{flag}: {match} is a directory, not a feature file "
+                    f"(give the files, e.g. {os.path.join(match, '*')})"
+                )
         files.extend(matches)
     return files
 
@@ -103,7 +109,8 @@ def _nus_wide(cfg, shape):
                 )
             names = cfg.names_file.replace("{split}", split)
             splits[split] = biam_nus_wide_split(
-                files[0], names, split, space, feature_shape=shape
+                files[0], names, split, space, feature_shape=shape,
+                skip_corrupt=cfg.skip_corrupt,
             )
     return space, splits
 
@@ -137,7 +144,7 @@ def _open_images(cfg, shape):
 
             splits[split] = biam_open_images_split(
                 files, split, space, top, feature_shape=shape,
-                num_unseen_total=num_unseen,
+                num_unseen_total=num_unseen, skip_corrupt=cfg.skip_corrupt,
             )
     return space, splits
 

@@ -126,6 +126,8 @@ def load_pickle(path):
     path = os.fspath(path)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"Pickle file not found: {path}")
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a pickle file")
     with tf.io.gfile.GFile(path, "rb") as f:
         return _load(f, path)
 

@@ -28,6 +28,9 @@ import time
 
 import numpy as np
 
+from epsilon_tf.cli import common
+
+PROGRAM = "python -m epsilon_tf.tools.extract_features"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -210,10 +213,8 @@ def extract_features(
 
 
 def main(argv=None):
-    from epsilon_tf.labels import LabelSpace
-
     parser = argparse.ArgumentParser(
-        prog="python -m epsilon_tf.tools.extract_features",
+        prog=PROGRAM,
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--images_dir", required=True)
@@ -236,7 +237,28 @@ def main(argv=None):
     parser.add_argument("--unlisted", choices=("negative", "unknown"),
                         default="negative")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(common.DEBUG_FLAG, action="store_true",
+                        help="Show tracebacks and TensorFlow's logs.")
     args = parser.parse_args(argv)
+    common.check(args.batch_size >= 1, "batch_size", args.batch_size,
+                 "a positive integer")
+    common.check(args.image_size >= 32, "image_size", args.image_size,
+                 "at least 32 (pixels)")
+    for flag in ("images_dir", "label_space_dir"):
+        value = getattr(args, flag)
+        if not os.path.isdir(value):
+            raise common.CommandLineError(
+                f"--{flag}: {value} is not a directory"
+                + (" (it is a file)" if os.path.exists(value)
+                   else " (not found)")
+            )
+    if os.path.isdir(args.labels):
+        raise common.CommandLineError(
+            f"--labels: {args.labels} is a directory, not a CSV or JSON file"
+        )
+    common.prepare(["--debug"] if args.debug else [])
+    from epsilon_tf.labels import LabelSpace
+
     space = LabelSpace.load(args.label_space_dir)
     names = (
         space.names if args.label_set == "all"
@@ -256,4 +278,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with common.clean_exit(PROGRAM):
+        sys.exit(main())
