@@ -92,6 +92,20 @@ def _check_flags():
             f"--{mode}: {path} is not a directory"
             + (" (it is a file)" if os.path.exists(path) else " (not found)")
         )
+    elif mode == "model_dir" and not os.path.exists(
+        os.path.join(path, "model.keras")
+    ):
+        raise common.CommandLineError(
+            f"No trained model at {os.path.join(path, 'model.keras')}; train "
+            f"first (train.py --model_dir={path})"
+        )
+    elif mode == "saved_model" and not os.path.exists(
+        os.path.join(path, "saved_model.pb")
+    ):
+        raise common.CommandLineError(
+            f"No SavedModel at {path} (expected saved_model.pb; give the "
+            "numbered version directory)"
+        )
     epsilon_flags.check_data_flags()
     return mode, path
 
@@ -104,7 +118,10 @@ def main(argv):
                 "written --name=value)"
             )
         mode, path = _check_flags()
-        common.prepare(["--debug"] if FLAGS.debug else [])
+        if FLAGS.debug:
+            common.prepare(["--debug"])
+        if mode != "predictions":  # a score matrix needs no TensorFlow
+            common.prepare()
         from epsilon_tf.cli.evaluate import run_data_config, run_evaluation
 
         data_config = None

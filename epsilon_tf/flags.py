@@ -420,6 +420,11 @@ def check_data_flags():
             raise CommandLineError(
                 f"--cache_dir={FLAGS.cache_dir} is a file, not a directory"
             )
+    # The release files themselves (globs, empty files, label files, the
+    # word-vector pickle), still before TensorFlow is imported.
+    from epsilon_tf.data.precheck import check_data_config
+
+    check_data_config(data_config())
 
 
 def ks_value_checked():

@@ -46,9 +46,9 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf.data import precheck
 from epsilon_tf.data.base import SplitReader, shard_files
 from epsilon_tf.data.native_tfrecord import (
-    RECORD_OVERHEAD,
     SkipReport,
     apply_record_checks,
     byte_length_check,
@@ -79,49 +79,7 @@ def compression_for_file(path):
 
     Only a hint: `detect_compression` reads the file's first bytes.
     """
-    base = os.path.basename(os.fspath(path))
-    if "ZLIB" in base:
-        return "ZLIB"
-    if "GZIP" in base:
-        return "GZIP"
-    return ""
-
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def masked_crc32c(data):
-    """The masked CRC-32C that TFRecord framing stores."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _is_tfrecord_header(head):
-    if len(head) < 12:
-        return False
-    return masked_crc32c(head[:8]) == int.from_bytes(head[8:12], "little")
-
-
-def _is_zlib_header(head):
-    return (
-        len(head) >= 2
-        and head[0] & 0x0F == 8
-        and head[0] >> 4 <= 7
-        and (head[0] * 256 + head[1]) % 31 == 0
-    )
+    return precheck.compression_from_name(path)
 
 
 _DETECTED = {}
@@ -145,33 +103,13 @@ def detect_compression(path):
             f"e.g. {os.path.join(path, '*.tfrecords')})"
         )
     key = (path, *file_stat(path))
-    if key in _DETECTED:
-        return _DETECTED[key]
-    if key[1] == 0:
-        raise ValueError(f"Record file {path} is empty (0 bytes)")
-    with tf.io.gfile.GFile(path, "rb") as f:
-        head = f.read(1 << 16)
-    if _is_tfrecord_header(head):
-        found = ""
-    elif head[:2] == b"\x1f\x8b":
-        found = "GZIP"
-    elif _is_zlib_header(head):
-        found = "ZLIB"
-    else:
-        found = compression_for_file(path)
-    if found:
-        inflater = zlib.decompressobj(31 if found == "GZIP" else 15)
-        try:
-            first = inflater.decompress(head, RECORD_OVERHEAD)
-        except zlib.error:
-            first = b"?"  # corrupt: the reader reports where
-        if not first and inflater.eof:
-            raise ValueError(
-                f"Record file {path} holds no records (an empty {found} "
-                "stream)"
-            )
-    _DETECTED[key] = found
-    return found
+    if key not in _DETECTED:
+        head = b""
+        if key[1]:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                head = f.read(1 << 16)
+        _DETECTED[key] = precheck.compression_from_bytes(path, head, key[1])
+    return _DETECTED[key]
 
 
 def resolve_files(file_pattern_or_list):

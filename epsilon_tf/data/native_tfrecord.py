@@ -652,7 +652,7 @@ class NativeWriter:
             if not self.overwrite:
                 raise FileExistsError(
                     f"Split {self.split!r} already exists: {meta_path}. "
-                    "Pass overwrite=True to replace it."
+                    "Replace it with --overwrite (overwrite=True in Python)."
                 )
             # Remove the sidecar first: from here on the old split is
             # (correctly) unreadable until the new one is complete.

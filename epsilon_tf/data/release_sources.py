@@ -1,6 +1,5 @@
 """`DatasetSource`s over the LESA and BiAM release files (DESIGN §3)."""
 
-import glob
 import os
 
 from epsilon_tf.data.base import DatasetSource
@@ -51,19 +50,9 @@ def _word_vectors(cfg, default_name=None):
 
 def _files(pattern, flag):
     """The files of a glob pattern, or of a comma-separated list of them."""
-    files = []
-    for part in (p.strip() for p in pattern.split(",")):
-        matches = sorted(glob.glob(part))
-        if not matches:
-            raise FileNotFoundError(f"--{flag}: {part!r} matches no file")
-        for match in matches:
-            if os.path.isdir(match):
-                raise IsADirectoryError(
-                    f"--{flag}: {match} is a directory, not a feature file "
-                    f"(give the files, e.g. {os.path.join(match, '*')})"
-                )
-        files.extend(matches)
-    return files
+    from epsilon_tf.data.precheck import expand_pattern
+
+    return expand_pattern(pattern, flag)
 
 
 def _nus_wide(cfg, shape):

@@ -116,6 +116,11 @@ def main(argv=None):
             + (" (it is a file)" if os.path.exists(args.model_dir)
                else " (not found)")
         )
+    if not os.path.isdir(os.path.join(args.model_dir, "label_space")):
+        raise common.CommandLineError(
+            f"--model_dir: {args.model_dir} is not a training directory (it "
+            "has no label_space/; train.py writes one)"
+        )
     common.prepare(["--debug"] if args.debug else [])
     from epsilon_tf.export.backbones import make_backbone
     from epsilon_tf.export.serving import export_saved_model, load_training_dir

@@ -160,9 +160,6 @@ def extract_features(
     Returns:
         dict, the written split's sidecar.
     """
-    from epsilon_tf.data.native_tfrecord import NativeWriter
-    from epsilon_tf.export.backbones import make_backbone
-
     if unlisted not in ("negative", "unknown"):
         raise ValueError(
             "`unlisted` must be 'negative' or 'unknown'. "
@@ -186,6 +183,11 @@ def extract_features(
              label_vector(pos, neg, index, unlisted,
                           f"{labels_path}, image {name!r}"))
         )
+    # Every image and label checked: now TensorFlow.
+    common.import_tensorflow_quietly()
+    from epsilon_tf.data.native_tfrecord import NativeWriter
+    from epsilon_tf.export.backbones import make_backbone
+
     model, preprocess = make_backbone(backbone, weights, image_size)
     feature_shape = tuple(model.output_shape[1:])
     start = time.time()
@@ -256,7 +258,8 @@ def main(argv=None):
         raise common.CommandLineError(
             f"--labels: {args.labels} is a directory, not a CSV or JSON file"
         )
-    common.prepare(["--debug"] if args.debug else [])
+    if args.debug:
+        common.prepare(["--debug"])
     from epsilon_tf.labels import LabelSpace
 
     space = LabelSpace.load(args.label_space_dir)
