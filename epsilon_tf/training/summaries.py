@@ -311,9 +311,15 @@ def hparams_metric_names(values):
     Baselines and chance do not depend on the hyper-parameters and are
     left out.
     """
+    values = list(values)
+
     def order(tag):
-        setting = tag.split("/")[1] if tag.count("/") >= 2 else ""
-        return ({"zsl": 0, "gzsl": 1}.get(setting, 2), tag)
+        parts = tag.split("/")
+        setting = parts[1] if len(parts) >= 3 else ""
+        metric = parts[-1]
+        # mAP first, then the metrics in the order they were computed.
+        return ({"zsl": 0, "gzsl": 1}.get(setting, 2), metric != "map",
+                values.index(tag))
 
     tests = sorted((t for t in values if t.startswith("test/")), key=order)
     return [("test", t) for t in tests] + [
