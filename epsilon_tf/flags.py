@@ -136,7 +136,8 @@ def define_train_flags():
     )
     flags.DEFINE_string(
         "select_metric", t.select_metric,
-        "Validation seen-label metric that selects the best epoch.",
+        "Validation seen-label metric that selects the best epoch (default: "
+        "F1 at the benchmark's first K, f1@3 or f1@10).",
     )
     flags.DEFINE_integer("shuffle_buffer", t.shuffle_buffer, "Shuffle size.")
     flags.DEFINE_integer("seed", t.seed, "Random seed.")
@@ -288,6 +289,7 @@ def train_configs():
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
+    train.select_metric = selected_metric()
     return model, loss, train, data
 
 
@@ -502,14 +504,26 @@ def check_train_flags():
             )
 
 
+def _eval_ks():
+    return ks_value_checked() or (
+        (10, 20) if FLAGS.dataset == "open_images" else (3, 5)
+    )
+
+
+def selected_metric():
+    """--select_metric; left at its default, F1 at the benchmark's first K
+    (f1@3 for NUS-WIDE, f1@10 for Open Images)."""
+    if FLAGS["select_metric"].present:
+        return FLAGS.select_metric
+    return f"f1@{_eval_ks()[0]}"
+
+
 def _check_select_metric():
     from epsilon_tf.cli.common import CommandLineError
 
-    ks = ks_value_checked() or (
-        (10, 20) if FLAGS.dataset == "open_images" else (3, 5)
-    )
+    ks = _eval_ks()
     choices = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
-    if FLAGS.select_metric not in choices:
+    if selected_metric() not in choices:
         raise CommandLineError(
             f"--select_metric must be one of {', '.join(choices)} (the "
             "validation metrics for --k). Received: "

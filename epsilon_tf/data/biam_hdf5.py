@@ -92,7 +92,7 @@ def _guarded(records, path, skip_corrupt, report):
                 report.add("record", message, file=path, index=index)
                 continue
             remember_data_error(message)
-            raise
+            raise ValueError(message) from None
         yield example
 
 

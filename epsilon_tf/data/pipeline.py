@@ -63,10 +63,12 @@ def input_data_error(error):
     reaches Python as a `tf.errors.OpError` whose message is buried in
     graph details; this pulls out the one line that matters.
     """
-    remembered = _take_python_error()
-    if remembered is not None:
-        return InputDataError(remembered)
     text = getattr(error, "message", None) or str(error)
+    remembered = _take_python_error()
+    # Only when this error carries it (a stale one from an error caught
+    # elsewhere is dropped).
+    if remembered is not None and remembered[:200] in " ".join(text.split()):
+        return InputDataError(remembered)
     for match in _ASSERT_RE.finditer(text):
         candidate = " ".join(match.group(1).split())
         if candidate.startswith(DATA_MESSAGE_STARTS):
