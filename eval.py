@@ -4,22 +4,29 @@
     python eval.py --saved_model=runs/epsilon_synthetic/export/1
     python eval.py --predictions=scores.npz --k=3,5 --metrics_out=m.json
 
-The dataset flags (`--dataset`, `--data_format`, ...) are those of
-train.py. Metrics follow DESIGN §4 (LESA semantics) unless
-`--ap_variant=biam_openimages` is given.
+With `--model_dir` (or a `--saved_model` inside a training directory) the
+test data is the run's own, from its `config.json`: dataset, format, files,
+label files, word vectors and feature shape; any data flag given on the
+command line (`--dataset`, `--data_format`, `--test_files`, ...; those of
+train.py) overrides that field. The output says what was evaluated.
+Metrics follow DESIGN §4 (LESA semantics) unless
+`--ap_variant=biam_openimages` is given. A mistake in the flags or the data
+stops with one `error:` line (`--debug` shows the traceback).
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
 from epsilon_tf import flags as epsilon_flags  # noqa: E402
+from epsilon_tf.cli import common  # noqa: E402
 
+PROGRAM = "eval.py"
 epsilon_flags.define_data_flags()
 epsilon_flags.define_eval_flags()
+epsilon_flags.define_cli_flags()
 flags.DEFINE_string(
     "model_dir", None, "Training directory (model.keras, label_space/)."
 )
@@ -47,43 +54,85 @@ flags.DEFINE_string(
     "Folder of the --examples PNGs (default: MODEL_DIR/examples).",
 )
 FLAGS = flags.FLAGS
+MODES = ("model_dir", "saved_model", "predictions")
+
+
+def _check_flags():
+    """Every flag value, before anything is read or TensorFlow imported."""
+    modes = [m for m in MODES if getattr(FLAGS, m)]
+    if len(modes) != 1:
+        raise common.CommandLineError(
+            "Give exactly one of --model_dir, --saved_model, --predictions. "
+            f"Received: {', '.join('--' + m for m in modes) or 'none'}"
+        )
+    mode = modes[0]
+    common.check(FLAGS.batch_size >= 1, "batch_size", FLAGS.batch_size,
+                 "a positive integer")
+    common.check(FLAGS.memory_budget_mb >= 1, "memory_budget_mb",
+                 FLAGS.memory_budget_mb, "a positive integer")
+    common.check(FLAGS.examples >= 0, "examples", FLAGS.examples,
+                 "an integer >= 0")
+    if FLAGS.examples and mode != "model_dir":
+        raise common.CommandLineError(
+            "--examples needs --model_dir: the group-assignment maps come "
+            f"from the Keras model, and --{mode} has none"
+        )
+    path = getattr(FLAGS, mode)
+    if mode == "predictions":
+        if not os.path.exists(path):
+            raise common.CommandLineError(
+                f"--predictions: file not found: {path}"
+            )
+        if os.path.isdir(path):
+            raise common.CommandLineError(
+                f"--predictions: {path} is a directory, not an .npz file"
+            )
+    elif not os.path.isdir(path):
+        raise common.CommandLineError(
+            f"--{mode}: {path} is not a directory"
+            + (" (it is a file)" if os.path.exists(path) else " (not found)")
+        )
+    elif mode == "model_dir" and not os.path.exists(
+        os.path.join(path, "model.keras")
+    ):
+        raise common.CommandLineError(
+            f"No trained model at {os.path.join(path, 'model.keras')}; train "
+            f"first (train.py --model_dir={path})"
+        )
+    elif mode == "saved_model" and not os.path.exists(
+        os.path.join(path, "saved_model.pb")
+    ):
+        raise common.CommandLineError(
+            f"No SavedModel at {path} (expected saved_model.pb; give the "
+            "numbered version directory)"
+        )
+    epsilon_flags.check_data_flags()
+    return mode, path
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from epsilon_tf.cli.evaluate import run_evaluation
+    with common.clean_exit(PROGRAM):
+        if len(argv) > 1:
+            raise common.CommandLineError(
+                f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
+                "written --name=value)"
+            )
+        mode, path = _check_flags()
+        if FLAGS.debug:
+            common.prepare(["--debug"])
+        if mode != "predictions":  # a score matrix needs no TensorFlow
+            common.prepare()
+        from epsilon_tf.cli.evaluate import run_data_config, run_evaluation
 
-    modes = [
-        m for m in ("model_dir", "saved_model", "predictions")
-        if getattr(FLAGS, m)
-    ]
-    if len(modes) != 1:
-        raise app.UsageError(
-            "Give exactly one of --model_dir, --saved_model, --predictions. "
-            f"Received: {modes or 'none'}"
-        )
-    if FLAGS.examples < 0:
-        raise app.UsageError(
-            f"--examples must be >= 0. Received: {FLAGS.examples}"
-        )
-    if FLAGS.examples and modes[0] != "model_dir":
-        raise app.UsageError(
-            "--examples needs --model_dir: the group-assignment maps come "
-            f"from the Keras model, and --{modes[0]} has none"
-        )
-    from epsilon_tf.training.guards import clean_exit
-
-    mode = modes[0]
-    # NaN/Inf features: one clear message naming the record, exit status 1.
-    with clean_exit("eval.py"):
+        data_config = None
+        if mode != "predictions":
+            data_config = run_data_config(
+                mode, path, epsilon_flags.data_config(), _given_data_flags()
+            )
         run_evaluation(
             mode=mode,
-            path=getattr(FLAGS, mode),
-            data_config=(
-                None if mode == "predictions"
-                else epsilon_flags.data_config()
-            ),
+            path=path,
+            data_config=data_config,
             ks=epsilon_flags.ks_value(),
             variant=FLAGS.ap_variant,
             metrics_out=FLAGS.metrics_out,
@@ -95,8 +144,18 @@ def main(argv):
         )
 
 
+def _given_data_flags():
+    """The data flags given on the command line (they override the run's)."""
+    names = (
+        "dataset", "data_format", "cache_dir", "data_dir", "train_files",
+        "test_files", "label_dir", "word_vectors", "feature_shape",
+        "skip_corrupt", "names_file",
+    )
+    return {n for n in names if FLAGS[n].present}
+
+
 def run_main():
-    app.run(main)
+    app.run(main, flags_parser=common.absl_flags_parser(PROGRAM))
 
 
 if __name__ == "__main__":

@@ -6,25 +6,42 @@ With no flags it runs on the built-in synthetic benchmark:
     python train.py --flagfile=my.flags   # any flag from a file
 
 See `python train.py --helpfull` and README.md for the real benchmarks.
+A mistake in the flags or the data stops the run with one `error:` line
+(`--debug` or EPSILON_TRACEBACK=1 shows the traceback; EPSILON_TF_LOGS=1
+shows TensorFlow's own logs).
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
 
 from epsilon_tf import flags as epsilon_flags  # noqa: E402
+from epsilon_tf.cli import common  # noqa: E402
 
+PROGRAM = "train.py"
 epsilon_flags.define_train_flags()
 FLAGS = epsilon_flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    with common.clean_exit(PROGRAM):
+        if len(argv) > 1:
+            raise common.CommandLineError(
+                f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
+                "written --name=value)"
+            )
+        # Every flag value, before anything is read, written or imported.
+        epsilon_flags.check_train_flags()
+        common.prepare(["--debug"] if FLAGS.debug else [])
+        run()
+
+
+def run():
     import dataclasses
+
+    from absl import logging
 
     # TensorFlow logs an INFO line at every checkpoint save through absl.
     logging.set_verbosity(logging.WARNING)
@@ -36,7 +53,6 @@ def main(argv):
 
     from epsilon_tf.data.sources import make_source
     from epsilon_tf.export import export_saved_model
-    from epsilon_tf.training.guards import clean_exit
     from epsilon_tf.training.run import train_and_evaluate
 
     model_cfg, loss_cfg, train_cfg, data_cfg = epsilon_flags.train_configs()
@@ -54,21 +70,20 @@ def main(argv):
             precision=train_cfg.export_precision,
         )
 
-    # A diverged loss or NaN features: one clear message, exit status 1.
-    with clean_exit("train.py"):
-        train_and_evaluate(
-            model_cfg,
-            loss_cfg,
-            train_cfg,
-            source,
-            variant=FLAGS.ap_variant,
-            baseline=FLAGS.baseline,
-            export_fn=export,
-        )
+    train_and_evaluate(
+        model_cfg,
+        loss_cfg,
+        train_cfg,
+        source,
+        variant=FLAGS.ap_variant,
+        baseline=FLAGS.baseline,
+        export_fn=export,
+        data_config=data_cfg,
+    )
 
 
 def run_main():
-    app.run(main)
+    app.run(main, flags_parser=common.absl_flags_parser(PROGRAM))
 
 
 if __name__ == "__main__":

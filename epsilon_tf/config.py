@@ -197,6 +197,8 @@ class TrainConfig:
             the test split at the end (0: none).
         mixed_precision: compute in bfloat16 ("mixed_bfloat16" policy:
             float32 variables, loss and scores), for GPUs and TPUs.
+        progress_every_seconds: when stdout is not a terminal, a progress
+            line (step/total, examples/s, ETA) this often (with `verbose`).
     """
 
     model_dir: str = "runs/epsilon_synthetic"
@@ -224,6 +226,8 @@ class TrainConfig:
     summary_images: int = 4
     pr_curve_labels: int = 8
     mixed_precision: bool = False
+    # Output only (issue 11): may change on resume, not a hyper-parameter.
+    progress_every_seconds: float = 30.0
 
 
 @dataclasses.dataclass
@@ -302,6 +306,32 @@ def preset_configs(preset, feature_shape, model_overrides=None):
         LossConfig(**picked[LossConfig]),
         TrainConfig(**picked[TrainConfig]),
     )
+
+
+_DATA_PATH_FIELDS = (
+    "cache_dir", "data_dir", "train_files", "test_files", "label_dir",
+    "word_vectors", "names_file",
+)
+
+
+def recorded_data_config(data_config):
+    """`data_config` with absolute paths, as a run records it.
+
+    Each comma-separated part of a path field is made absolute (glob
+    characters and a `{split}` placeholder are kept), so the record means
+    the same files from any working directory.
+    """
+    import os
+
+    changes = {}
+    for name in _DATA_PATH_FIELDS:
+        value = getattr(data_config, name)
+        if value:
+            changes[name] = ",".join(
+                os.path.abspath(part.strip()) if part.strip() else part
+                for part in str(value).split(",")
+            )
+    return dataclasses.replace(data_config, **changes)
 
 
 def to_dict(*configs):

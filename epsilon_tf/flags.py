@@ -145,7 +145,8 @@ def define_train_flags():
     )
     flags.DEFINE_string(
         "select_metric", t.select_metric,
-        "Validation seen-label metric that selects the best epoch.",
+        "Validation seen-label metric that selects the best epoch (default: "
+        "F1 at the benchmark's first K, f1@3 or f1@10).",
     )
     flags.DEFINE_integer("shuffle_buffer", t.shuffle_buffer, "Shuffle size.")
     flags.DEFINE_integer("seed", t.seed, "Random seed.")
@@ -295,6 +296,8 @@ def define_train_flags():
         "lesa_global_margin", lo.lesa_global_margin,
         "LESA: margin of the global-attention regularizer.",
     )
+    define_cli_flags()
+    define_progress_flags()
 
 
 # Defaults for the built-in synthetic benchmark, applied to the flags the
@@ -367,6 +370,7 @@ def train_configs():
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
+    train.select_metric = selected_metric()
     return model, loss, train, data
 
 
@@ -458,3 +462,241 @@ def experiment_options():
         "quick": FLAGS.quick,
         "verbose": FLAGS.verbose,
     }
+
+
+# ---------------------------------------------------------------------------
+# Command-line plumbing shared by train.py and eval.py (issue 11): --debug,
+# progress cadence, and the up-front checks of every flag value.
+
+
+def define_cli_flags():
+    """`--debug` (tracebacks and TensorFlow logs back on)."""
+    flags.DEFINE_bool(
+        "debug", False,
+        "Show the Python traceback of an error and TensorFlow's C++ logs "
+        "(same as EPSILON_TRACEBACK=1 EPSILON_TF_LOGS=1).",
+    )
+
+
+def define_progress_flags():
+    flags.DEFINE_float(
+        "progress_every_seconds", TrainConfig().progress_every_seconds,
+        "When stdout is not a terminal (a log file, CI, a cluster job), "
+        "print a progress line (step/total, examples/s, ETA) this often.",
+    )
+
+
+def _fail(name, value, requirement):
+    from epsilon_tf.cli.common import CommandLineError
+
+    raise CommandLineError(
+        f"--{name} must be {requirement}. Received: --{name}={value}"
+    )
+
+
+def _int_at_least(name, low):
+    value = getattr(FLAGS, name)
+    if value is not None and value < low:
+        word = "a positive integer" if low == 1 else f"an integer >= {low}"
+        _fail(name, value, word)
+
+
+def _float_check(name, ok, requirement):
+    import math
+
+    value = getattr(FLAGS, name)
+    if value is None or not math.isfinite(value) or not ok(value):
+        _fail(name, value, requirement)
+
+
+def _shape_flag():
+    from epsilon_tf.cli.common import CommandLineError
+
+    try:
+        return _shape(FLAGS.feature_shape, "feature_shape")
+    except flags.ValidationError as e:
+        raise CommandLineError(str(e)) from None
+
+
+def _existing(name, kind):
+    """--name, when given, must be an existing file or directory."""
+    import os
+
+    value = getattr(FLAGS, name)
+    if not value:
+        return
+    from epsilon_tf.cli.common import CommandLineError
+
+    if kind == "dir":
+        if not os.path.exists(value):
+            raise CommandLineError(f"--{name}: directory not found: {value}")
+        if not os.path.isdir(value):
+            raise CommandLineError(
+                f"--{name}: {value} is a file, not a directory"
+            )
+    else:
+        if "{split}" in value:
+            return  # checked per split by the reader
+        if not os.path.exists(value):
+            raise CommandLineError(f"--{name}: file not found: {value}")
+        if os.path.isdir(value):
+            raise CommandLineError(
+                f"--{name}: {value} is a directory, not a file"
+            )
+
+
+def check_writable_dir(name, path):
+    """--name=path must be a directory, or creatable as one, and writable."""
+    import os
+
+    from epsilon_tf.cli.common import CommandLineError
+
+    if not path:
+        raise CommandLineError(f"--{name} must not be empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CommandLineError(
+            f"--{name}={path} is a file, not a directory"
+        )
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise CommandLineError(
+            f"--{name}={path} cannot be created: {probe} is a file"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CommandLineError(
+            f"--{name}={path} cannot be written (no write permission on "
+            f"{probe})"
+        )
+
+
+def check_data_flags():
+    """Checks the data flags' values before anything is read or written."""
+    from epsilon_tf.cli.common import CommandLineError
+
+    _shape_flag()
+    ks_value_checked()
+    _existing("data_dir", "dir")
+    _existing("label_dir", "dir")
+    _existing("word_vectors", "file")
+    _existing("names_file", "file")
+    if FLAGS.cache_dir and FLAGS.dataset == "synthetic" and not FLAGS.data_dir:
+        import os
+
+        if os.path.exists(FLAGS.cache_dir) and not os.path.isdir(
+            FLAGS.cache_dir
+        ):
+            raise CommandLineError(
+                f"--cache_dir={FLAGS.cache_dir} is a file, not a directory"
+            )
+    # The release files themselves (globs, empty files, label files, the
+    # word-vector pickle), still before TensorFlow is imported.
+    from epsilon_tf.data.precheck import check_data_config
+
+    check_data_config(data_config())
+
+
+def ks_value_checked():
+    """`ks_value()` with its error as a `CommandLineError`."""
+    from epsilon_tf.cli.common import CommandLineError
+
+    try:
+        return ks_value()
+    except flags.ValidationError as e:
+        raise CommandLineError(str(e)) from None
+
+
+_RATE = "a number in [0, 1)"
+
+
+def check_train_flags():
+    """Checks every train.py flag value, naming the flag and the value.
+
+    Runs before any side effect (no data built, no directory written, no
+    TensorFlow imported).
+    """
+    from epsilon_tf.cli.common import CommandLineError
+
+    check_data_flags()
+    for name in ("epochs", "batch_size", "shuffle_buffer", "keep_checkpoints",
+                 "export_top_k", "hidden_dim", "num_prompts", "gpa_heads",
+                 "num_global", "gpa_layers", "steps_per_epoch"):
+        _int_at_least(name, 1)
+    for name in ("warmup_steps", "checkpoint_every_steps", "verbose",
+                 "summary_images", "pr_curve_labels", "cpu_replicas",
+                 "gfp_blocks", "seed"):
+        _int_at_least(name, 0)
+    _float_check("learning_rate", lambda v: v > 0, "a positive number")
+    _float_check("weight_decay", lambda v: v >= 0, "a number >= 0")
+    _float_check("clip_norm", lambda v: v >= 0, "a number >= 0 (0: off)")
+    _float_check("validation_fraction", lambda v: 0 < v < 1,
+                 "a number in (0, 1)")
+    _float_check("fusion_init", lambda v: 0 < v < 1, "a number in (0, 1)")
+    _float_check("token_dropout", lambda v: 0 <= v < 1, _RATE)
+    _float_check("dropout", lambda v: 0 <= v < 1, _RATE)
+    _float_check("score_scale", lambda v: v > 0, "a positive number")
+    _float_check("margin", lambda v: v >= 0, "a number >= 0")
+    _float_check("diversity_weight", lambda v: v >= 0, "a number >= 0")
+    _float_check("progress_every_seconds", lambda v: v > 0,
+                 "a positive number of seconds")
+    preset = SYNTHETIC_PRESET if FLAGS.dataset == "synthetic" else {}
+    hidden = _value("hidden_dim", preset)
+    heads = _value("gpa_heads", preset)
+    if hidden % heads:
+        raise CommandLineError(
+            f"--hidden_dim ({hidden}) must be divisible by --gpa_heads "
+            f"({heads})"
+        )
+    batch = _value("batch_size", preset)
+    if FLAGS.cpu_replicas and batch % FLAGS.cpu_replicas:
+        raise CommandLineError(
+            f"--batch_size ({batch}) must be divisible by --cpu_replicas "
+            f"({FLAGS.cpu_replicas}), the number of replicas"
+        )
+    _check_select_metric()
+    check_writable_dir("model_dir", FLAGS.model_dir)
+    if FLAGS.data_format in ("lesa", "biam") and FLAGS.dataset == "synthetic":
+        raise CommandLineError(
+            f"--data_format={FLAGS.data_format} reads the release files of "
+            "--dataset=nus_wide or open_images. Received: --dataset=synthetic"
+        )
+    if FLAGS.data_format in ("lesa", "biam"):
+        missing = [f"--{n}" for n in ("train_files", "test_files")
+                   if not getattr(FLAGS, n)]
+        if missing:
+            raise CommandLineError(
+                f"--data_format={FLAGS.data_format} needs "
+                f"{' and '.join(missing)} (glob patterns of the release's "
+                "feature files)"
+            )
+
+
+def _eval_ks():
+    return ks_value_checked() or (
+        (10, 20) if FLAGS.dataset == "open_images" else (3, 5)
+    )
+
+
+def selected_metric():
+    """--select_metric; left at its default, F1 at the benchmark's first K
+    (f1@3 for NUS-WIDE, f1@10 for Open Images)."""
+    if FLAGS["select_metric"].present:
+        return FLAGS.select_metric
+    return f"f1@{_eval_ks()[0]}"
+
+
+def _check_select_metric():
+    from epsilon_tf.cli.common import CommandLineError
+
+    ks = _eval_ks()
+    choices = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
+    if selected_metric() not in choices:
+        raise CommandLineError(
+            f"--select_metric must be one of {', '.join(choices)} (the "
+            "validation metrics for --k). Received: "
+            f"--select_metric={FLAGS.select_metric}"
+        )

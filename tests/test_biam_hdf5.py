@@ -208,7 +208,8 @@ def test_open_images_test_needs_unseen_labels(tmp_path):
         tmp_path / "c.h5", "test", _oi_space(), [4, 1], (4, 8), 5
     )
     with pytest.raises(
-        tf.errors.OpError, match=r"c\.h5: dataset 'ab12\.jpg-unseenlabels'"
+        tf.errors.OpError,
+        match=r"c\.h5 \(record index 0\): dataset 'ab12\.jpg-unseenlabels'",
     ):
         _read(reader)
 

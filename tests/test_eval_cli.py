@@ -96,7 +96,7 @@ def test_unreadable_and_missing_files(tmp_path):
         load_predictions(str(tmp_path / "absent.npz"))
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="junk.npz: not a"):
+    with pytest.raises(ValueError, match="junk.npz is not an .npz archive"):
         load_predictions(str(junk))
     pickled = tmp_path / "obj.npz"
     np.savez(pickled, scores=np.array([{"a": 1}], dtype=object),

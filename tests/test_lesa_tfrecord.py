@@ -260,7 +260,7 @@ def test_open_images_missing_unseen_key(tmp_path):
     with pytest.raises(
         tf.errors.InvalidArgumentError,
         match=r"oi_test\.tfrecords \(record index 0\): key `unseen_label` "
-        r"has 0 bytes, expected 20 bytes",
+        r"is missing \(or empty\), expected 20 bytes",
     ):
         _read(reader)
 

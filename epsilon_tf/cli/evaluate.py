@@ -8,6 +8,12 @@ import numpy as np
 from epsilon_tf.config import write_json
 from epsilon_tf.metrics import evaluate_scores
 
+_NPZ_EXPECTED = (
+    "expected an .npz archive of `scores` [images, labels] and `labels` "
+    "(+1/-1/0), optionally `unseen_mask` (np.savez(path, scores=..., "
+    "labels=...))"
+)
+
 
 def load_predictions(path):
     """Reads and checks a predictions `.npz` (scores, labels, unseen_mask).
@@ -17,12 +23,24 @@ def load_predictions(path):
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Predictions file not found: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; {_NPZ_EXPECTED}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise ValueError(
+            f"{path} is a single .npy array, not an .npz archive; "
+            f"{_NPZ_EXPECTED}"
+        )
+    if not magic.startswith(b"PK"):
+        raise ValueError(f"{path} is not an .npz archive; {_NPZ_EXPECTED}")
     try:
         data = np.load(path, allow_pickle=False)
-    except ValueError as e:
+    except ValueError:
         raise ValueError(
-            f"{path}: not a readable .npz of plain arrays ({e})"
-        ) from e
+            f"{path}: not a readable .npz of plain (non-object) arrays; "
+            f"{_NPZ_EXPECTED}"
+        ) from None
     except Exception as e:  # zipfile.BadZipFile, OSError, EOFError
         raise ValueError(f"{path}: not a valid .npz file ({e})") from e
     with data:
@@ -38,10 +56,11 @@ def load_predictions(path):
             scores = np.asarray(data["scores"])
             labels = np.asarray(data["labels"])
             unseen = data["unseen_mask"] if "unseen_mask" in keys else None
-        except ValueError as e:  # object arrays need pickle: refused
+        except ValueError:  # object arrays need pickle: refused
             raise ValueError(
-                f"{path}: not a readable .npz of plain arrays ({e})"
-            ) from e
+                f"{path}: not a readable .npz of plain arrays (an array "
+                "holds Python objects); scores and labels must be numeric"
+            ) from None
     if scores.ndim != 2:
         raise ValueError(
             f"{path}: `scores` must be 2-D [images, labels]. "
@@ -70,6 +89,121 @@ def load_predictions(path):
                 )
             unseen = unseen.astype(bool)
     return scores.astype(np.float32, copy=False), labels, unseen
+
+
+DATA_FIELDS = (
+    "dataset", "data_format", "cache_dir", "data_dir", "train_files",
+    "test_files", "label_dir", "word_vectors", "feature_shape",
+    "skip_corrupt", "names_file",
+)
+
+
+def training_dir_of(mode, path):
+    """The training directory of an evaluated model, or None.
+
+    `--model_dir` is one; a `--saved_model` version directory is one when
+    it lies in `RUN/export/<version>` next to the run's `config.json`.
+    """
+    if mode == "model_dir":
+        return path
+    run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if os.path.exists(os.path.join(run, "config.json")):
+        return run
+    return None
+
+
+def run_data_config(mode, path, flag_config, given=()):
+    """The `DataConfig` to evaluate on: the run's own, then the flags'.
+
+    Args:
+        mode: "model_dir" or "saved_model".
+        path: its directory.
+        flag_config: `DataConfig` from the flags.
+        given: names of the data flags given on the command line; they
+            override the run's fields.
+
+    Returns:
+        `DataConfig`, with `.origin` set to a description of where it came
+        from (printed by `run_evaluation`).
+    """
+    import json
+
+    from epsilon_tf.config import DataConfig
+
+    run = training_dir_of(mode, path)
+    config_path = None if run is None else os.path.join(run, "config.json")
+    recorded = None
+    if config_path and os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            try:
+                recorded = json.load(f).get("DataConfig")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+    if not recorded:
+        cfg = flag_config
+        origin = "the data flags"
+        if mode == "model_dir" and not given:
+            origin += (
+                f" ({config_path or path} records no data: a run from "
+                "before this was recorded; pass the data flags)"
+            )
+        cfg.origin = origin
+        return cfg
+    known = {f for f in DATA_FIELDS if f in recorded}
+    fields = {k: recorded[k] for k in known}
+    if "feature_shape" in fields:
+        fields["feature_shape"] = tuple(fields["feature_shape"])
+    # Only the test split is evaluated: the run's training files are not
+    # needed (and may have moved).
+    fields["train_files"] = None
+    for name in given:
+        fields[name] = getattr(flag_config, name)
+    cfg = DataConfig(**fields)
+    overridden = sorted(set(given))
+    cfg.origin = f"the run's data (from {config_path})" + (
+        f", with {', '.join('--' + n for n in overridden)} from the command "
+        "line" if overridden else ""
+    )
+    return cfg
+
+
+def describe_data(cfg):
+    """One line naming the data of a `DataConfig`."""
+    parts = [f"dataset={cfg.dataset}"]
+    if cfg.dataset == "synthetic" and not cfg.data_dir:
+        parts.append(f"built-in benchmark (cache {cfg.cache_dir})")
+    elif cfg.data_format == "native":
+        parts.append(f"native data in {cfg.data_dir}")
+    else:
+        parts.append(f"format={cfg.data_format}")
+        parts.append(f"test files {cfg.test_files}")
+        if cfg.label_dir:
+            parts.append(f"labels {cfg.label_dir}")
+        if cfg.word_vectors:
+            parts.append(f"word vectors {cfg.word_vectors}")
+    parts.append("features " + "x".join(str(v) for v in cfg.feature_shape))
+    return ", ".join(parts)
+
+
+def _check_shape(what, expected, source):
+    got = tuple(int(v) for v in source.feature_shape)
+    expected = tuple(int(v) for v in expected)
+    if got != expected:
+        raise ValueError(
+            f"{what} takes features of shape {expected[0]}x{expected[1]} "
+            f"(regions x channels) but the test data has "
+            f"{got[0]}x{got[1]} (--feature_shape, --dataset, --test_files); "
+            "evaluate it on the data it was trained for"
+        )
+
+
+def _check_labels(what, expected_dim, label_space):
+    if expected_dim is not None and label_space.embedding_dim != expected_dim:
+        raise ValueError(
+            f"{what} takes {expected_dim}-d label embeddings but the test "
+            f"data's word vectors are {label_space.embedding_dim}-d "
+            "(--word_vectors, --label_dir)"
+        )
 
 
 def print_metrics(result, ks, title):
@@ -202,16 +336,40 @@ def run_evaluation(
         from epsilon_tf.training.evaluation import evaluate_split
 
         if source is None:
+            if data_config is not None:
+                print(
+                    f"Evaluating {path} on {describe_data(data_config)}: "
+                    f"{getattr(data_config, 'origin', 'the data flags')}",
+                    flush=True,
+                )
             source = _source(data_config, progress)
         if ks:
             source = dataclasses.replace(source, eval_ks=tuple(ks))
+        if "test" not in source.splits:
+            raise ValueError(
+                "The evaluation data has no test split (--test_files, or a "
+                "'test' split in --data_dir)"
+            )
         space = source.label_space
         model = None
         title = f"{source.name} test split, {path}"
         if mode == "model_dir":
             model = _load_keras_model(path)
+            _check_shape(
+                f"The model of {path}", model.input_shape[1:], source
+            )
             scores_fn = _keras_scores_fn(path, space, model)
         elif mode == "saved_model":
+            from epsilon_tf.export.serving import read_export_info
+
+            info = read_export_info(path) or {}
+            if info.get("feature_shape"):
+                _check_shape(
+                    f"The SavedModel {path}", info["feature_shape"], source
+                )
+            _check_labels(
+                f"The SavedModel {path}", info.get("embedding_dim"), space
+            )
             scores_fn = _saved_model_scores_fn(path, space)
             precision = _export_precision(path)
             if precision == "bfloat16":

@@ -18,8 +18,11 @@ of a chunk are its keys' prefixes in sorted order (what BiAM's
 Both stream through `tf.data.Dataset.from_generator`: each HDF5 file is
 opened by the generator and read one image at a time, so nothing is
 loaded whole. Errors (missing dataset, name not in the file, wrong shape
-or label length, label values other than -1/0/+1) name the file, the key
-and what was expected.
+or label length, label values other than -1/0/+1) name the file, the
+record index, the key and what was expected; with `skip_corrupt=True`
+such an image is skipped instead, logged and counted once in the reader's
+`skip_report` (as for the TFRecord readers). A file that is not HDF5 is
+refused when the reader is built.
 """
 
 import os
@@ -42,6 +45,8 @@ from epsilon_tf.data.lesa_tfrecord import (
     resolve_files,
     space_permutation,
 )
+from epsilon_tf.data.native_tfrecord import SkipReport
+from epsilon_tf.data.pipeline import remember_data_error
 from epsilon_tf.data.safe_pickle import load_pickle
 
 _MAX_CYCLE = 8
@@ -53,6 +58,42 @@ def _open_h5(path):
     if "://" in path:
         return h5py.File(tf.io.gfile.GFile(path, "rb"), "r")
     return h5py.File(path, "r")
+
+
+def check_h5_file(path):
+    """Fails unless `path` is an HDF5 file that opens (names it)."""
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not an HDF5 file")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"HDF5 file not found: {path}")
+    try:
+        with _open_h5(path):
+            pass
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 file ({e})") from None
+
+
+def _guarded(records, path, skip_corrupt, report):
+    """Runs `records` (a generator of (index, thunk)), handling bad ones.
+
+    A data error of one image is skipped and counted (`skip_corrupt`) or
+    remembered for `input_errors()` and re-raised.
+    """
+    for index, make in records:
+        try:
+            example = make()
+        except (KeyError, ValueError) as e:
+            message = str(e.args[0] if isinstance(e, KeyError) and e.args
+                          else e)
+            if message.startswith(f"{path}: "):
+                message = message[len(path) + 2:]
+            message = f"Bad record in {path} (record index {index}): {message}"
+            if skip_corrupt:
+                report.add("record", message, file=path, index=index)
+                continue
+            remember_data_error(message)
+            raise ValueError(message) from None
+        yield example
 
 
 def _read_dataset(h5, path, key, name):
@@ -148,6 +189,8 @@ def biam_nus_wide_split(
     split,
     label_space,
     feature_shape=DEFAULT_FEATURE_SHAPE,
+    skip_corrupt=False,
+    skip_report=None,
 ):
     """A `SplitReader` over BiAM's `nus_wide_{train,test}.h5`.
 
@@ -164,6 +207,9 @@ def biam_nus_wide_split(
         label_space: `LabelSpace` (`nus_wide_label_space`).
         feature_shape: tuple (num_regions, channels); the file stores the
             transpose. Defaults to (196, 512).
+        skip_corrupt: bool. Skip (log and count) an image whose datasets
+            are missing or malformed instead of failing. Defaults to False.
+        skip_report: `SkipReport` or None. Collects the skips.
 
     Returns:
         `SplitReader`.
@@ -174,8 +220,8 @@ def biam_nus_wide_split(
     ...     "features/nus_wide_test.h5", "test_img_names.pkl", "test", space)
     """
     h5_path = os.fspath(h5_path)
-    if not tf.io.gfile.exists(h5_path):
-        raise FileNotFoundError(f"HDF5 file not found: {h5_path}")
+    check_h5_file(h5_path)
+    report = skip_report if skip_report is not None else SkipReport()
     shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     names = read_image_names(names_pickle_path)
@@ -188,27 +234,28 @@ def biam_nus_wide_split(
         perm = None
     signature = example_signature(shape, num_labels)
 
+    def read(h5, i):
+        name = names[i]
+        if f"{name}-features" not in h5 and f"{name}-labels" not in h5:
+            raise KeyError(
+                f"{h5_path}: image {name!r} (entry {i} of "
+                f"{names_pickle_path}) is not in the HDF5 file (no "
+                f"'{name}-features' / '{name}-labels' datasets)"
+            )
+        features = _features(h5, h5_path, name, shape)
+        labels = _labels(h5, h5_path, name, "-labels", num_labels)
+        if perm is not None:
+            labels = _arrange(perm, [labels[:num_seen], labels[num_seen:]])
+        return {
+            "image_id": name.encode("utf-8"),
+            "features": features,
+            "labels": labels,
+        }
+
     def generate(order):
         with _open_h5(h5_path) as h5:
-            for i in order:
-                name = names[i]
-                if f"{name}-features" not in h5 and f"{name}-labels" not in h5:
-                    raise KeyError(
-                        f"{h5_path}: image {name!r} (entry {i} of "
-                        f"{names_pickle_path}) is not in the HDF5 file (no "
-                        f"'{name}-features' / '{name}-labels' datasets)"
-                    )
-                features = _features(h5, h5_path, name, shape)
-                labels = _labels(h5, h5_path, name, "-labels", num_labels)
-                if perm is not None:
-                    labels = _arrange(
-                        perm, [labels[:num_seen], labels[num_seen:]]
-                    )
-                yield {
-                    "image_id": name.encode("utf-8"),
-                    "features": features,
-                    "labels": labels,
-                }
+            records = ((int(i), lambda i=i: read(h5, i)) for i in order)
+            yield from _guarded(records, h5_path, skip_corrupt, report)
 
     def make_dataset(files_seed=None, input_context=None):
         order = np.arange(len(names))
@@ -221,13 +268,15 @@ def biam_nus_wide_split(
             lambda: generate(order), output_signature=signature
         )
 
-    return SplitReader(
+    reader = SplitReader(
         name=split,
         label_set=label_set,
         make_dataset=make_dataset,
         num_examples=len(names),
         files=(h5_path,),
     )
+    reader.skip_report = report
+    return reader
 
 
 # ---------------------------------------------------------------------------
@@ -271,6 +320,8 @@ def biam_open_images_split(
     top_unseen_indices,
     feature_shape=DEFAULT_FEATURE_SHAPE,
     num_unseen_total=OPEN_IMAGES_NUM_UNSEEN,
+    skip_corrupt=False,
+    skip_report=None,
 ):
     """A `SplitReader` over BiAM's Open Images HDF5 chunk files.
 
@@ -288,6 +339,9 @@ def biam_open_images_split(
         feature_shape: tuple (num_regions, channels); the files store the
             transpose. Defaults to (196, 512).
         num_unseen_total: int. Length of `-unseenlabels`. Defaults to 2594.
+        skip_corrupt: bool. Skip (log and count) an image whose datasets
+            are missing or malformed instead of failing. Defaults to False.
+        skip_report: `SkipReport` or None. Collects the skips.
 
     Returns:
         `SplitReader`.
@@ -299,6 +353,9 @@ def biam_open_images_split(
     ...     meta.top_unseen_indices)
     """
     files = resolve_files(file_pattern_or_list)
+    for file in files:
+        check_h5_file(file)
+    report = skip_report if skip_report is not None else SkipReport()
     shape = check_feature_shape(feature_shape)
     label_set = _label_set_for(split)
     num_seen = len(label_space.seen)
@@ -312,23 +369,32 @@ def biam_open_images_split(
         num_labels = num_seen
     signature = example_signature(shape, num_labels)
 
+    def read(h5, path, name):
+        features = _features(h5, path, name, shape)
+        labels = _labels(h5, path, name, "-seenlabels", num_seen)
+        if label_set == "all":
+            unseen = _labels(h5, path, name, "-unseenlabels", num_unseen_total)
+            labels = _arrange(perm, [labels, unseen[top]])
+        image_id = name[:-4] if name.endswith(".jpg") else name
+        return {
+            "image_id": image_id.encode("utf-8"),
+            "features": features,
+            "labels": labels,
+        }
+
     def generate(path):
         path = path.decode("utf-8") if isinstance(path, bytes) else path
         with _open_h5(path) as h5:
-            for name in open_images_chunk_names(h5, path):
-                features = _features(h5, path, name, shape)
-                labels = _labels(h5, path, name, "-seenlabels", num_seen)
-                if label_set == "all":
-                    unseen = _labels(
-                        h5, path, name, "-unseenlabels", num_unseen_total
-                    )
-                    labels = _arrange(perm, [labels, unseen[top]])
-                image_id = name[:-4] if name.endswith(".jpg") else name
-                yield {
-                    "image_id": image_id.encode("utf-8"),
-                    "features": features,
-                    "labels": labels,
-                }
+            try:
+                names = open_images_chunk_names(h5, path)
+            except ValueError as e:
+                remember_data_error(str(e))
+                raise
+            records = (
+                (i, lambda name=name: read(h5, path, name))
+                for i, name in enumerate(names)
+            )
+            yield from _guarded(records, path, skip_corrupt, report)
 
     @tf.autograph.experimental.do_not_convert
     def per_file(path):
@@ -345,10 +411,12 @@ def biam_open_images_split(
             deterministic=True,
         )
 
-    return SplitReader(
+    reader = SplitReader(
         name=split,
         label_set=label_set,
         make_dataset=make_dataset,
         num_examples=None,
         files=tuple(files),
     )
+    reader.skip_report = report
+    return reader

@@ -23,7 +23,9 @@ import argparse
 import sys
 import time
 
-from epsilon_tf.data.native_tfrecord import NativeWriter
+from epsilon_tf.cli import common
+
+PROGRAM = "python -m epsilon_tf.data.convert"
 
 
 def convert_split(
@@ -64,6 +66,8 @@ def convert_split(
     >>> convert_split(lesa_reader, "feats/nus", "train", "float16", 2048,
     ...               label_space=space)
     """
+    from epsilon_tf.data.native_tfrecord import NativeWriter
+    from epsilon_tf.data.pipeline import input_errors
     ds = split_reader.dataset()
     spec = ds.element_spec
     feature_shape = tuple(spec["features"].shape.as_list())
@@ -95,7 +99,7 @@ def convert_split(
         label_set=split_reader.label_set,
         num_labels=None if label_names is not None else num_labels,
         overwrite=overwrite,
-    ) as writer:
+    ) as writer, input_errors():
         for example in ds.prefetch(64).as_numpy_iterator():
             writer.write(
                 example["image_id"], example["features"], example["labels"]
@@ -127,6 +131,16 @@ def convert_split(
                 file=sys.stderr,
                 flush=True,
             )
+            for file, entry in sorted(report.by_file().items()):
+                print(
+                    f"[convert {split_name}]   {file}: "
+                    f"{entry['bad_records']} bad records"
+                    + ("; cut short (corrupt or truncated) after "
+                       f"{entry['readable_records']} records"
+                       if entry["corrupt"] else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
     return meta
 
 
@@ -141,9 +155,15 @@ def _reader_from_args(args):
     from epsilon_tf.data.release_sources import release_source
 
     data_format, dataset = args.format.split("_", 1)
-    shape = tuple(
-        int(x) for x in args.feature_shape.lower().replace("x", ",").split(",")
-    )
+    try:
+        shape = tuple(
+            int(x)
+            for x in args.feature_shape.lower().replace("x", ",").split(",")
+        )
+    except ValueError:
+        shape = ()
+    common.check(len(shape) == 2 and min(shape) >= 1, "feature_shape",
+                 args.feature_shape, "REGIONSxCHANNELS, e.g. 196x512")
     slot = "test" if args.split == "test" else "train"
     source = release_source(DataConfig(
         dataset=dataset,
@@ -195,7 +215,12 @@ def main(argv=None):
     )
     parser.add_argument("--skip_corrupt", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(common.DEBUG_FLAG, action="store_true",
+                        help="Show tracebacks and TensorFlow's logs.")
     args = parser.parse_args(argv)
+    common.check(args.examples_per_shard >= 1, "examples_per_shard",
+                 args.examples_per_shard, "a positive integer")
+    common.prepare(["--debug"] if args.debug else [])
     reader, space = _reader_from_args(args)
     convert_split(
         reader,
@@ -214,4 +239,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with common.clean_exit(PROGRAM):
+        sys.exit(main())

@@ -13,8 +13,13 @@ Open Images (`OI_*_feature_2018_04_ZLIB.tfrecords`):
     `unseen_label` (int32 x 2,594; only the 400 of `top_400_unseen.csv`
     are kept, in that order).
 
-Compression is chosen per file from its name: "ZLIB" or "GZIP" in the base
-name, else none.
+Compression is detected per file from its first bytes (`detect_
+compression`): an uncompressed TFRecord starts with a length whose CRC
+follows it, a GZIP file with 1f 8b, a ZLIB stream with a valid two-byte
+zlib header. Only when none of these holds (a file corrupt from its first
+byte) does the name decide ("ZLIB" or "GZIP" in the base name, else none).
+A directory, an empty file and a file that holds no records are refused
+when the reader is built, naming the file.
 
 Errors name the file and the record index. Framing, CRC and decompression
 errors (`DataLossError` inside `TFRecordDataset`) are caught per file with
@@ -41,6 +46,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf.data import precheck
 from epsilon_tf.data.base import SplitReader, shard_files
 from epsilon_tf.data.native_tfrecord import (
     SkipReport,
@@ -52,8 +58,10 @@ from epsilon_tf.data.native_tfrecord import (
     finish_examples,
     label_values_check,
     no_autograph,
+    present_check,
     record_stream,
 )
+from epsilon_tf.data.pipeline import checked_map
 
 DEFAULT_FEATURE_SHAPE = (196, 512)
 NUS_WIDE_NUM_TAGS = 1000
@@ -67,22 +75,41 @@ _CHUNK = 8 << 20
 
 
 def compression_for_file(path):
-    """ "ZLIB", "GZIP" or "" from the file's base name (ZLIB wins)."""
-    base = os.path.basename(os.fspath(path))
-    if "ZLIB" in base:
-        return "ZLIB"
-    if "GZIP" in base:
-        return "GZIP"
-    return ""
+    """ "ZLIB", "GZIP" or "" from the file's base name (ZLIB wins).
+
+    Only a hint: `detect_compression` reads the file's first bytes.
+    """
+    return precheck.compression_from_name(path)
 
 
-def _graph_compression(filename):
-    base = tf.strings.regex_replace(filename, r"^.*/", "")
-    return tf.where(
-        tf.strings.regex_full_match(base, r".*ZLIB.*"),
-        "ZLIB",
-        tf.where(tf.strings.regex_full_match(base, r".*GZIP.*"), "GZIP", ""),
-    )
+_DETECTED = {}
+
+
+def detect_compression(path):
+    """ "ZLIB", "GZIP" or "" from a record file's first bytes.
+
+    Falls back to the name (`compression_for_file`) only when the first
+    bytes match no format (the file is then corrupt, and the reader says
+    so). Cached by the file's size and modification time.
+
+    Raises:
+        IsADirectoryError / ValueError: a directory, an empty file or a
+            file that holds no records, naming it.
+    """
+    path = os.fspath(path)
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(
+            f"{path} is a directory, not a record file (give the files, "
+            f"e.g. {os.path.join(path, '*.tfrecords')})"
+        )
+    key = (path, *file_stat(path))
+    if key not in _DETECTED:
+        head = b""
+        if key[1]:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                head = f.read(1 << 16)
+        _DETECTED[key] = precheck.compression_from_bytes(path, head, key[1])
+    return _DETECTED[key]
 
 
 def resolve_files(file_pattern_or_list):
@@ -113,6 +140,12 @@ def resolve_files(file_pattern_or_list):
             if not tf.io.gfile.exists(item):
                 raise FileNotFoundError(f"Record file not found: {item}")
             files.append(item)
+    for file in files:
+        if tf.io.gfile.isdir(file):
+            raise IsADirectoryError(
+                f"{file} is a directory, not a record file (give the files, "
+                f"e.g. {os.path.join(file, '*')})"
+            )
     seen = set()
     return [f for f in files if not (f in seen or seen.add(f))]
 
@@ -200,10 +233,10 @@ class _StreamVerifier:
 _VERIFIER = _StreamVerifier(max_workers=8)
 
 
-def _start_verification(files_ds):
+def _start_verification(files_ds, compressions):
     def py_start(filename):
         name = filename.numpy().decode("utf-8")
-        _VERIFIER.start(name, compression_for_file(name))
+        _VERIFIER.start(name, compressions.get(name, ""))
         return filename
 
     @no_autograph
@@ -270,8 +303,23 @@ def _checked_example(elem, parsed, labels, checks, shape, skip_corrupt,
     return (example, keep) if skip_corrupt else example
 
 
+def _compression_fn(compressions):
+    """A graph function file name -> its detected compression."""
+    names = list(compressions)
+    values = [compressions[n] for n in names]
+
+    def compression(filename):
+        match = tf.equal(tf.constant(names), filename)
+        index = tf.argmax(tf.cast(match, tf.int32))
+        return tf.gather(tf.constant(values), index)
+
+    return compression
+
+
 def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
     report = skip_report if skip_report is not None else SkipReport()
+    compressions = {f: detect_compression(f) for f in files}
+    graph_compression = _compression_fn(compressions)
     hint = (
         ""
         if skip_corrupt
@@ -281,21 +329,19 @@ def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
 
     def make_dataset(files_seed=None, input_context=None):
         files_ds = _start_verification(
-            shard_files(files, files_seed, input_context)
+            shard_files(files, files_seed, input_context), compressions
         )
-        stream = record_stream(files_ds, _graph_compression, len(files))
+        stream = record_stream(files_ds, graph_compression, len(files))
         stream = check_stream_end(
             stream,
             _VERIFIER.expectation,
             skip_corrupt,
             report,
             hint,
-            _graph_compression,
+            graph_compression,
         )
-        ds = stream.map(
-            no_autograph(lambda elem: parse_fn(elem, report)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+        ds = checked_map(
+            stream, no_autograph(lambda elem: parse_fn(elem, report))
         )
         return finish_examples(ds, skip_corrupt)
 
@@ -307,6 +353,7 @@ def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
         files=tuple(files),
     )
     reader.skip_report = report
+    reader.compressions = compressions
     return reader
 
 
@@ -401,6 +448,7 @@ def lesa_nus_wide_split(
     def parse(elem, report):
         p = tf.io.parse_single_example(elem["record"], spec)
         checks = [
+            present_check(elem, p["img_id"], "img_id", "an image id"),
             byte_length_check(
                 elem, p["feature"], "feature", feature_bytes, desc
             ),
@@ -534,9 +582,10 @@ def lesa_open_images_split(
     def parse(elem, report):
         p = tf.io.parse_single_example(elem["record"], spec)
         checks = [
+            present_check(elem, p["img_id"], "img_id", "an image id"),
             byte_length_check(
                 elem, p["feature"], "feature", feature_bytes, desc
-            )
+            ),
         ]
         seen_key = "seen_label" if label_set == "all" else "label"
         checks.append(

@@ -43,6 +43,7 @@ from epsilon_tf.data.base import (
     first_invalid_label,
     shard_files,
 )
+from epsilon_tf.data.pipeline import checked_map
 
 FORMAT = "epsilon_tf.native/1"
 FEATURE_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
@@ -66,9 +67,11 @@ no_autograph = tf.autograph.experimental.do_not_convert
 class SkipReport:
     """Counts what a reader built with `skip_corrupt=True` dropped.
 
-    Every skip is logged as a warning (with the running totals) on the
-    `epsilon_tf.data` loggers; the counts accumulate over every pass over
-    the datasets of the reader.
+    Every skip is logged once as a warning (with the running totals) on the
+    `epsilon_tf.data` loggers. A skip is identified by its file and record
+    index, so a bad record met again on a later pass (the next epoch, the
+    validation pass, the baseline's pass) is not counted again: the counts
+    are those of the data, whatever the number of passes.
 
     Args:
         max_messages: int. How many skip messages to keep in `messages`.
@@ -80,21 +83,54 @@ class SkipReport:
         self.bad_records = 0
         self.corrupt_files = 0
         self.messages = []
+        self._seen = set()
+        self._files = {}
         self._lock = threading.Lock()
 
     @property
     def total(self):
-        """Skip events so far: bad records plus corrupt files."""
+        """Skips so far: bad records plus corrupt files."""
         return self.bad_records + self.corrupt_files
 
-    def add(self, kind, message):
-        """Records one skip; `kind` is "record" or "file"."""
+    def add(self, kind, message, file=None, index=None):
+        """Records one skip; `kind` is "record" or "file".
+
+        Args:
+            kind: str. "record" (one bad record) or "file" (a corrupt or
+                truncated file whose rest is unreadable).
+            message: str. What was wrong.
+            file: str or None. The file, for the per-file summary and to
+                count each skip once.
+            index: int or None. The record index (for a "file" skip: the
+                number of records that could be read).
+
+        Returns:
+            True when the skip is new (counted), False for a repeat.
+        """
         message = message.strip()
+        key = None if file is None else (kind, file, index)
         with self._lock:
+            if key is not None:
+                if key in self._seen:
+                    return False
+                self._seen.add(key)
             if kind == "file":
                 self.corrupt_files += 1
             else:
                 self.bad_records += 1
+            if file is not None:
+                entry = self._files.setdefault(file, {
+                    "bad_records": 0, "records": [], "corrupt": False,
+                    "readable_records": None,
+                })
+                if kind == "file":
+                    entry["corrupt"] = True
+                    entry["readable_records"] = index
+                else:
+                    entry["bad_records"] += 1
+                    if len(entry["records"]) < self.max_messages:
+                        entry["records"].append(index)
+                        entry["records"].sort()
             if len(self.messages) < self.max_messages:
                 self.messages.append(message)
             totals = (self.bad_records, self.corrupt_files)
@@ -104,6 +140,16 @@ class SkipReport:
             message,
             *totals,
         )
+        return True
+
+    def by_file(self):
+        """`{file: {"bad_records", "records", "corrupt",
+        "readable_records"}}` of the files with skips."""
+        with self._lock:
+            return {
+                f: dict(e, records=list(e["records"]))
+                for f, e in self._files.items()
+            }
 
     def __repr__(self):
         return (
@@ -196,19 +242,24 @@ def record_stream(files_ds, compression, num_files):
     )
 
 
-def _report_unless(ok, report, kind, message_fn):
+def _report_unless(ok, report, kind, message_fn, file=None, index=None):
     """An op: when `ok` is False, adds `message_fn()` to `report` as `kind`.
 
-    Returns a bool tensor (True) to depend on.
+    `file` and `index` (tensors) identify the skip, so that it is counted
+    once however often the data is read. Returns a bool tensor (True) to
+    depend on.
     """
 
     def log_skip():
-        def py_report(msg):
+        def py_report(msg, *where):
             if report is not None:
-                report.add(kind, _as_str(msg))
+                name = _as_str(where[0]) if where else None
+                at = int(where[1].numpy()) if len(where) > 1 else None
+                report.add(kind, _as_str(msg), file=name, index=at)
             return np.bool_(True)
 
-        return tf.py_function(py_report, [message_fn()], tf.bool)
+        where = [] if file is None else [file, index]
+        return tf.py_function(py_report, [message_fn(), *where], tf.bool)
 
     return tf.cond(ok, lambda: tf.constant(True), log_skip)
 
@@ -292,7 +343,9 @@ def check_stream_end(
             )
 
         if skip_corrupt:
-            done = _report_unless(ok, report, "file", message)
+            done = _report_unless(
+                ok, report, "file", message, elem["file"], n
+            )
             with tf.control_dependencies([done]):
                 return tf.identity(elem["end"])
         assert_op = tf.debugging.Assert(ok, [message()])
@@ -304,9 +357,7 @@ def check_stream_end(
         is_end = tf.cond(elem["end"], lambda: on_end(elem), lambda: False)
         return dict(elem, end=is_end)
 
-    stream = stream.map(
-        check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    stream = checked_map(stream, check)
     return stream.filter(no_autograph(lambda e: tf.logical_not(e["end"])))
 
 
@@ -316,15 +367,36 @@ def byte_length_check(elem, value, key, expected_bytes, description):
     ok = tf.equal(length, expected_bytes)
 
     def message():
+        found = tf.where(
+            tf.equal(length, 0),
+            f"key `{key}` is missing (or empty)",
+            text(f"key `{key}` has ", length, " bytes"),
+        )
         return text(
             "Bad record in ",
             elem["file"],
             " (record index ",
             elem["index"],
-            f"): key `{key}` has ",
-            length,
-            f" bytes, expected {int(expected_bytes)} bytes ({description}); "
-            "a missing key reads as 0 bytes",
+            "): ",
+            found,
+            f", expected {int(expected_bytes)} bytes ({description})",
+        )
+
+    return ok, message
+
+
+def present_check(elem, value, key, what):
+    """(ok, message_fn): a bytes feature that must not be missing or empty."""
+    ok = tf.greater(tf.strings.length(value), 0)
+
+    def message():
+        return text(
+            "Bad record in ",
+            elem["file"],
+            " (record index ",
+            elem["index"],
+            f"): key `{key}` is missing (or empty); every record needs "
+            f"{what}",
         )
 
     return ok, message
@@ -373,7 +445,10 @@ def apply_record_checks(elem, checks, skip_corrupt, report):
         return tf.case(branches, default=lambda: tf.constant(""))
 
     if skip_corrupt:
-        done = _report_unless(all_ok, report, "record", first_message)
+        done = _report_unless(
+            all_ok, report, "record", first_message, elem["file"],
+            elem["index"],
+        )
         return all_ok, [done]
     assert_op = tf.debugging.Assert(
         all_ok, [tf.cond(all_ok, lambda: tf.constant(""), first_message)]
@@ -577,7 +652,7 @@ class NativeWriter:
             if not self.overwrite:
                 raise FileExistsError(
                     f"Split {self.split!r} already exists: {meta_path}. "
-                    "Pass overwrite=True to replace it."
+                    "Replace it with --overwrite (overwrite=True in Python)."
                 )
             # Remove the sidecar first: from here on the old split is
             # (correctly) unreadable until the new one is complete.
@@ -952,6 +1027,7 @@ def native_split(directory, split, skip_corrupt=False, skip_report=None):
     def parse(elem):
         parsed = tf.io.parse_single_example(elem["record"], spec)
         checks = [
+            present_check(elem, parsed["image_id"], "image_id", "an image id"),
             byte_length_check(
                 elem,
                 parsed["features"],
@@ -994,9 +1070,7 @@ def native_split(directory, split, skip_corrupt=False, skip_report=None):
         stream = check_stream_end(
             stream, expectation, skip_corrupt, report, hint, compression
         )
-        ds = stream.map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        )
+        ds = checked_map(stream, parse)
         return finish_examples(ds, skip_corrupt)
 
     reader = SplitReader(

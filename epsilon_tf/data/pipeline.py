@@ -2,6 +2,7 @@
 
 import contextlib
 import re
+import threading
 
 import tensorflow as tf
 
@@ -12,33 +13,73 @@ _HASH_BUCKETS = 10_000
 INPUT_SHARDING = ("files", "batches")
 # The start of the message `check_features` fails with.
 NON_FINITE_MESSAGE = "NaN or Inf in the features of"
+# How the readers' in-graph checks start their messages (`tf.debugging.
+# Assert` wraps them as "assertion failed: [<message>]").
+DATA_MESSAGE_STARTS = (
+    NON_FINITE_MESSAGE,
+    "Bad record in ",
+    "Corrupt or truncated record file ",
+    "Record file ",
+)
+_ASSERT_RE = re.compile(r"assertion failed: \[(.*?)\](?=\s*(?:\n|\[\[|$))",
+                        re.S)
 _NON_FINITE_RE = re.compile(
     re.escape(NON_FINITE_MESSAGE) + r"[^\]\n]*must be finite"
 )
+# The message of the last data error raised in Python inside a tf.data
+# pipeline (a generator or a py_function), which TensorFlow re-raises
+# wrapped in an OpError with the Python traceback as text.
+_PYTHON_ERRORS = []
+_PYTHON_ERRORS_LOCK = threading.Lock()
 
 
 class InputDataError(ValueError):
     """The input data is unusable (e.g. NaN or Inf features).
 
-    The message names the offending record and image id.
+    The message names the offending file or record and image id.
     """
+
+
+def remember_data_error(message):
+    """Notes a data error raised in Python inside a `tf.data` pipeline.
+
+    `input_errors()` then reports this message instead of TensorFlow's
+    wrapped one (which carries the Python traceback as text).
+    """
+    with _PYTHON_ERRORS_LOCK:
+        _PYTHON_ERRORS.clear()
+        _PYTHON_ERRORS.append(" ".join(str(message).split()))
+
+
+def _take_python_error():
+    with _PYTHON_ERRORS_LOCK:
+        return _PYTHON_ERRORS.pop() if _PYTHON_ERRORS else None
 
 
 def input_data_error(error):
     """The `InputDataError` hidden in a TensorFlow error, or None.
 
-    `check_features` fails inside the `tf.data` graph, so the error reaches
-    Python as a `tf.errors.InvalidArgumentError` whose message is buried in
+    The readers' checks fail inside the `tf.data` graph, so the error
+    reaches Python as a `tf.errors.OpError` whose message is buried in
     graph details; this pulls out the one line that matters.
     """
     text = getattr(error, "message", None) or str(error)
+    remembered = _take_python_error()
+    # Only when this error carries it (a stale one from an error caught
+    # elsewhere is dropped).
+    if remembered is not None and remembered[:200] in " ".join(text.split()):
+        return InputDataError(remembered)
+    for match in _ASSERT_RE.finditer(text):
+        candidate = " ".join(match.group(1).split())
+        if candidate.startswith(DATA_MESSAGE_STARTS):
+            return InputDataError(candidate)
     match = _NON_FINITE_RE.search(text)
     return InputDataError(match.group(0)) if match else None
 
 
 @contextlib.contextmanager
 def input_errors():
-    """Re-raises a failed `check_features` as a plain `InputDataError`.
+    """Re-raises a failed reader check as a plain `InputDataError`.
 
     Example:
 
@@ -48,11 +89,39 @@ def input_errors():
     """
     try:
         yield
-    except tf.errors.InvalidArgumentError as e:
+    except tf.errors.OpError as e:
         clear = input_data_error(e)
         if clear is None:
             raise
         raise clear from None
+
+
+def parallel_calls():
+    """`num_parallel_calls` for a map whose function has checks.
+
+    Under op determinism (`TrainConfig.deterministic`, the default)
+    tf.data's `make_deterministic` rewrite turns every parallel map whose
+    function holds a stateful op (`Assert`, `py_function`) into a plain
+    `MapDataset`, but keeps the `use_unbounded_threadpool` attribute that
+    op does not have, and TensorFlow then logs a ~750-character
+    "NodeDef mentions attribute use_unbounded_threadpool" error each time
+    the pipeline is instantiated. Such a map runs sequentially under
+    determinism anyway, so ask for that directly (None); without
+    determinism it runs in parallel (AUTOTUNE).
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    if tf_config.is_op_determinism_enabled():
+        return None
+    return AUTOTUNE
+
+
+def checked_map(ds, fn):
+    """`ds.map(fn)` for a function with checks (see `parallel_calls`)."""
+    calls = parallel_calls()
+    if calls is None:
+        return ds.map(fn)
+    return ds.map(fn, num_parallel_calls=calls, deterministic=True)
 
 
 def in_validation(image_id, validation_fraction):
@@ -182,9 +251,7 @@ def make_dataset(
     )
     if check_finite:
         # Before carving, so the index is the position in the split's stream.
-        ds = ds.enumerate().map(
-            lambda i, ex: check_features(ex, i), num_parallel_calls=AUTOTUNE
-        )
+        ds = checked_map(ds.enumerate(), lambda i, ex: check_features(ex, i))
     if subset is not None:
         ds = carve(ds, subset, validation_fraction)
     if shuffle_seed is not None:

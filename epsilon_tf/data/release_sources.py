@@ -1,7 +1,6 @@
 """`DatasetSource`s over the LESA and BiAM release files (DESIGN §3)."""
 
 import functools
-import glob
 import os
 
 from epsilon_tf.data.base import DatasetSource
@@ -52,13 +51,9 @@ def _word_vectors(cfg, default_name=None):
 
 def _files(pattern, flag):
     """The files of a glob pattern, or of a comma-separated list of them."""
-    files = []
-    for part in (p.strip() for p in pattern.split(",")):
-        matches = sorted(glob.glob(part))
-        if not matches:
-            raise FileNotFoundError(f"--{flag}: {part!r} matches no file")
-        files.extend(matches)
-    return files
+    from epsilon_tf.data.precheck import expand_pattern
+
+    return expand_pattern(pattern, flag)
 
 
 def _nus_wide(cfg, shape):
@@ -104,7 +99,8 @@ def _nus_wide(cfg, shape):
                 )
             names = cfg.names_file.replace("{split}", split)
             splits[split] = biam_nus_wide_split(
-                files[0], names, split, space, feature_shape=shape
+                files[0], names, split, space, feature_shape=shape,
+                skip_corrupt=cfg.skip_corrupt,
             )
     return space, splits
 
@@ -138,7 +134,7 @@ def _open_images(cfg, shape):
 
             splits[split] = biam_open_images_split(
                 files, split, space, top, feature_shape=shape,
-                num_unseen_total=num_unseen,
+                num_unseen_total=num_unseen, skip_corrupt=cfg.skip_corrupt,
             )
     return space, splits
 

@@ -25,7 +25,6 @@ import os
 import pickle
 
 import numpy as np
-import tensorflow as tf
 
 _LATIN1_NAMES = ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1")
 
@@ -124,9 +123,18 @@ def load_pickle(path):
     ...     "NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300")
     """
     path = os.fspath(path)
-    if not tf.io.gfile.exists(path):
+    if "://" in path:  # gs://, hdfs://, ...: through tf.io.gfile
+        import tensorflow as tf
+
+        exists, isdir = tf.io.gfile.exists(path), tf.io.gfile.isdir(path)
+        opener = tf.io.gfile.GFile
+    else:
+        exists, isdir, opener = os.path.exists(path), os.path.isdir(path), open
+    if not exists:
         raise FileNotFoundError(f"Pickle file not found: {path}")
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if isdir:
+        raise IsADirectoryError(f"{path} is a directory, not a pickle file")
+    with opener(path, "rb") as f:
         return _load(f, path)
 
 

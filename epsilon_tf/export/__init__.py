@@ -5,28 +5,47 @@
 requests (imported on its own: it needs `tensorflow-serving-api`).
 """
 
-from epsilon_tf.export.backbones import backbone_names, make_backbone
-from epsilon_tf.export.reference import (
-    KerasReferenceGraph,
-    keras_reference_serving,
-)
-from epsilon_tf.export.serving import (
-    EMBED,
-    FOLD_TOLERANCE,
-    LABEL_SETS,
-    SCORE_LABELS,
-    SERVING_DEFAULT,
-    SERVING_IMAGES,
-    EpsilonServingModule,
-    FoldMismatchError,
-    checkpoint_gaps,
-    clean_stale_temp_dirs,
-    export_saved_model,
-    list_versions,
-    load_training_dir,
-    read_export_info,
-    serving_graph,
-)
+import importlib
+
+# Imported on first use (PEP 562), so that `python -m epsilon_tf.export`
+# checks its arguments before TensorFlow loads.
+_WHERE = {
+    "backbone_names": "backbones",
+    "make_backbone": "backbones",
+    "EMBED": "serving",
+    "LABEL_SETS": "serving",
+    "SCORE_LABELS": "serving",
+    "SERVING_DEFAULT": "serving",
+    "SERVING_IMAGES": "serving",
+    "EpsilonServingModule": "serving",
+    "checkpoint_gaps": "serving",
+    "clean_stale_temp_dirs": "serving",
+    "export_saved_model": "serving",
+    "list_versions": "serving",
+    "load_training_dir": "serving",
+    "read_export_info": "serving",
+    "FOLD_TOLERANCE": "serving",
+    "FoldMismatchError": "serving",
+    "serving_graph": "serving",
+    "KerasReferenceGraph": "reference",
+    "keras_reference_serving": "reference",
+}
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(
+            f"module 'epsilon_tf.export' has no attribute {name!r}"
+        )
+    module = importlib.import_module(f"epsilon_tf.export.{_WHERE[name]}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "EMBED",

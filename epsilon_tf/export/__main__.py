@@ -12,15 +12,15 @@ largest existing + 1) and prints its path. See docs/serving.md.
 
 import argparse
 import os
-import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from epsilon_tf.cli import common
+
+PROGRAM = "python -m epsilon_tf.export"
 
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="python -m epsilon_tf.export",
+        prog=PROGRAM,
         description=__doc__.split("\n")[0],
     )
     parser.add_argument(
@@ -95,11 +95,33 @@ def _parser():
         help="float32 (the model's scores) or bfloat16 (faster on CPUs with "
         "AMX/AVX512-BF16, approximate; see docs/serving.md).",
     )
+    parser.add_argument(
+        common.DEBUG_FLAG,
+        action="store_true",
+        help="Show tracebacks and TensorFlow's logs.",
+    )
     return parser
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    common.check(args.top_k >= 1, "top_k", args.top_k, "a positive integer")
+    common.check(args.version is None or args.version >= 1, "version",
+                 args.version, "a positive integer")
+    common.check(args.image_size >= 32, "image_size", args.image_size,
+                 "at least 32 (pixels)")
+    if not os.path.isdir(args.model_dir):
+        raise common.CommandLineError(
+            f"--model_dir: {args.model_dir} is not a training directory"
+            + (" (it is a file)" if os.path.exists(args.model_dir)
+               else " (not found)")
+        )
+    if not os.path.isdir(os.path.join(args.model_dir, "label_space")):
+        raise common.CommandLineError(
+            f"--model_dir: {args.model_dir} is not a training directory (it "
+            "has no label_space/; train.py writes one)"
+        )
+    common.prepare(["--debug"] if args.debug else [])
     from epsilon_tf.export.backbones import make_backbone
     from epsilon_tf.export.serving import export_saved_model, load_training_dir
 
@@ -130,8 +152,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
+    with common.clean_exit(PROGRAM):
         main()
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)

@@ -642,6 +642,44 @@ def read_export_info(version_dir):
         return json.load(f)
 
 
+def _exchange(a, b):
+    """Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+
+    Returns False where the system cannot (then nothing was changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None,
+                           use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                          ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
+                     rename_exchange)
+    return done == 0
+
+
+def _replace_version(tmp, final, export_base, version):
+    """Puts the finished `tmp` at `final`, which exists (`overwrite`).
+
+    The two directories are exchanged in one atomic step where the system
+    can (Linux), so `final` is never missing, not even briefly: TF Serving
+    sees the old version, then the new one. Elsewhere the old one is
+    renamed away just before the new one is renamed in.
+    """
+    if _exchange(tmp, final):
+        # `tmp` now holds the old version, out of TF Serving's sight.
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    _retire(final, export_base, version)
+    os.replace(tmp, final)
+
+
 def _retire(path, export_base, version):
     """Renames a version dir out of TF Serving's sight, then deletes it."""
     old = os.path.join(export_base, f"{_OLD_PREFIX}{version}-{os.getpid()}")
@@ -760,8 +798,9 @@ def export_saved_model(
     final = os.path.join(export_base, str(version))
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(
-            f"Version {version} already exists at {final}; pass "
-            "overwrite=True to replace it or choose another version"
+            f"Version {version} already exists at {final}; replace it with "
+            "--overwrite (overwrite=True in Python) or choose another "
+            "--version"
         )
     tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -792,9 +831,10 @@ def export_saved_model(
                 raise FileExistsError(
                     f"Version {version} appeared at {final} during the export"
                 )
-            _retire(final, export_base, version)
+            _replace_version(tmp, final, export_base, version)
         try:
-            os.replace(tmp, final)
+            if os.path.exists(tmp):
+                os.replace(tmp, final)
         except OSError as err:
             if os.path.exists(final):
                 raise FileExistsError(

@@ -28,6 +28,9 @@ import time
 
 import numpy as np
 
+from epsilon_tf.cli import common
+
+PROGRAM = "python -m epsilon_tf.tools.extract_features"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
@@ -157,9 +160,6 @@ def extract_features(
     Returns:
         dict, the written split's sidecar.
     """
-    from epsilon_tf.data.native_tfrecord import NativeWriter
-    from epsilon_tf.export.backbones import make_backbone
-
     if unlisted not in ("negative", "unknown"):
         raise ValueError(
             "`unlisted` must be 'negative' or 'unknown'. "
@@ -183,6 +183,11 @@ def extract_features(
              label_vector(pos, neg, index, unlisted,
                           f"{labels_path}, image {name!r}"))
         )
+    # Every image and label checked: now TensorFlow.
+    common.import_tensorflow_quietly()
+    from epsilon_tf.data.native_tfrecord import NativeWriter
+    from epsilon_tf.export.backbones import make_backbone
+
     model, preprocess = make_backbone(backbone, weights, image_size)
     feature_shape = tuple(model.output_shape[1:])
     start = time.time()
@@ -210,10 +215,8 @@ def extract_features(
 
 
 def main(argv=None):
-    from epsilon_tf.labels import LabelSpace
-
     parser = argparse.ArgumentParser(
-        prog="python -m epsilon_tf.tools.extract_features",
+        prog=PROGRAM,
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--images_dir", required=True)
@@ -236,7 +239,29 @@ def main(argv=None):
     parser.add_argument("--unlisted", choices=("negative", "unknown"),
                         default="negative")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(common.DEBUG_FLAG, action="store_true",
+                        help="Show tracebacks and TensorFlow's logs.")
     args = parser.parse_args(argv)
+    common.check(args.batch_size >= 1, "batch_size", args.batch_size,
+                 "a positive integer")
+    common.check(args.image_size >= 32, "image_size", args.image_size,
+                 "at least 32 (pixels)")
+    for flag in ("images_dir", "label_space_dir"):
+        value = getattr(args, flag)
+        if not os.path.isdir(value):
+            raise common.CommandLineError(
+                f"--{flag}: {value} is not a directory"
+                + (" (it is a file)" if os.path.exists(value)
+                   else " (not found)")
+            )
+    if os.path.isdir(args.labels):
+        raise common.CommandLineError(
+            f"--labels: {args.labels} is a directory, not a CSV or JSON file"
+        )
+    if args.debug:
+        common.prepare(["--debug"])
+    from epsilon_tf.labels import LabelSpace
+
     space = LabelSpace.load(args.label_space_dir)
     names = (
         space.names if args.label_set == "all"
@@ -256,4 +281,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with common.clean_exit(PROGRAM):
+        sys.exit(main())

@@ -1,5 +1,6 @@
 """Scores a split with a model, streamed, and applies the exact protocol."""
 
+import sys
 import time
 
 import keras
@@ -9,6 +10,9 @@ import tensorflow as tf
 from epsilon_tf.data.pipeline import make_dataset
 from epsilon_tf.metrics import ScoreBuffer, evaluate_scores
 from epsilon_tf.models import with_labels
+
+# Progress lines when stdout is not a terminal (a log file, CI, a job).
+PROGRESS_EVERY_SECONDS = 30.0
 
 
 def forward_scores(model):
@@ -51,9 +55,12 @@ def predict_split(
         kwargs["num_images"] = num_examples
     buffer = ScoreBuffer(**kwargs)
     bar = None
+    start = last = time.time()
+    terminal = sys.stdout.isatty()
     if progress:
         print(description, flush=True)
-        bar = keras.utils.Progbar(num_examples, unit_name="image")
+        if terminal:
+            bar = keras.utils.Progbar(num_examples, unit_name="image")
     seen = 0
     for batch in dataset:
         scores = scores_fn(batch["features"]).numpy()
@@ -61,8 +68,18 @@ def predict_split(
         seen += scores.shape[0]
         if bar is not None:
             bar.update(seen)
+        elif progress and time.time() - last >= PROGRESS_EVERY_SECONDS:
+            last = time.time()
+            of = f"/{num_examples}" if num_examples else ""
+            print(f"  {seen}{of} images, "
+                  f"{seen / max(last - start, 1e-9):.1f} images/s",
+                  flush=True)
     if bar is not None and num_examples is None:
         bar.update(seen, finalize=True)
+    if progress and not terminal:
+        seconds = time.time() - start
+        print(f"  scored {seen} images in {seconds:.1f}s "
+              f"({seen / max(seconds, 1e-9):.1f} images/s)", flush=True)
     return buffer
 
 

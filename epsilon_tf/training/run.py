@@ -8,6 +8,7 @@ import numpy as np
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
+from epsilon_tf.training import summaries
 from epsilon_tf.training.trainer import Trainer
 
 MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
@@ -78,6 +79,111 @@ def format_table(rows, ks):
     return "\n".join(lines)
 
 
+def _rows(result, name="Epsilon"):
+    rows = [(name, result)]
+    rows += [(k.upper(), v) for k, v in result.get("baselines", {}).items()]
+    if "chance" in result:
+        rows.append(("chance", result["chance"]))
+    return rows
+
+
+def _caption(result, variant):
+    training = result.get("training", {})
+    return (
+        f"Test metrics (%), {result['n_images']} images, "
+        f"{result['n_labels']['zsl']} unseen / "
+        f"{result['n_labels']['gzsl']} labels, protocol={variant}; best "
+        f"epoch {training.get('best_epoch')} by validation seen "
+        f"{training.get('select_metric')}"
+    )
+
+
+def skip_summary(source):
+    """`{"total": {...}, "files": {file: {...}}}` of what was skipped.
+
+    Collected from the readers' `skip_report`s (`--skip_corrupt`); None
+    when no reader skips or nothing was skipped.
+    """
+    reports = [
+        getattr(split, "skip_report", None) for split in source.splits.values()
+    ]
+    reports = [r for r in reports if r is not None]
+    if not reports:
+        return None
+    files = {}
+    for report in reports:
+        for file, entry in report.by_file().items():
+            files[file] = entry
+    if not files:
+        return None
+    total = {
+        "bad_records": sum(e["bad_records"] for e in files.values()),
+        "corrupt_files": sum(1 for e in files.values() if e["corrupt"]),
+    }
+    return {"total": total, "files": files}
+
+
+def print_skip_summary(summary):
+    if not summary:
+        return
+    total = summary["total"]
+    print(
+        f"Skipped (--skip_corrupt): {total['bad_records']} bad records, "
+        f"{total['corrupt_files']} corrupt or truncated files cut short:",
+        flush=True,
+    )
+    for file, entry in sorted(summary["files"].items()):
+        parts = []
+        if entry["bad_records"]:
+            records = ", ".join(str(i) for i in entry["records"][:10])
+            more = "..." if len(entry["records"]) > 10 else ""
+            parts.append(
+                f"{entry['bad_records']} bad records (index {records}{more})"
+            )
+        if entry["corrupt"]:
+            parts.append(
+                f"unreadable from record index {entry['readable_records']} "
+                "on"
+            )
+        print(f"  {file}: {'; '.join(parts)}", flush=True)
+
+
+def finished_run(trainer, variant="lesa"):
+    """The metrics of a finished run in `trainer.model_dir`, or None.
+
+    A run is finished when its last checkpoint completed every epoch (with
+    the same settings: changed ones are refused as on resume) and it wrote
+    `metrics.json`. Rerunning it prints so and its results, and changes
+    nothing: no training, no new export version.
+    """
+    path = os.path.join(trainer.model_dir, "metrics.json")
+    if not os.path.exists(path) or not trainer.is_finished():
+        return None
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        result = json.load(f)
+    if not trainer.is_chief:
+        return result
+    epochs = trainer.train_config.epochs
+    export = result.get("export")
+    print(
+        f"{trainer.model_dir} is a finished run ({epochs} epochs, "
+        f"metrics.json written); nothing to do"
+        + (f", its export is {export}" if export else "")
+        + ". To train again, use a new --model_dir.",
+        flush=True,
+    )
+    if "zsl" in result and "n_labels" in result:
+        ks = sorted({
+            int(k.split("@")[1]) for k in result["zsl"] if "@" in k
+        })
+        print(_caption(result, result.get("variant", variant)), flush=True)
+        name = MODEL_NAMES[trainer.model_config.model]
+        print(format_table(_rows(result, name), ks), flush=True)
+    return result
+
+
 def train_and_evaluate(
     model_config,
     loss_config,
@@ -86,14 +192,21 @@ def train_and_evaluate(
     variant="lesa",
     baseline=True,
     export_fn=None,
+    data_config=None,
 ):
     """Trains (or resumes), restores the best epoch, evaluates and saves.
 
     Writes `metrics.json` in `model_dir`: the model's ZSL/GZSL block at the
     top level (the shape of `eval.py --metrics_out`), plus `training`,
-    `baselines` (ESZSL), `chance` and `timings_seconds` (per stage). Saves
-    `model.keras`, the label space and, when `export_fn` is given, calls it
-    with the trainer to export.
+    `baselines` (ESZSL), `chance`, `skipped` (with `skip_corrupt`, per
+    file) and `timings_seconds` (per stage). Saves `model.keras`, the label
+    space and, when `export_fn` is given, calls it with the trainer to
+    export. A finished run (`finished_run`) is reported and left as it is.
+
+    Args:
+        data_config: `DataConfig` or None. Recorded in `config.json` (so
+            `eval.py --model_dir` evaluates on the run's own data) and
+            checked on resume.
 
     Returns:
         The metrics dict.
@@ -106,7 +219,13 @@ def train_and_evaluate(
         timings[name] = round(now - clock[0], 2)
         clock[0] = now
 
-    trainer = Trainer(model_config, loss_config, train_config, source)
+    trainer = Trainer(
+        model_config, loss_config, train_config, source,
+        data_config=data_config,
+    )
+    previous = finished_run(trainer, variant)
+    if previous is not None:
+        return previous
     lap("setup")
     training = trainer.train()
     lap("training")
@@ -134,20 +253,19 @@ def train_and_evaluate(
         result["export"] = export_fn(trainer)
     lap("save_and_export")
     result["timings_seconds"] = timings
+    skipped = skip_summary(source)
+    if skipped:
+        result["skipped"] = skipped
     write_json(os.path.join(model_dir, "metrics.json"), result)
-    trainer.write_test_summaries(result)
-    rows = [(MODEL_NAMES[model_config.model], result)]
-    rows += [(k.upper(), v) for k, v in result.get("baselines", {}).items()]
-    rows.append(("chance", result["chance"]))
-    print(
-        f"\nTest metrics (%), {result['n_images']} images, "
-        f"{result['n_labels']['zsl']} unseen / "
-        f"{result['n_labels']['gzsl']} labels, protocol={variant}; best "
-        f"epoch {training['best_epoch']} by validation seen "
-        f"{training['select_metric']}",
-        flush=True,
+    rows = _rows(result, MODEL_NAMES[model_config.model])
+    caption = _caption(result, variant)
+    trainer.write_test_summaries(
+        result,
+        table=summaries.results_markdown(rows, source.eval_ks, caption),
     )
+    print("\n" + caption, flush=True)
     print(format_table(rows, source.eval_ks), flush=True)
+    print_skip_summary(skipped)
     print(
         "Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
         flush=True,

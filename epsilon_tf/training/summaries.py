@@ -1,20 +1,30 @@
 """TensorBoard output beyond the per-step scalars.
 
 Runs under `model_dir` (point TensorBoard at `model_dir` or at a folder
-of several `model_dir`s to compare runs):
+of several `model_dir`s to compare runs). Tags are chosen so that the
+Time Series and Scalars dashboards (which sort groups by name) open on the
+training losses and the test metrics, and the reference numbers (ESZSL,
+chance) come last:
 
-- `train/`: `loss/total`, `loss/ranking`, `loss/diversity`, `grad_norm`,
-  `learning_rate`, `fusion_weight` every 10 steps; weight histograms
-  `weights/<variable path>` at the end of every epoch.
-- `validation/`: seen-label `seen/map`, `seen/f1@3`, ... every epoch, and
-  `gpa_assignments/<image id>` images of a few fixed validation images:
-  the mean feature-energy map, then one map per GPA prompt, each over the
-  region grid.
+- `train/`: `loss/total`, `loss/ranking`, `loss/diversity` and
+  `train/grad_norm`, `train/learning_rate`, `train/fusion_weight` every
+  10 steps; weight histograms `weights/<variable path>` at the end of every
+  epoch.
+- `validation/`: seen-label `validation/map`, `validation/f1@3`, ... every
+  epoch, `validation/best_<select_metric>` at the end, and
+  `validation/gpa_maps/<image id>` images of a few fixed validation
+  images: the mean feature-energy map, then one map per GPA prompt, each
+  over the region grid and captioned ("energy", "group 1", ...).
 - `test/`: at the end, `test/zsl/<metric>` and `test/gzsl/<metric>` of
-  the selected epoch (plus `eszsl/...` and `chance/...` when computed),
-  `validation/best_<metric>`, precision-recall curves
-  `pr_unseen/<label>` for the most frequent unseen labels, and the run's
-  hyper-parameters with those metrics for the HParams dashboard.
+  the selected epoch, `zz_baselines/eszsl/...` and `zz_baselines/chance/...`
+  when computed, the final ZSL/GZSL table as the markdown text summary
+  `test/results`, and precision-recall curves `test/pr_unseen/<label>` for
+  the most frequent unseen labels.
+- `model_dir` itself: the run's hyper-parameters for the HParams
+  dashboard, with the test metrics first (trial ID: the run's folder
+  name).
+
+Every scalar carries a description (the "i" of its card).
 """
 
 import dataclasses
@@ -40,9 +50,66 @@ PR_DESCRIPTION = (
     "label to [0, 1] (an order-preserving map, so the curve is that of the "
     "raw scores at 201 thresholds)."
 )
+# Where the reference numbers go: a group that sorts after every other one.
+BASELINES_GROUP = "zz_baselines"
+TEXT_TABLE_TAG = "test/results"
+_METRIC_WORDS = {
+    "map": "mean average precision over the labels (LESA protocol)",
+    "p": "precision", "r": "recall", "f1": "F1 of precision and recall",
+}
+_TRAIN_DESCRIPTIONS = {
+    "loss/total": "Training loss of the step (ranking + diversity), mean "
+    "over the global batch.",
+    "loss/ranking": "Hinge (or smooth) ranking loss of the step.",
+    "loss/diversity": "Prompt-diversity regularizer of the step "
+    "(lambda included).",
+    "train/grad_norm": "Global norm of the gradient before clipping.",
+    "train/learning_rate": "Learning rate of the step (warmup, then cosine "
+    "decay).",
+    "train/fusion_weight": "Fusion weight a = sigmoid(theta): the share of "
+    "the local (GPA) scores.",
+}
+
+
+def _metric_phrase(metric):
+    if metric == "map":
+        return _METRIC_WORDS["map"]
+    name, _, k = metric.partition("@")
+    if k:
+        return f"{_METRIC_WORDS.get(name, name)} of the top {k} labels"
+    return metric
+
+
+def describe(tag):
+    """The description of a scalar tag (empty for an unknown one)."""
+    if tag in _TRAIN_DESCRIPTIONS:
+        return _TRAIN_DESCRIPTIONS[tag]
+    parts = tag.split("/")
+    settings = {"zsl": "ZSL (unseen labels only)",
+                "gzsl": "GZSL (seen and unseen labels)"}
+    if parts[0] == "validation":
+        metric = parts[-1]
+        if metric.startswith("best_"):
+            return (f"Best validation {_metric_phrase(metric[5:])} over the "
+                    "epochs: the score that selected the epoch.")
+        return (f"Validation {_metric_phrase(metric)} on the seen labels of "
+                "the held-out training images, every epoch.")
+    if parts[0] == "test" and len(parts) == 3:
+        return (f"Test {settings.get(parts[1], parts[1])} "
+                f"{_metric_phrase(parts[2])}, with the selected epoch's "
+                "weights: one value, at the last step.")
+    if parts[0] == BASELINES_GROUP and len(parts) == 4:
+        who = ("uniformly random scores (the floor)" if parts[1] == "chance"
+               else f"the {parts[1].upper()} baseline")
+        return (f"Reference: {settings.get(parts[2], parts[2])} "
+                f"{_metric_phrase(parts[3])} of {who}, same test split.")
+    return ""
+
+
 # Hyper-parameters that only say where or how loudly a run happens.
 _NOT_HPARAMS = {
     "model_dir", "verbose", "export", "export_top_k", "export_precision",
+    "progress_every_seconds",
 }
 
 
@@ -52,7 +119,7 @@ def write_scalars(writer, values, step):
         return
     with writer.as_default(step=step):
         for name, value in values.items():
-            tf.summary.scalar(name, value)
+            tf.summary.scalar(name, value, description=describe(name) or None)
 
 
 def write_weight_histograms(writer, model, step):
@@ -85,11 +152,14 @@ def write_assignment_images(
     maps = np.asarray(outputs["assignments"])
     grid = infer_grid(maps.shape[-1], grid_shape)
     energy = feature_energy(features)
+    names = ["energy"] + [f"group {g + 1}" for g in range(maps.shape[1])]
     with writer.as_default(step=step):
         for i, image_id in enumerate(image_ids):
-            panel = assignment_panel(maps[i], energy[i], grid)
+            panel = captioned_panel(
+                assignment_panel(maps[i], energy[i], grid), names, grid
+            )
             tf.summary.image(
-                f"gpa_assignments/{image_id}",
+                f"validation/gpa_maps/{image_id}",
                 panel[None],
                 max_outputs=1,
                 description=ASSIGNMENTS_DESCRIPTION,
@@ -127,7 +197,7 @@ def pr_curve_data(scores, labels, columns):
 
 
 def write_pr_curves(writer, curves, names, step, num_thresholds=201):
-    """PR-curve summaries `pr_unseen/<name>` from `pr_curve_data` output."""
+    """PR-curve summaries `test/pr_unseen/<name>` (`pr_curve_data` output)."""
     from tensorboard.plugins.pr_curve import summary as pr_summary
 
     if writer is None:
@@ -135,7 +205,7 @@ def write_pr_curves(writer, curves, names, step, num_thresholds=201):
     with writer.as_default(step=step):
         for (y, p, w), name in zip(curves, names, strict=True):
             pb = pr_summary.pb(
-                f"pr_unseen/{name}",
+                f"test/pr_unseen/{name}",
                 labels=y,
                 predictions=p,
                 num_thresholds=num_thresholds,
@@ -171,12 +241,20 @@ def flat_hparams(*configs):
 
 
 def final_metric_scalars(result, select_metric=None):
-    """Scalars of a `train_and_evaluate` result: `test/zsl/map`, ..."""
+    """Scalars of a `train_and_evaluate` result, tag -> value.
+
+    `test/zsl/map`, `test/gzsl/f1@3`, ... first, then the reference
+    numbers `zz_baselines/<eszsl|chance>/<setting>/<metric>`. The best
+    validation score goes to the validation run (`best_validation_scalar`).
+    """
     values = {}
     blocks = [("test", result)]
-    blocks += [(name, r) for name, r in result.get("baselines", {}).items()]
+    blocks += [
+        (f"{BASELINES_GROUP}/{name}", r)
+        for name, r in result.get("baselines", {}).items()
+    ]
     if "chance" in result:
-        blocks.append(("chance", result["chance"]))
+        blocks.append((f"{BASELINES_GROUP}/chance", result["chance"]))
     for prefix, block in blocks:
         for setting in ("zsl", "gzsl"):
             for metric, value in block.get(setting, {}).items():
@@ -184,27 +262,107 @@ def final_metric_scalars(result, select_metric=None):
                     continue  # counts, not metrics
                 if isinstance(value, (int, float)):
                     values[f"{prefix}/{setting}/{metric}"] = float(value)
-    training = result.get("training", {})
-    if "best_validation" in training:
-        metric = select_metric or training.get("select_metric", "score")
-        values[f"validation/best_{metric}"] = float(
-            training["best_validation"]
-        )
     return values
 
 
+def best_validation_scalar(result, select_metric=None):
+    """`{"validation/best_<metric>": score}` (empty without training)."""
+    training = result.get("training", {})
+    if "best_validation" not in training:
+        return {}
+    metric = select_metric or training.get("select_metric", "score")
+    return {f"validation/best_{metric}": float(training["best_validation"])}
+
+
+def results_markdown(rows, ks, caption=""):
+    """The final ZSL/GZSL table as markdown (values in %).
+
+    Args:
+        rows: list of (model name, result) with `zsl` / `gzsl` blocks.
+        ks: the K of P/R/F1@K.
+        caption: str. A line above the table.
+    """
+    cols = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
+    lines = [caption, ""] if caption else []
+    heads = ["mAP" if c == "map" else c.upper() for c in cols]
+    lines.append("| model | setting | " + " | ".join(heads) + " |")
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for name, result in rows:
+        for setting in ("zsl", "gzsl"):
+            block = result.get(setting)
+            if not block:
+                continue
+            cells = " | ".join(f"{100 * block[c]:.2f}" for c in cols)
+            lines.append(f"| {name} | {setting.upper()} | {cells} |")
+    return "\n".join(lines)
+
+
+def write_text(writer, tag, markdown, step, description=None):
+    """A markdown text summary (the Text dashboard renders it)."""
+    if writer is None:
+        return
+    with writer.as_default(step=step):
+        tf.summary.text(tag, markdown, description=description)
+
+
+def hparams_metric_names(values):
+    """The HParams columns: test ZSL, test GZSL, then the best validation.
+
+    Baselines and chance do not depend on the hyper-parameters and are
+    left out.
+    """
+    values = list(values)
+
+    def order(tag):
+        parts = tag.split("/")
+        setting = parts[1] if len(parts) >= 3 else ""
+        metric = parts[-1]
+        # mAP first, then the metrics in the order they were computed.
+        return ({"zsl": 0, "gzsl": 1}.get(setting, 2), metric != "map",
+                values.index(tag))
+
+    tests = sorted((t for t in values if t.startswith("test/")), key=order)
+    return [("test", t) for t in tests] + [
+        ("validation", t) for t in values if t.startswith("validation/")
+    ]
+
+
 def write_hparams(writer, hparams, metric_names, trial_id, start_time=None):
-    """Hyper-parameters of one run and the metrics to show beside them."""
+    """Hyper-parameters of one run and the metrics to show beside them.
+
+    Args:
+        writer: summary writer of the run's root (`model_dir`) or None.
+        hparams: dict name -> value (`flat_hparams`).
+        metric_names: list of tags, or of (run, tag) pairs for metrics
+            written by the run's `test/` or `validation/` writers. Shown
+            in this order.
+        trial_id: str. The trial's name in the HParams table.
+    """
     from tensorboard.plugins.hparams import api as hp
 
     if writer is None:
         return
+    metrics = []
+    for item in metric_names:
+        group, tag = item if isinstance(item, tuple) else (None, item)
+        metrics.append(
+            hp.Metric(tag, group=group, description=describe(tag) or None)
+        )
     with writer.as_default():
         hp.hparams_config(
             hparams=[hp.HParam(name) for name in sorted(hparams)],
-            metrics=[hp.Metric(name) for name in metric_names],
+            metrics=metrics,
         )
         hp.hparams(
             hparams, trial_id=trial_id,
             start_time_secs=int(start_time or time.time()),
         )
+
+
+def captioned_panel(panel, names, grid, tile_side=None, pad=4):
+    """`panel` with a caption strip naming each tile ("energy", ...)."""
+    from epsilon_tf.visualization.heatmaps import TILE_SIDE, caption_tiles
+
+    return caption_tiles(
+        panel, names, grid, tile_side=tile_side or TILE_SIDE, pad=pad
+    )

@@ -11,7 +11,7 @@ import time
 import keras
 import tensorflow as tf
 
-from epsilon_tf.config import to_dict, write_json
+from epsilon_tf.config import recorded_data_config, to_dict, write_json
 from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
 from epsilon_tf.models import build_model, fusion_weight
@@ -23,16 +23,21 @@ from epsilon_tf.training.evaluation import (
     predict_split,
     seen_label_metrics,
 )
+from epsilon_tf.training.progress import ProgressLines
 from epsilon_tf.training.standardization import (
     fit_standardization,
     standardization_targets,
 )
 
 # TrainConfig fields that may change between a run and its resumption.
+# DataConfig fields that may change: where the synthetic world is cached
+# (it is regenerated identically) and whether corrupt records are skipped.
+RESUMABLE_DATA_CHANGES = frozenset({"cache_dir", "skip_corrupt"})
 RESUMABLE_CHANGES = frozenset({
     "model_dir", "verbose", "export", "export_top_k", "export_precision",
     "checkpoint_every_steps", "keep_checkpoints", "summary_images",
     "pr_curve_labels", "jit_compile", "deterministic", "strategy",
+    "progress_every_seconds",
 })
 NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
             "log_temperature"]
@@ -60,6 +65,15 @@ class _SummedGradientsAdamW(keras.optimizers.AdamW):
 def _log(verbose, *args):
     if verbose:
         print(*args, flush=True)
+
+
+def _files_text(split, limit=3):
+    files = list(getattr(split, "files", ()) or ())
+    if not files:
+        return f"split {split.name!r}"
+    shown = ", ".join(files[:limit])
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return shown + more
 
 
 def _rng_variables(model):
@@ -93,12 +107,20 @@ class Trainer:
         train_config: `TrainConfig`.
         source: `DatasetSource`.
         strategy: `tf.distribute.Strategy` or None (from the config).
+        data_config: `DataConfig` or None. The data the run reads; stored
+            in `config.json` (with absolute paths, so `eval.py
+            --model_dir` finds the run's own data) and checked on resume.
     """
 
     def __init__(
-        self, model_config, loss_config, train_config, source, strategy=None
+        self, model_config, loss_config, train_config, source, strategy=None,
+        data_config=None,
     ):
         self.train_config = train_config
+        self.data_config = (
+            None if data_config is None else recorded_data_config(data_config)
+        )
+        self._restored = None
         self.loss_config = loss_config
         self.source = source
         space = source.label_space
@@ -291,6 +313,63 @@ class Trainer:
             validation_fraction=self.train_config.validation_fraction,
         )
 
+    def check_data(self):
+        """Fails before the first step on data that cannot train or select.
+
+        Reads a few records: the training split must fill one batch after
+        the validation carve, the carve must hold at least one image (it is
+        chosen by a hash of the image id, so a split whose ids are all
+        equal or empty lands on one side) and the test split must hold an
+        image. Raises `InputDataError` naming the files.
+        """
+        from epsilon_tf.data.pipeline import InputDataError
+
+        cfg = self.train_config
+        train = self.source.split("train")
+        where = _files_text(train)
+        fraction = cfg.validation_fraction
+        need = self.global_batch
+
+        def count(dataset, limit):
+            n = 0
+            with input_errors():
+                for _ in dataset.take(limit):
+                    n += 1
+            return n
+
+        kept = count(
+            make_dataset(train, 1, subset="train",
+                         validation_fraction=fraction).unbatch(),
+            need,
+        )
+        if kept == 0:
+            raise InputDataError(
+                f"The training split ({where}) has no images left for "
+                f"training after holding out the validation images: the "
+                "files hold no records, or every image id hashes into the "
+                "held-out part (are the image ids empty or all equal?)"
+            )
+        if kept < need and self.steps_per_epoch is None:
+            raise InputDataError(
+                f"The training split ({where}) has only {kept} images for "
+                f"training after the validation carve, fewer than one batch "
+                f"of --batch_size={need}; lower --batch_size"
+            )
+        if count(self._validation_dataset(1), 1) == 0:
+            raise InputDataError(
+                f"No validation images: none of the image ids of the "
+                f"training split ({where}) falls in the held-out "
+                f"{fraction:.0%} (--validation_fraction), so no epoch can be "
+                "selected. Every image needs its own non-empty image id; "
+                "with very few images raise --validation_fraction"
+            )
+        if "test" in self.source.splits:
+            test = self.source.split("test")
+            if count(test.dataset(), 1) == 0:
+                raise InputDataError(
+                    f"The test split ({_files_text(test)}) has no images"
+                )
+
     def _summary_examples(self):
         """The first few validation images (fixed), for the image summaries."""
         n = self.train_config.summary_images
@@ -364,12 +443,46 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------ checkpoints
+    def _configs(self):
+        configs = [self.model_config, self.loss_config, self.train_config]
+        if self.data_config is not None:
+            configs.append(self.data_config)
+        return configs
+
+    def checkpointed_epochs(self):
+        """Epochs completed by the last checkpoint (0 without one).
+
+        Read from the checkpoint file, without restoring anything.
+        """
+        path = tf.train.latest_checkpoint(self.checkpoint_dir)
+        if not path:
+            return 0
+        reader = tf.train.load_checkpoint(path)
+        key = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+        if key not in reader.get_variable_to_shape_map():
+            return 0
+        return int(reader.get_tensor(key))
+
+    def is_finished(self):
+        """True when the run's settings match and every epoch is done.
+
+        Raises the changed-settings error of `restore` when they differ.
+        """
+        if not tf.train.latest_checkpoint(self.checkpoint_dir):
+            return False
+        self._check_same_run()
+        return self.checkpointed_epochs() >= self.train_config.epochs
+
     def restore(self):
         """Restores the last checkpoint, if any. Returns its path or None.
 
-        Every worker reads the chief's `checkpoints/` directory.
+        Every worker reads the chief's `checkpoints/` directory. A second
+        call returns the first one's path without restoring again.
         """
+        if self._restored is not None:
+            return self._restored
         path = tf.train.latest_checkpoint(self.checkpoint_dir)
+        self._restored = path
         if path:
             self._check_same_run()
             self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -414,13 +527,14 @@ class Trainer:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         current = json.loads(json.dumps(
-            to_dict(self.model_config, self.loss_config, self.train_config),
-            default=str,
+            to_dict(*self._configs()), default=str,
         ))
         differences = []
         for section, fields in current.items():
             for name, value in fields.items():
                 if section == "TrainConfig" and name in RESUMABLE_CHANGES:
+                    continue
+                if section == "DataConfig" and name in RESUMABLE_DATA_CHANGES:
                     continue
                 old = saved.get(section, {}).get(name, value)
                 if old != value:
@@ -543,15 +657,19 @@ class Trainer:
     def _run_epoch(self, epoch, skip):
         cfg = self.train_config
         iterator = iter(self._train_dataset(epoch, skip))
-        bar = (
-            keras.utils.Progbar(
+        bar = lines = None
+        if self.verbose and sys.stdout.isatty():
+            bar = keras.utils.Progbar(
                 self.steps_per_epoch,
                 stateful_metrics=["loss", "lr"],
-                interval=0.05 if sys.stdout.isatty() else 10.0,
+                interval=0.05,
             )
-            if self.verbose
-            else None
-        )
+        elif self.verbose:
+            # A log file, CI, a cluster job: plain periodic lines instead.
+            lines = ProgressLines(
+                self.steps_per_epoch, self.global_batch,
+                every_seconds=cfg.progress_every_seconds, first_step=skip,
+            )
         step = skip
         loss_sum = 0.0
         while self.steps_per_epoch is None or step < self.steps_per_epoch:
@@ -573,9 +691,9 @@ class Trainer:
                         "loss/ranking": values["ranking"],
                         "loss/diversity": values["diversity"],
                         "loss/attention": values["attention"],
-                        "grad_norm": values["grad_norm"],
-                        "learning_rate": self.current_learning_rate(),
-                        "fusion_weight": fusion_weight(self.model),
+                        "train/grad_norm": values["grad_norm"],
+                        "train/learning_rate": self.current_learning_rate(),
+                        "train/fusion_weight": fusion_weight(self.model),
                     },
                     global_step,
                 )
@@ -588,6 +706,10 @@ class Trainer:
                         ("lr", self.current_learning_rate()),
                     ],
                 )
+            if lines is not None:
+                lines.update(
+                    step, loss_sum / (step - skip), self.current_learning_rate()
+                )
             every = cfg.checkpoint_every_steps
             last = self.steps_per_epoch is not None and (
                 step >= self.steps_per_epoch
@@ -595,6 +717,8 @@ class Trainer:
             # The epoch-end checkpoint follows the last step: no duplicate.
             if every and global_step % every == 0 and not last:
                 self.save()
+        if lines is not None and step > skip:
+            lines.finish(loss_sum / (step - skip), self.current_learning_rate())
 
     def train(self):
         """Runs (or resumes) training. Returns the best validation metrics."""
@@ -603,8 +727,10 @@ class Trainer:
         if self.is_chief:
             write_json(
                 os.path.join(self.model_dir, "config.json"),
-                to_dict(self.model_config, self.loss_config, cfg),
+                to_dict(*self._configs()),
             )
+        if int(self.epoch.numpy()) < cfg.epochs:
+            self.check_data()
         examples = self._summary_examples() if self.is_chief else None
         metric = cfg.select_metric
         while int(self.epoch.numpy()) < cfg.epochs:
@@ -625,7 +751,7 @@ class Trainer:
             global_step = int(self.optimizer.iterations.numpy())
             self._write_scalars(
                 self.writers and self.writers["validation"],
-                {f"seen/{k}": v for k, v in metrics.items()
+                {f"validation/{k}": v for k, v in metrics.items()
                  if k != "n_images"},
                 global_step,
             )
@@ -706,32 +832,56 @@ class Trainer:
                 on_scores=keep_pr_curves,
             )
 
-    def write_test_summaries(self, result):
-        """Final metrics, PR curves and HParams under `model_dir/test`.
+    def write_test_summaries(self, result, table=None):
+        """Final metrics, results table, PR curves and HParams.
+
+        `test/` gets the test (and baseline) scalars, the markdown table
+        `test/results` and the PR curves; `validation/` the best
+        validation score; `model_dir` itself the HParams of the run (trial
+        ID: the folder's name), with the test metrics as its first columns.
 
         Args:
             result: the metrics dict of `train_and_evaluate` (`zsl`,
                 `gzsl`, optionally `training`, `baselines`, `chance`).
+            table: str or None. The markdown results table.
         """
         if not self.is_chief:
             return
-        writer = tf.summary.create_file_writer(
-            os.path.join(self.model_dir, "test")
-        )
         step = int(self.optimizer.iterations.numpy())
         values = summaries.final_metric_scalars(
             result, self.train_config.select_metric
         )
+        best = summaries.best_validation_scalar(
+            result, self.train_config.select_metric
+        )
+        writer = tf.summary.create_file_writer(
+            os.path.join(self.model_dir, "test")
+        )
         summaries.write_scalars(writer, values, step)
+        if table:
+            summaries.write_text(
+                writer, summaries.TEXT_TABLE_TAG, table, step,
+                description="Final test metrics (%) of the selected epoch, "
+                "beside the baselines.",
+            )
         if self.pr_curves is not None:
             summaries.write_pr_curves(writer, *self.pr_curves, step)
+        writer.flush()
+        writer.close()
+        validation = (self.writers or {}).get("validation")
+        if validation is not None and best:
+            summaries.write_scalars(validation, best, step)
+            validation.flush()
+        root = tf.summary.create_file_writer(self.model_dir)
         hparams = summaries.flat_hparams(
             self.model_config, self.loss_config, self.train_config
         )
         summaries.write_hparams(
-            writer, hparams, sorted(values),
-            trial_id=os.path.abspath(self.model_dir),
+            root, hparams,
+            summaries.hparams_metric_names(list(values) + list(best)),
+            trial_id=os.path.basename(os.path.normpath(
+                os.path.abspath(self.model_dir)
+            )),
         )
-        writer.flush()
-        writer.close()
-
+        root.flush()
+        root.close()

@@ -150,3 +150,38 @@ def panel_tile_boxes(num_maps, grid, tile_side=TILE_SIDE, pad=4):
     cell = cell_size(grid, tile_side)
     width = grid[1] * cell[1]
     return [(i * (width + pad), width) for i in range(num_maps)]
+
+
+CAPTION_HEIGHT = 14
+
+
+def caption_tiles(panel, names, grid, tile_side=TILE_SIDE, pad=4,
+                  height=CAPTION_HEIGHT):
+    """`panel` with a white strip below it naming each tile.
+
+    Args:
+        panel: uint8 array [H, W, 3] from `assignment_panel`.
+        names: list of str, one per tile, left to right (e.g. "energy",
+            "group 1", ...).
+        grid: (rows, cols) the panel was drawn with.
+        tile_side, pad: as given to `assignment_panel`.
+        height: int. Pixels of the caption strip.
+
+    Returns:
+        uint8 array [H + height, W, 3].
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    panel = np.asarray(panel, np.uint8)
+    strip = Image.new("RGB", (panel.shape[1], height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    boxes = panel_tile_boxes(len(names), grid, tile_side, pad)
+    for (left, width), name in zip(boxes, names):
+        text = str(name)
+        # Shorten until it fits its tile.
+        while text and draw.textlength(text, font=font) > width:
+            text = text[:-1]
+        offset = max(0, (width - draw.textlength(text, font=font)) / 2)
+        draw.text((left + offset, 1), text, fill=(0, 0, 0), font=font)
+    return np.concatenate([panel, np.asarray(strip, np.uint8)], axis=0)
