@@ -120,7 +120,7 @@ def test_lesa_schedule_warms_up_and_decays(tmp_path, monkeypatch):
     for path in (model_dir / "train").glob("events.out.tfevents.*"):
         for event in event_file_loader.EventFileLoader(str(path)).Load():
             for value in event.summary.value:
-                if value.tag == "learning_rate":
+                if value.tag == "train/learning_rate":
                     lr[event.step] = float(tf.make_ndarray(value.tensor))
     steps = sorted(lr)
     per_epoch = int(WORLD.num_train * 0.9) // batch

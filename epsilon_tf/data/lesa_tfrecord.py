@@ -41,7 +41,6 @@ the native format records its sizes to catch that too.
 import concurrent.futures
 import os
 import threading
-import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -62,6 +61,7 @@ from epsilon_tf.data.native_tfrecord import (
     record_stream,
 )
 from epsilon_tf.data.pipeline import checked_map
+from epsilon_tf.data.record_count import decompressed_chunks
 
 DEFAULT_FEATURE_SHAPE = (196, 512)
 NUS_WIDE_NUM_TAGS = 1000
@@ -165,31 +165,14 @@ def compressed_stream_length(path, compression):
         `(num_bytes, problem)`: the decompressed length, and "" or a
         description of what is wrong with the stream (truncated, corrupt).
     """
-    wbits = 31 if compression == "GZIP" else 15
-    inflater = zlib.decompressobj(wbits)
     total = 0
-    offset = 0
-    with tf.io.gfile.GFile(path, "rb") as f:
-        while not inflater.eof:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                break
-            buf = chunk
-            try:
-                while buf and not inflater.eof:
-                    total += len(inflater.decompress(buf, _CHUNK))
-                    buf = inflater.unconsumed_tail
-            except zlib.error as e:
-                return total, (
-                    f"Its {compression} stream is corrupt within compressed "
-                    f"bytes {offset}..{offset + len(chunk)} ({e})."
-                )
-            offset += len(chunk)
-    if not inflater.eof:
-        return total, (
-            f"Its {compression} stream is truncated: the file ends after "
-            f"{offset} bytes without the end-of-stream marker."
-        )
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            for chunk in decompressed_chunks(f, compression, _CHUNK):
+                total += len(chunk)
+    except ValueError as e:
+        problem = str(e)
+        return total, problem[0].upper() + problem[1:] + "."
     return total, ""
 
 

@@ -54,8 +54,8 @@ def decompressed_chunks(f, compression, chunk_size=_CHUNK):
         chunk = f.read(chunk_size)
         if not chunk:
             raise ValueError(
-                f"its {compression} stream is truncated after {offset} "
-                "compressed bytes"
+                f"its {compression} stream is truncated: the file ends "
+                f"after {offset} bytes without the end-of-stream marker"
             )
         buf = chunk
         try:

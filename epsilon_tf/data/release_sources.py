@@ -144,11 +144,11 @@ def _count_examples(cfg, files):
     from epsilon_tf.data import record_count
 
     if cfg.data_format == "lesa":
-        from epsilon_tf.data.lesa_tfrecord import compression_for_file
+        from epsilon_tf.data.lesa_tfrecord import detect_compression
 
         def count(path):
             return record_count.count_tfrecord_file(
-                path, compression_for_file(path)
+                path, detect_compression(path)
             )
 
         kind = "tfrecord"
