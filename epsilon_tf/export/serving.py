@@ -60,6 +60,7 @@ from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers.folding import PRECISIONS, check_precision
 from epsilon_tf.layers.label_scoring import scoring_layers, unit_rows
 from epsilon_tf.models.epsilon import GFP, GPA, is_epsilon_model
+from epsilon_tf.models.factory import model_kind
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -290,6 +291,7 @@ class EpsilonServingModule(tf.Module):
             "branches": [b for b in (GPA, GFP) if b in names],
             "precision": precision,
             "serving_graph": graph.kind,
+            "model": model_kind(model),
         }
         num_regions, channels = self._meta["feature_shape"]
         k = self._meta["top_k"]
@@ -687,24 +689,6 @@ def _retire(path, export_base, version):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _serving_module(model, space, backbone, precision, **kwargs):
-    """Epsilon's folded graph, or a baseline's traced Keras layers."""
-    from epsilon_tf.models import model_kind
-
-    if model_kind(model) == "epsilon":
-        return EpsilonServingModule(
-            model, space, backbone=backbone, precision=precision, **kwargs
-        )
-    from epsilon_tf.export.keras_reference import KerasReferenceServingModule
-
-    if backbone is not None or precision != "float32":
-        raise ValueError(
-            f"A {model_kind(model)} export supports neither a backbone nor "
-            f"precision={precision!r}; export it without them"
-        )
-    return KerasReferenceServingModule(model, space, **kwargs)
-
-
 def export_saved_model(
     model,
     label_space,
@@ -730,8 +714,8 @@ def export_saved_model(
     Args:
         model: a functional model from `build_epsilon` (any vocabulary:
             only its label-free layers are used), or a LESA or BiAM model
-            from `build_model` (exported through its traced Keras layers,
-            `export.keras_reference`; float32, no backbone).
+            from `build_model` (exported through its Keras layers,
+            `export.reference`, float32).
         label_space: `LabelSpace`. The full label space.
         export_base: str. The model's base directory (what TF Serving's
             `--model_base_path` points at).
@@ -807,7 +791,7 @@ def export_saved_model(
     _IN_PROGRESS.add(os.path.abspath(tmp))
     try:
         with tempfile.TemporaryDirectory(prefix="epsilon-assets-") as scratch:
-            module = _serving_module(
+            module = EpsilonServingModule(
                 model,
                 space,
                 top_k=int(top_k),
