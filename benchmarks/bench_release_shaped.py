@@ -19,29 +19,19 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from common import cpu_model  # noqa: E402
+
 RUNS = {
     "full": {},
     "gpa_only": {"branches": "gpa"},
     "gfp_only": {"branches": "gfp"},
 }
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):
@@ -64,8 +54,8 @@ def main(argv=None):
         label_dir=args.label_dir,
     ))
     print(f"nus_like: {source.split('train').num_examples} train / "
-          f"{source.split('test').num_examples} test images; CPU: {_cpu()}, "
-          f"{os.cpu_count()} cores", flush=True)
+          f"{source.split('test').num_examples} test images; CPU: "
+          f"{cpu_model()}, {os.cpu_count()} cores", flush=True)
     results = {}
     for index, name in enumerate(args.runs.split(",")):
         model_cfg, loss_cfg, train_cfg = preset_configs(
@@ -100,7 +90,7 @@ def main(argv=None):
               f"{gr:6.2f} {r.get('seconds', 0):7.0f}", flush=True)
     if args.out:
         summary = {
-            "cpu": _cpu(), "epochs": args.epochs, "seed": args.seed,
+            "cpu": cpu_model(), "epochs": args.epochs, "seed": args.seed,
             "runs": {n: {s: r[s] for s in ("zsl", "gzsl")} | {
                 "seconds": r["seconds"],
                 "best_epoch": r["training"]["best_epoch"]}

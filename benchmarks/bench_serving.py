@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 from epsilon_tf.export.reference import keras_reference_serving  # noqa: E402
 
@@ -85,17 +86,6 @@ def _export_fresh(
         precision=precision,
     )
     return path, time.perf_counter() - start, config.feature_shape, model, space
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _percentiles(times_s):
@@ -192,7 +182,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     print(
-        f"machine: {platform.platform()}, {_cpu_model()}, "
+        f"machine: {platform.platform()}, {cpu_model()}, "
         f"{os.cpu_count()} CPUs; Python {platform.python_version()}, "
         f"TensorFlow {tf.__version__}, devices "
         f"{[d.device_type for d in tf.config.list_logical_devices()]}"

@@ -56,7 +56,12 @@ import numpy as np
 
 from epsilon_tf import _validation as check
 from epsilon_tf.data import label_files
-from epsilon_tf.data.world_cache import WorldSpec, cached_world_source
+from epsilon_tf.data.world_cache import (
+    GridWorld,
+    WorldSpec,
+    cached_world_source,
+    check_split,
+)
 from epsilon_tf.labels.label_space import l2_normalize_rows
 
 GENERATOR_VERSION = 1
@@ -88,7 +93,7 @@ def default_label_dir():
 
 
 @dataclasses.dataclass(frozen=True)
-class NusLikeConfig:
+class NusLikeConfig(GridWorld):
     """Sizes and realism settings of the NUS-WIDE-like world.
 
     The realism settings were fixed once from the module's description;
@@ -153,24 +158,7 @@ class NusLikeConfig:
         for name in ("num_train", "num_test", "channels", "hidden_units",
                      "max_labels_per_context", "num_clutter_prototypes"):
             check.positive_int(name, getattr(self, name))
-        if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
-            raise ValueError(
-                "`grid_shape` must be (rows, cols) of positive integers. "
-                f"Received: grid_shape={self.grid_shape!r}"
-            )
-
-    @property
-    def num_regions(self):
-        return self.grid_shape[0] * self.grid_shape[1]
-
-    @property
-    def feature_shape(self):
-        """(num_regions, channels)."""
-        return (self.num_regions, self.channels)
-
-    def num_examples(self, split):
-        _check_split(split)
-        return self.num_train if split == "train" else self.num_test
+        self._check_grid()
 
     def label_paths(self):
         """The three label files, checked to exist."""
@@ -200,12 +188,6 @@ class NusLikeConfig:
         return "nus_like-" + digest.hexdigest()[:16]
 
 
-def _check_split(split):
-    if split not in _SPLIT_CODES:
-        raise ValueError(
-            f"`split` must be one of {tuple(_SPLIT_CODES)}. "
-            f"Received: split={split!r}"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,7 +411,7 @@ def generate_split(config, split, return_visible=False):
         `(image_id, features, labels)`: str, float32 [N, C], int8 [K'];
         with `return_visible`, a fourth item, bool [K].
     """
-    _check_split(split)
+    check_split(split)
     world = nus_like_world(config)
     total = config.num_examples(split)
     for chunk_index, start in enumerate(range(0, total, _CHUNK_SIZE)):

@@ -41,7 +41,12 @@ import json
 import numpy as np
 
 from epsilon_tf import _validation as check
-from epsilon_tf.data.world_cache import WorldSpec, cached_world_source
+from epsilon_tf.data.world_cache import (
+    GridWorld,
+    WorldSpec,
+    cached_world_source,
+    check_split,
+)
 from epsilon_tf.labels import LabelSpace
 
 # Bump when the generator changes in a way that changes its output: the
@@ -56,7 +61,7 @@ _WORLD_CODE = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(GridWorld):
     """Sizes and realism settings of the synthetic world.
 
     The defaults write in well under 20 s and let a small model train in a
@@ -167,11 +172,7 @@ class SyntheticConfig:
             "max_labels_per_image",
         ):
             check.positive_int(name, getattr(self, name))
-        if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
-            raise ValueError(
-                "`grid_shape` must be (rows, cols) of positive integers. "
-                f"Received: grid_shape={self.grid_shape!r}"
-            )
+        self._check_grid()
         if self.max_themes_per_image > self.num_themes:
             raise ValueError(
                 "`max_themes_per_image` cannot exceed `num_themes`. "
@@ -220,19 +221,6 @@ class SyntheticConfig:
     def num_labels(self):
         return self.num_seen + self.num_unseen
 
-    @property
-    def num_regions(self):
-        return self.grid_shape[0] * self.grid_shape[1]
-
-    @property
-    def feature_shape(self):
-        """(num_regions, channels)."""
-        return (self.num_regions, self.channels)
-
-    def num_examples(self, split):
-        _check_split(split)
-        return self.num_train if split == "train" else self.num_test
-
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["grid_shape"] = list(self.grid_shape)
@@ -273,12 +261,6 @@ class SyntheticWorld:
     popularity: np.ndarray
 
 
-def _check_split(split):
-    if split not in _SPLIT_CODES:
-        raise ValueError(
-            f"`split` must be one of {tuple(_SPLIT_CODES)}. "
-            f"Received: split={split!r}"
-        )
 
 
 def _unit_rows(x):
@@ -492,7 +474,7 @@ def generate_split(config, split, return_present=False):
     >>> features.shape, labels.shape
     ((49, 64), (250,))
     """
-    _check_split(split)
+    check_split(split)
     world = synthetic_world(config)
     total = config.num_examples(split)
     for chunk_index, start in enumerate(range(0, total, _CHUNK_SIZE)):

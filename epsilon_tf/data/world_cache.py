@@ -26,6 +26,43 @@ from epsilon_tf.labels import LabelSpace
 SPLIT_LABEL_SETS = {"train": "seen", "test": "all"}
 
 
+def check_split(split):
+    """Raises unless `split` is "train" or "test"."""
+    if split not in SPLIT_LABEL_SETS:
+        raise ValueError(
+            f"`split` must be one of {tuple(SPLIT_LABEL_SETS)}. "
+            f"Received: split={split!r}"
+        )
+
+
+class GridWorld:
+    """Shape and size helpers of a generated world's config.
+
+    A mixin for the frozen config dataclasses of the built-in worlds, which
+    have `grid_shape` (rows, cols), `channels`, `num_train` and `num_test`.
+    """
+
+    def _check_grid(self):
+        if len(self.grid_shape) != 2 or min(self.grid_shape) < 1:
+            raise ValueError(
+                "`grid_shape` must be (rows, cols) of positive integers. "
+                f"Received: grid_shape={self.grid_shape!r}"
+            )
+
+    @property
+    def num_regions(self):
+        return self.grid_shape[0] * self.grid_shape[1]
+
+    @property
+    def feature_shape(self):
+        """(num_regions, channels)."""
+        return (self.num_regions, self.channels)
+
+    def num_examples(self, split):
+        check_split(split)
+        return self.num_train if split == "train" else self.num_test
+
+
 @dataclasses.dataclass(frozen=True)
 class WorldSpec:
     """What a cached world must hold, and how to generate it.
