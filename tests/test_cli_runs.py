@@ -78,6 +78,14 @@ def runs(tmp_path_factory):
             native, tmp / "native_run", "--epochs=1",
             "--progress_every_seconds=0.01", "--noexport",
         ),
+        # The built-in benchmark itself (written to a fresh cache), briefly.
+        "builtin": [
+            PYTHON, str(ROOT / "train.py"), "--dataset=synthetic",
+            f"--cache_dir={tmp / 'cache'}", f"--model_dir={tmp / 'builtin'}",
+            "--epochs=1", "--steps_per_epoch=3", "--hidden_dim=16",
+            "--gpa_heads=2", "--nobaseline", "--noexport",
+            "--summary_images=0", "--pr_curve_labels=0",
+        ],
     })
     other_test = tmp / "release" / "copy_of_test_ZLIB.tfrecords"
     shutil.copy(paths["test"], other_test)
@@ -104,7 +112,9 @@ def _ok(result):
     return out, err
 
 
-@pytest.mark.parametrize("name", ["lesa", "native", "skip", "rerun", "eval"])
+@pytest.mark.parametrize(
+    "name", ["lesa", "builtin", "native", "skip", "rerun", "eval"]
+)
 def test_no_tensorflow_log_lines(runs, name):
     out, err = _ok(runs[name])
     noise = [line for line in (out + err).splitlines() if CPP_LOG.search(line)]

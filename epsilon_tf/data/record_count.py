@@ -105,27 +105,40 @@ def count_records_in_stream(chunks):
     return (count if complete else count - (skip > 0)), complete
 
 
-def count_tfrecord_file(path, compression):
-    """The number of records in one TFRecord file (framing only).
+def _guarded(chunks, problems):
+    """`chunks`, stopping (and noting why) where the stream is broken."""
+    try:
+        yield from chunks
+    except ValueError as e:
+        problems.append(str(e))
+
+
+def count_tfrecord_file(path, compression, strict=False):
+    """The number of complete records in one TFRecord file (framing only).
 
     Uncompressed files are walked with seeks, so only the 12-byte headers
-    are read; compressed files are decompressed once.
+    are read; compressed files are decompressed once. A file cut short or
+    corrupt counts its complete records before the damage: the readers
+    report the damage itself (file, record and what was expected) when
+    they reach it, or skip it with `--skip_corrupt`.
 
     Args:
         path: str.
         compression: str. "", "ZLIB" or "GZIP".
+        strict: bool. Raise instead on a damaged file. Defaults to False.
 
     Returns:
         int.
 
     Raises:
-        ValueError: the file is cut short or its stream is corrupt (the
-            message says which; the reader gives the record-level error).
+        ValueError: with `strict`, the file is cut short or its stream is
+            corrupt.
     """
+    problems = []
     with open(path, "rb") as f:
         if compression:
             count, complete = count_records_in_stream(
-                decompressed_chunks(f, compression)
+                _guarded(decompressed_chunks(f, compression), problems)
             )
         else:
             size = os.fstat(f.fileno()).st_size
@@ -142,9 +155,9 @@ def count_tfrecord_file(path, compression):
                     break
                 f.seek(pos)
                 count += 1
-    if not complete:
-        raise ValueError(f"{path}: the file is cut short after {count} "
-                         "complete records")
+    if strict and (problems or not complete):
+        why = problems[0] if problems else "the file is cut short"
+        raise ValueError(f"{path}: {why} after {count} complete records")
     return count
 
 

@@ -6,7 +6,8 @@ Time Series and Scalars dashboards (which sort groups by name) open on the
 training losses and the test metrics, and the reference numbers (ESZSL,
 chance) come last:
 
-- `train/`: `loss/total`, `loss/ranking`, `loss/diversity` and
+- `train/`: `loss/total`, `loss/ranking`, `loss/diversity`,
+  `loss/attention` and
   `train/grad_norm`, `train/learning_rate`, `train/fusion_weight` every
   10 steps; weight histograms `weights/<variable path>` at the end of every
   epoch.
@@ -58,11 +59,13 @@ _METRIC_WORDS = {
     "p": "precision", "r": "recall", "f1": "F1 of precision and recall",
 }
 _TRAIN_DESCRIPTIONS = {
-    "loss/total": "Training loss of the step (ranking + diversity), mean "
-    "over the global batch.",
+    "loss/total": "Training loss of the step (ranking + diversity + "
+    "attention), mean over the global batch.",
     "loss/ranking": "Hinge (or smooth) ranking loss of the step.",
     "loss/diversity": "Prompt-diversity regularizer of the step "
     "(lambda included).",
+    "loss/attention": "LESA's attention regularizers of the step (weights "
+    "included; 0 for Epsilon and BiAM).",
     "train/grad_norm": "Global norm of the gradient before clipping.",
     "train/learning_rate": "Learning rate of the step (warmup, then cosine "
     "decay).",
