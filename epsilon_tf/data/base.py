@@ -68,10 +68,11 @@ class SplitReader:
         """`num_examples`, counted once with `counter` when not known.
 
         Returns:
-            int or None (unknown and no counter).
+            int or None (unknown: no counter, or it could not count).
         """
         if self.num_examples is None and self.counter is not None:
-            self.num_examples = int(self.counter())
+            count = self.counter()
+            self.num_examples = None if count is None else int(count)
         return self.num_examples
 
 

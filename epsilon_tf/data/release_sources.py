@@ -140,7 +140,12 @@ def _open_images(cfg, shape):
 
 
 def _count_examples(cfg, files):
-    """Examples in a LESA or BiAM Open Images split (cached per file)."""
+    """Examples in a LESA or BiAM Open Images split (cached per file).
+
+    None when a file is damaged and `skip_corrupt` is off: the reader then
+    stops at the damage with the file, the record and what it expected
+    (with `skip_corrupt`, a damaged file counts its complete records).
+    """
     from epsilon_tf.data import record_count
 
     if cfg.data_format == "lesa":
@@ -148,15 +153,19 @@ def _count_examples(cfg, files):
 
         def count(path):
             return record_count.count_tfrecord_file(
-                path, detect_compression(path)
+                path, detect_compression(path),
+                strict=not cfg.skip_corrupt,
             )
 
-        kind = "tfrecord"
+        kind = "tfrecord" if cfg.skip_corrupt else "tfrecord_strict"
     else:
         from epsilon_tf.data.biam_hdf5 import count_open_images_chunk
 
         count, kind = count_open_images_chunk, "biam_open_images"
-    return record_count.cached_count(files, count, cfg.cache_dir, kind)
+    try:
+        return record_count.cached_count(files, count, cfg.cache_dir, kind)
+    except (ValueError, KeyError, OSError):
+        return None
 
 
 def release_source(data_config):
