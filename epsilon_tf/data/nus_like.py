@@ -61,6 +61,7 @@ from epsilon_tf.data.world_cache import (
     WorldSpec,
     cached_world_source,
     check_split,
+    chunked_examples,
 )
 from epsilon_tf.labels.label_space import l2_normalize_rows
 
@@ -413,18 +414,13 @@ def generate_split(config, split, return_visible=False):
     """
     check_split(split)
     world = nus_like_world(config)
-    total = config.num_examples(split)
-    for chunk_index, start in enumerate(range(0, total, _CHUNK_SIZE)):
-        count = min(_CHUNK_SIZE, total - start)
-        feats, labels, visible = _generate_chunk(
-            world, split, chunk_index, count
-        )
-        for j in range(count):
-            image_id = f"{split}_{start + j:06d}"
-            if return_visible:
-                yield image_id, feats[j], labels[j], visible[j]
-            else:
-                yield image_id, feats[j], labels[j]
+    yield from chunked_examples(
+        split,
+        config.num_examples(split),
+        _CHUNK_SIZE,
+        functools.partial(_generate_chunk, world, split),
+        return_visible,
+    )
 
 
 def nus_like_source(cache_dir, config, progress=True):

@@ -46,6 +46,7 @@ from epsilon_tf.data.world_cache import (
     WorldSpec,
     cached_world_source,
     check_split,
+    chunked_examples,
 )
 from epsilon_tf.labels import LabelSpace
 
@@ -476,18 +477,13 @@ def generate_split(config, split, return_present=False):
     """
     check_split(split)
     world = synthetic_world(config)
-    total = config.num_examples(split)
-    for chunk_index, start in enumerate(range(0, total, _CHUNK_SIZE)):
-        count = min(_CHUNK_SIZE, total - start)
-        feats, labels, present = _generate_chunk(
-            world, split, chunk_index, count
-        )
-        for j in range(count):
-            image_id = f"{split}_{start + j:06d}"
-            if return_present:
-                yield image_id, feats[j], labels[j], present[j]
-            else:
-                yield image_id, feats[j], labels[j]
+    yield from chunked_examples(
+        split,
+        config.num_examples(split),
+        _CHUNK_SIZE,
+        functools.partial(_generate_chunk, world, split),
+        return_present,
+    )
 
 
 def synthetic_source(cache_dir, config=None, progress=True):

@@ -35,6 +35,33 @@ def check_split(split):
         )
 
 
+def chunked_examples(split, total, chunk_size, generate_chunk, with_truth):
+    """Yields a generated split's examples, generated chunk by chunk.
+
+    Args:
+        split: str. Split name (the image ids are `<split>_<index>`).
+        total: int. Number of images.
+        chunk_size: int. Images per chunk (part of a generator: it sets the
+            random streams).
+        generate_chunk: callable `(chunk_index, count)` -> `(features,
+            labels, truth)` arrays with `count` rows.
+        with_truth: bool. Yield the truth rows as a fourth item.
+
+    Yields:
+        `(image_id, features, labels)` or, with `with_truth`,
+        `(image_id, features, labels, truth)`.
+    """
+    for chunk_index, start in enumerate(range(0, total, chunk_size)):
+        count = min(chunk_size, total - start)
+        feats, labels, truth = generate_chunk(chunk_index, count)
+        for j in range(count):
+            image_id = f"{split}_{start + j:06d}"
+            if with_truth:
+                yield image_id, feats[j], labels[j], truth[j]
+            else:
+                yield image_id, feats[j], labels[j]
+
+
 class GridWorld:
     """Shape and size helpers of a generated world's config.
 
