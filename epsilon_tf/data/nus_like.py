@@ -62,6 +62,7 @@ from epsilon_tf.data.world_cache import (
     cached_world_source,
     check_split,
     chunked_examples,
+    unit_rows,
 )
 from epsilon_tf.labels.label_space import l2_normalize_rows
 
@@ -219,10 +220,6 @@ class NusLikeWorld:
     unit_vectors: np.ndarray
 
 
-def _unit(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 @functools.lru_cache(maxsize=4)
 def nus_like_world(config):
     """Builds the `NusLikeWorld` of `config` (deterministic, cached)."""
@@ -242,12 +239,12 @@ def nus_like_world(config):
     w2 = rng.standard_normal((c.hidden_units, c.channels))
     centred = unit - unit.mean(axis=0)
     hidden = np.tanh(centred / np.std(centred) @ w1 / np.sqrt(e) + b1)
-    driven = _unit(hidden @ w2)
-    label_part = _unit(rng.standard_normal((k, c.channels)))
+    driven = unit_rows(hidden @ w2)
+    label_part = unit_rows(rng.standard_normal((k, c.channels)))
     base = driven + c.visual_residual * label_part
-    mode_parts = _unit(rng.standard_normal((k, 2, c.channels)))
-    modes = _unit(base[:, None, :] + c.mode_residual * mode_parts)
-    clutter = _unit(rng.standard_normal((c.num_clutter_prototypes,
+    mode_parts = unit_rows(rng.standard_normal((k, 2, c.channels)))
+    modes = unit_rows(base[:, None, :] + c.mode_residual * mode_parts)
+    clutter = unit_rows(rng.standard_normal((c.num_clutter_prototypes,
                                          c.channels)))
     is_visual = np.ones(k, dtype=bool)
     is_visual[:num_seen] = rng.random(num_seen) >= c.non_visual_fraction
@@ -357,7 +354,7 @@ def _generate_chunk(world, split, chunk_index, count):
     pre = rng.standard_normal((count, n, ch), dtype=np.float32)
     pre *= np.float32(c.region_noise)
     pre += np.float32(c.bias)
-    style = _unit(rng.standard_normal((count, ch)))
+    style = unit_rows(rng.standard_normal((count, ch)))
     style *= c.style_amplitude * rng.standard_normal((count, 1))
     pre += style[:, None, :].astype(np.float32)
     visible = np.zeros((count, k), dtype=bool)
@@ -370,8 +367,8 @@ def _generate_chunk(world, split, chunk_index, count):
         for _ in range(int(rng.poisson(c.clutter_mean))):
             things.append((-1, world.clutter[rng.integers(len(world.clutter))]))
         for label, proto in things:
-            look = _unit(proto + c.instance_jitter
-                         * _unit(rng.standard_normal(ch)))
+            look = unit_rows(proto + c.instance_jitter
+                         * unit_rows(rng.standard_normal(ch)))
             if label < 0 or world.is_object[label]:
                 amp = c.object_amplitude * rng.uniform(0.6, 1.4)
                 spatial = amp * _object_map(rng, rows, cols)

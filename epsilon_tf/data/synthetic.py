@@ -47,6 +47,7 @@ from epsilon_tf.data.world_cache import (
     cached_world_source,
     check_split,
     chunked_examples,
+    unit_rows,
 )
 from epsilon_tf.labels import LabelSpace
 
@@ -262,12 +263,6 @@ class SyntheticWorld:
     popularity: np.ndarray
 
 
-
-
-def _unit_rows(x):
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 @functools.lru_cache(maxsize=8)
 def synthetic_world(config):
     """Builds the `SyntheticWorld` of `config` (deterministic, cached)."""
@@ -280,18 +275,18 @@ def synthetic_world(config):
             rng.permutation(np.arange(c.num_unseen) % c.num_themes),
         ]
     )
-    common = _unit_rows(rng.standard_normal(e))
-    theme_dirs = _unit_rows(rng.standard_normal((c.num_themes, e)))
-    specific = _unit_rows(rng.standard_normal((k, e)))
+    common = unit_rows(rng.standard_normal(e))
+    theme_dirs = unit_rows(rng.standard_normal((c.num_themes, e)))
+    specific = unit_rows(rng.standard_normal((k, e)))
     word_vectors = (
         c.common_weight * common
         + c.theme_weight * theme_dirs[themes]
         + c.label_word_weight * specific
     )
     visual_map = rng.standard_normal((ch, e)) / np.sqrt(e)
-    driven = _unit_rows(word_vectors @ visual_map.T)
-    residual = _unit_rows(rng.standard_normal((k, ch)))
-    prototypes = _unit_rows(driven + c.visual_residual * residual)
+    driven = unit_rows(word_vectors @ visual_map.T)
+    residual = unit_rows(rng.standard_normal((k, ch)))
+    prototypes = unit_rows(driven + c.visual_residual * residual)
     is_object = rng.random(k) < c.object_fraction
     popularity = rng.lognormal(0.0, c.popularity_sigma, size=k)
     tw = max(2, len(str(c.num_themes - 1)))
@@ -413,7 +408,7 @@ def _generate_chunk(world, split, chunk_index, count):
     n, ch = c.num_regions, c.channels
     feats = rng.standard_normal((count, n, ch), dtype=np.float32)
     feats *= np.float32(c.region_noise)
-    nuisance = _unit_rows(rng.standard_normal((count, ch)))
+    nuisance = unit_rows(rng.standard_normal((count, ch)))
     nuisance *= c.nuisance_amplitude * rng.standard_normal((count, 1))
     feats += nuisance[:, None, :].astype(np.float32)
     present = np.zeros((count, c.num_labels), dtype=bool)
@@ -424,10 +419,10 @@ def _generate_chunk(world, split, chunk_index, count):
             if world.is_object[label]:
                 size = int(rng.integers(1, c.max_object_regions + 1))
                 regions = _contiguous_regions(rng, c.grid_shape, size)
-                look = proto + c.object_jitter * _unit_rows(
+                look = proto + c.object_jitter * unit_rows(
                     rng.standard_normal(ch)
                 )
-                look = _unit_rows(look)
+                look = unit_rows(look)
                 amps = c.object_amplitude * rng.uniform(
                     0.7, 1.3, size=(len(regions), 1)
                 )
