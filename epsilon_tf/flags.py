@@ -374,6 +374,12 @@ def train_configs():
     return model, loss, train, data
 
 
+def _command_line_error(message):
+    from epsilon_tf.cli.common import CommandLineError
+
+    return CommandLineError(message)
+
+
 def _numbers(name, cast):
     text = getattr(FLAGS, name)
     try:
@@ -381,7 +387,7 @@ def _numbers(name, cast):
     except ValueError:
         values = ()
     if not values:
-        raise flags.ValidationError(
+        raise _command_line_error(
             f"--{name} must be comma-separated numbers. Received: {text!r}"
         )
     return values
@@ -432,11 +438,11 @@ def define_experiment_flags():
 def experiment_options():
     """The experiment flags as a dict of plain values."""
     if not FLAGS.output_dir:
-        raise flags.ValidationError("--output_dir is required")
+        raise _command_line_error("--output_dir is required")
     for name in ("epochs", "batch_size", "steps_per_epoch", "figure_images"):
         value = getattr(FLAGS, name)
         if value is not None and value < 1:
-            raise flags.ValidationError(
+            raise _command_line_error(
                 f"--{name} must be a positive integer. Received: {value}"
             )
     return {

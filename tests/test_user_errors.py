@@ -228,6 +228,14 @@ def _cases(tmp):
         [PYTHON, "-m", "epsilon_tf.export", f"--model_dir={bad}",
          "--top_k=0"], ["--top_k must be a positive integer"], None,
     )
+    experiments = [PYTHON, "-m", "epsilon_tf.experiments"]
+    cases["experiments-no-output_dir"] = (
+        experiments, ["--output_dir is required"], "quiet",
+    )
+    cases["experiments-seeds"] = (
+        experiments + [f"--output_dir={tmp / 'exp'}", "--seeds=0,x"],
+        ["--seeds must be comma-separated numbers"], "quiet",
+    )
     cases["convert-truncated-input"] = (
         [PYTHON, "-m", "epsilon_tf.data.convert", "--format=lesa_nus_wide",
          f"--inputs={truncated}", "--split=train",
@@ -293,7 +301,8 @@ CASE_IDS = [
     "biam-missing-dataset", "eval-predictions-npy", "eval-predictions-text",
     "eval-no-mode", "eval-batch_size", "eval-model_dir-not-a-run",
     "export-not-a-training-dir", "export-top_k", "convert-truncated-input",
-    "extract-features-missing-image",
+    "extract-features-missing-image", "experiments-no-output_dir",
+    "experiments-seeds",
 ]
 
 
@@ -313,6 +322,9 @@ def test_one_error_line_exit_1_no_traceback(results, case):
                          if a.startswith("--model_dir="))
         assert not Path(model_dir).exists()
         assert "Epoch" not in text
+    if check == "quiet":
+        # A flag mistake stops before TensorFlow prints its start-up lines.
+        assert err.strip() == lines[0], err[-3000:]
     if check == "no_allow_pickle":
         assert "allow_pickle" not in text
 

@@ -8,6 +8,16 @@ images. Rerunning skips finished runs.
 """
 
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, Run, plan
-from epsilon_tf.experiments.runner import Experiments, base_configs
+
+
+def __getattr__(name):
+    # The runner imports TensorFlow; `python -m epsilon_tf.experiments`
+    # checks its flags and quiets TensorFlow's start-up lines first.
+    if name in ("Experiments", "base_configs"):
+        from epsilon_tf.experiments import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ABLATIONS", "MAIN", "Experiments", "Run", "base_configs", "plan"]
