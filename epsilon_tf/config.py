@@ -143,6 +143,9 @@ class LossConfig:
             per-batch sums to per-image means at its batch of 32 (x32 and
             x sqrt(32)). 0 disables a term.
         lesa_global_margin: margin of LESA's global-attention term.
+        label_weight: weight of the per-label image ranking
+            (`losses.ranking.label_ranking`) added to the ranking term;
+            hinge form only; 0 disables it.
     """
 
     form: str = "hinge"
@@ -152,6 +155,7 @@ class LossConfig:
     lesa_global_weight: float = 0.032
     lesa_span_weight: float = 0.0566
     lesa_global_margin: float = 0.0
+    label_weight: float = 0.0
 
 
 @dataclasses.dataclass

@@ -296,6 +296,12 @@ def define_train_flags():
         "lesa_global_margin", lo.lesa_global_margin,
         "LESA: margin of the global-attention regularizer.",
     )
+    flags.DEFINE_float(
+        "label_weight", lo.label_weight,
+        "Weight of the per-label image ranking added to the ranking loss "
+        "(the batch's images ranked for each label, as mAP ranks them; "
+        "hinge loss only; 0: off).",
+    )
     define_cli_flags()
     define_progress_flags()
 
@@ -367,6 +373,7 @@ def train_configs():
         lesa_global_weight=FLAGS.lesa_global_weight,
         lesa_span_weight=FLAGS.lesa_span_weight,
         lesa_global_margin=FLAGS.lesa_global_margin,
+        label_weight=_value("label_weight", preset),
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from epsilon_tf.losses import RankingLoss, prompt_diversity
+from epsilon_tf.losses.ranking import label_ranking
 
 LABELS = np.array(
     [[1, -1, -1, 0], [1, 1, -1, -1], [0, 0, 1, 0]], dtype="float32"
@@ -134,3 +135,44 @@ def test_config_round_trip_and_bad_arguments():
         RankingLoss(margin=0)
     with pytest.raises(ValueError, match="`diversity_weight` must be >= 0"):
         RankingLoss(diversity_weight=-1)
+
+
+def test_label_ranking_hand_worked():
+    # Per label, over the 3 images (columns of LABELS / SCORES):
+    # label 0: positives only -> no pair, left out of the mean.
+    # label 1: positive image 1 (0.0) vs negative image 0 (0.2):
+    #   1 + 0.2 - 0 = 1.2 -> 1.2 / 1.
+    # label 2: positive image 2 (3.0) vs negatives 1.0 and 0.5: no
+    #   violation -> 0 (it has pairs, so it counts).
+    # label 3: a negative only -> left out.  Mean over labels 1, 2: 0.6.
+    assert float(label_ranking(LABELS, SCORES)) == pytest.approx(0.6)
+    # margin 2: label 1: 2.2; label 2: (2 + 1 - 3) = 0, (2 + .5 - 3) < 0.
+    assert float(label_ranking(LABELS, SCORES, 2.0)) == pytest.approx(1.1)
+    # Added, weighted, to every image's ranking term.
+    terms = RankingLoss(label_weight=0.5, diversity_weight=0.0)
+    per_image = terms.per_example_terms(LABELS, {"scores": SCORES})
+    np.testing.assert_allclose(
+        per_image["ranking"], [1.1 + 0.3, 1.5 + 0.3, 0.3], rtol=1e-6
+    )
+    no_pairs = np.ones((2, 3), "float32")
+    assert float(label_ranking(no_pairs, SCORES[:2, :3])) == 0.0
+
+
+def test_label_ranking_matches_brute_force_over_images():
+    rng = np.random.default_rng(3)
+    labels = rng.choice([-1, 0, 1], size=(16, 9), p=[0.6, 0.2, 0.2])
+    labels[:, 0] = -1  # a label without positives: left out
+    scores = np.round(rng.normal(size=(16, 9)), 1).astype("float32")
+    per_label = brute_force_hinge(labels.T, scores.T)
+    kept = [(labels[:, j] > 0).any() and (labels[:, j] < 0).any()
+            for j in range(9)]
+    assert not kept[0] and sum(kept) >= 6
+    expected = per_label[kept].mean()
+    got = float(label_ranking(labels.astype("float32"), scores))
+    assert got == pytest.approx(expected, rel=1e-5)
+    clone = RankingLoss.from_config(RankingLoss(label_weight=0.7).get_config())
+    assert clone.label_weight == 0.7
+    with pytest.raises(ValueError, match="`label_weight` needs form='hinge'"):
+        RankingLoss(form="smooth", label_weight=1.0)
+    with pytest.raises(ValueError, match="`label_weight` must be >= 0"):
+        RankingLoss(label_weight=-1.0)

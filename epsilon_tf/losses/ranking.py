@@ -34,6 +34,26 @@ def hinge_ranking(labels, scores, margin=1.0):
     return total / tf.maximum(violations, 1.0)
 
 
+def label_ranking(labels, scores, margin=1.0):
+    """The hinge ranking of images per label, over one batch: a scalar.
+
+    The transpose of `hinge_ranking`: for each label j, the images where j
+    is positive should score above the images where it is negative, by
+    `margin`. Averaged over the labels with at least one positive and one
+    negative image in the batch (0 when none has). mAP ranks the images of
+    each label, which the per-image loss never compares; this term does.
+    """
+    labels_t = tf.transpose(labels)
+    per_label = hinge_ranking(labels_t, tf.transpose(scores), margin)
+    has_pairs = tf.logical_and(
+        tf.reduce_any(labels_t > 0, axis=-1),
+        tf.reduce_any(labels_t < 0, axis=-1),
+    )
+    count = tf.reduce_sum(tf.cast(has_pairs, scores.dtype))
+    total = tf.reduce_sum(tf.where(has_pairs, per_label, 0.0))
+    return total / tf.maximum(count, 1.0)
+
+
 def smooth_ranking(labels, scores):
     """Per-image `mean_{p in P, n in N} log(1 + exp(s_n - s_p))` (0 if none).
 
@@ -130,6 +150,10 @@ class RankingLoss(keras.losses.Loss):
     violating pairs (`margin + s_n - s_p > 0`); `L = 0` when V = 0.
     `form="smooth"`: `L = sum_{p, n} log(1 + exp(s_n - s_p)) / (|P| |N|)`.
     Both are averaged over the batch (images without pairs count as 0).
+    With `label_weight = mu > 0` the ranking term of every image adds
+    `mu * label_ranking(...)`, the hinge ranking of the batch's images per
+    label (see `label_ranking`; a batch-level value, the same for every
+    image, over each replica's own batch).
 
     The prompt-diversity regularizer is
     `R = lambda * mean_{i != j} <u_i, u_j>^2` over the L2-normalized
@@ -152,6 +176,8 @@ class RankingLoss(keras.losses.Loss):
         lesa_span_weight: float. w_span, >= 0. Defaults to 0.0566.
         lesa_global_margin: float. Margin of the global term. Defaults
             to 0.0.
+        label_weight: float. mu, >= 0, of the per-label image ranking
+            (hinge form only). Defaults to 0.0.
         name: str. Defaults to "ranking_loss".
 
     Example:
@@ -170,6 +196,7 @@ class RankingLoss(keras.losses.Loss):
         lesa_global_weight=0.032,
         lesa_span_weight=0.0566,
         lesa_global_margin=0.0,
+        label_weight=0.0,
         name="ranking_loss",
         **kwargs,
     ):
@@ -188,6 +215,7 @@ class RankingLoss(keras.losses.Loss):
             ("lesa_dist_weight", lesa_dist_weight),
             ("lesa_global_weight", lesa_global_weight),
             ("lesa_span_weight", lesa_span_weight),
+            ("label_weight", label_weight),
         ):
             if not value >= 0:
                 raise ValueError(
@@ -200,6 +228,12 @@ class RankingLoss(keras.losses.Loss):
         self.lesa_global_weight = float(lesa_global_weight)
         self.lesa_span_weight = float(lesa_span_weight)
         self.lesa_global_margin = float(lesa_global_margin)
+        if label_weight and form != "hinge":
+            raise ValueError(
+                "`label_weight` needs form='hinge'. Received: "
+                f"label_weight={label_weight!r}, form={form!r}"
+            )
+        self.label_weight = float(label_weight)
 
     def call(self, y_true, y_pred):
         # float32 whatever the compute dtype (mixed precision).
@@ -220,6 +254,11 @@ class RankingLoss(keras.losses.Loss):
         """
         scores = outputs["scores"]
         ranking = self.call(y_true, scores)
+        if self.label_weight:
+            ranking += self.label_weight * label_ranking(
+                ops.cast(y_true, "float32"), ops.cast(scores, "float32"),
+                self.margin,
+            )
         vectors = [
             ops.cast(outputs[k], "float32")
             for k in ("local_prompts", "global_vectors")
@@ -278,5 +317,6 @@ class RankingLoss(keras.losses.Loss):
             lesa_global_weight=self.lesa_global_weight,
             lesa_span_weight=self.lesa_span_weight,
             lesa_global_margin=self.lesa_global_margin,
+            label_weight=self.label_weight,
         )
         return config

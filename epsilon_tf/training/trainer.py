@@ -190,6 +190,7 @@ class Trainer:
             lesa_global_weight=loss_config.lesa_global_weight,
             lesa_span_weight=loss_config.lesa_span_weight,
             lesa_global_margin=loss_config.lesa_global_margin,
+            label_weight=loss_config.label_weight,
         )
         self.rng_states = _rng_variables(self.model)
         self.checkpoint = tf.train.Checkpoint(
