@@ -10,7 +10,7 @@ from helpers import release
 
 from epsilon_tf.data import lesa_tfrecord as lt
 from epsilon_tf.data import precheck
-from epsilon_tf.data.native_tfrecord import SkipReport
+from epsilon_tf.data.record_stream import SkipReport
 
 
 @pytest.fixture(scope="module")
