@@ -10,7 +10,7 @@ from helpers import release
 
 from epsilon_tf.data import lesa_tfrecord as lt
 from epsilon_tf.data import precheck
-from epsilon_tf.data.native_tfrecord import SkipReport
+from epsilon_tf.data.record_stream import SkipReport
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,8 @@ def test_import_check_needs_no_tensorflow():
     code = (
         "import sys; import epsilon_tf.cli.common, epsilon_tf.flags, "
         "epsilon_tf.data.precheck, epsilon_tf.export, "
-        "epsilon_tf.data.safe_pickle, epsilon_tf.cli.evaluate; "
+        "epsilon_tf.data.safe_pickle, epsilon_tf.cli.evaluate, "
+        "epsilon_tf.data.convert, epsilon_tf.data.catalog; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,

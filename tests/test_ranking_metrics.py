@@ -376,13 +376,14 @@ def test_small_blocks_and_threads_equal_unblocked():
 
 
 def test_small_row_blocks(monkeypatch):
-    from epsilon_tf.metrics import ranking_metrics
+    from epsilon_tf.metrics import checks, ranking_metrics
 
     scores, labels = random_case(10, n=90, num_labels=17)
     base = evaluate_scores(scores, labels, ks=(2, 4))
     monkeypatch.setattr(ranking_metrics, "DEFAULT_MEMORY_BUDGET_BYTES", 1)
     monkeypatch.setattr(ranking_metrics, "_TILE_BYTES", 1)
-    monkeypatch.setattr(ranking_metrics, "_ROW_BLOCK_BYTES", 1)
+    monkeypatch.setattr(checks, "ROW_BLOCK_BYTES", 1)
+    assert checks.rows_per_block(scores) == 1
     assert evaluate_scores(scores, labels, ks=(2, 4)) == base
     order = np.argsort(-scores, axis=1, kind="stable")
     np.testing.assert_array_equal(top_k_indices(scores, 3), order[:, :3])

@@ -106,7 +106,7 @@ class DatasetSource:
 def first_invalid_label(labels):
     """`(position, value)` of the first label not -1, 0 or +1, else None.
 
-    The host-side check of the label values (`native_tfrecord.
+    The host-side check of the label values (`record_stream.
     label_values_check` is the in-graph one); `position` indexes the
     flattened array.
     """

@@ -45,8 +45,8 @@ from epsilon_tf.data.lesa_tfrecord import (
     resolve_files,
     space_permutation,
 )
-from epsilon_tf.data.native_tfrecord import SkipReport
 from epsilon_tf.data.pipeline import remember_data_error
+from epsilon_tf.data.record_stream import SkipReport
 from epsilon_tf.data.safe_pickle import load_pickle
 
 _MAX_CYCLE = 8

@@ -24,6 +24,7 @@ import sys
 import time
 
 from epsilon_tf.cli import common
+from epsilon_tf.config import DataConfig
 
 PROGRAM = "python -m epsilon_tf.data.convert"
 
@@ -66,8 +67,10 @@ def convert_split(
     >>> convert_split(lesa_reader, "feats/nus", "train", "float16", 2048,
     ...               label_space=space)
     """
+    # TensorFlow only when called, after `common.prepare` in `main`.
     from epsilon_tf.data.native_tfrecord import NativeWriter
     from epsilon_tf.data.pipeline import input_errors
+
     ds = split_reader.dataset()
     spec = ds.element_spec
     feature_shape = tuple(spec["features"].shape.as_list())
@@ -151,7 +154,7 @@ def _reader_from_args(args):
     `train.py --data_format=lesa|biam`: a split named "test" is read with
     every label, any other ("train", "val") with the seen labels.
     """
-    from epsilon_tf.config import DataConfig
+    # TensorFlow (the readers) only after `common.prepare` in `main`.
     from epsilon_tf.data.release_sources import release_source
 
     data_format, dataset = args.format.split("_", 1)

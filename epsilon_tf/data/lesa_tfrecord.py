@@ -47,7 +47,9 @@ import tensorflow as tf
 
 from epsilon_tf.data import precheck
 from epsilon_tf.data.base import SplitReader, shard_files
-from epsilon_tf.data.native_tfrecord import (
+from epsilon_tf.data.pipeline import checked_map
+from epsilon_tf.data.record_count import decompressed_chunks
+from epsilon_tf.data.record_stream import (
     SkipReport,
     apply_record_checks,
     byte_length_check,
@@ -60,8 +62,6 @@ from epsilon_tf.data.native_tfrecord import (
     present_check,
     record_stream,
 )
-from epsilon_tf.data.pipeline import checked_map
-from epsilon_tf.data.record_count import decompressed_chunks
 
 DEFAULT_FEATURE_SHAPE = (196, 512)
 NUS_WIDE_NUM_TAGS = 1000

@@ -5,6 +5,7 @@ import re
 import threading
 
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from epsilon_tf import _validation as check
 
@@ -109,8 +110,6 @@ def parallel_calls():
     determinism anyway, so ask for that directly (None); without
     determinism it runs in parallel (AUTOTUNE).
     """
-    from tensorflow.python.framework import config as tf_config
-
     if tf_config.is_op_determinism_enabled():
         return None
     return AUTOTUNE

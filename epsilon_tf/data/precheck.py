@@ -15,6 +15,8 @@ import glob
 import os
 import zlib
 
+from epsilon_tf.data.safe_pickle import load_pickle
+
 # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
 _RECORD_OVERHEAD = 16
 
@@ -155,8 +157,6 @@ def _file(flag, path, what="file"):
 
 
 def _pickle(flag, path):
-    from epsilon_tf.data.safe_pickle import load_pickle
-
     _file(flag, path, "pickle file")
     load_pickle(path)
 
@@ -213,7 +213,7 @@ def check_data_config(cfg):
 
 
 def _h5(flag, path):
-    import h5py
+    import h5py  # only for the BiAM files, and not at start-up
 
     try:
         with h5py.File(path, "r"):

@@ -3,8 +3,15 @@
 import functools
 import os
 
+from epsilon_tf.data import label_files, record_count
 from epsilon_tf.data.base import DatasetSource
-from epsilon_tf.data.sources import EVAL_KS
+from epsilon_tf.data.catalog import EVAL_KS
+from epsilon_tf.data.lesa_tfrecord import (
+    detect_compression,
+    lesa_nus_wide_split,
+    lesa_open_images_split,
+)
+from epsilon_tf.data.precheck import expand_pattern
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -51,14 +58,10 @@ def _word_vectors(cfg, default_name=None):
 
 def _files(pattern, flag):
     """The files of a glob pattern, or of a comma-separated list of them."""
-    from epsilon_tf.data.precheck import expand_pattern
-
     return expand_pattern(pattern, flag)
 
 
 def _nus_wide(cfg, shape):
-    from epsilon_tf.data import label_files
-
     tags = _label_file(cfg, NUS_WIDE_FILES["tags"])
     concepts = _label_file(cfg, NUS_WIDE_FILES["concepts"])
     space = label_files.nus_wide_label_space(
@@ -66,8 +69,6 @@ def _nus_wide(cfg, shape):
     )
     splits = {}
     if cfg.data_format == "lesa":
-        from epsilon_tf.data.lesa_tfrecord import lesa_nus_wide_split
-
         seen_tags = label_files.nus_wide_seen_tag_indices(tags, concepts)
         num_tags = len(label_files.read_lines(tags))
         for split, pattern in (("train", cfg.train_files),
@@ -79,6 +80,7 @@ def _nus_wide(cfg, shape):
                     skip_corrupt=cfg.skip_corrupt, num_tags=num_tags,
                 )
     else:
+        # h5py only when the BiAM files are read.
         from epsilon_tf.data.biam_hdf5 import biam_nus_wide_split
 
         for split, pattern in (("train", cfg.train_files),
@@ -106,8 +108,6 @@ def _nus_wide(cfg, shape):
 
 
 def _open_images(cfg, shape):
-    from epsilon_tf.data import label_files
-
     space, meta = label_files.open_images_label_space(
         *(_label_file(cfg, OPEN_IMAGES_FILES[k])
           for k in ("trainable", "unseen", "top", "descriptions")),
@@ -123,13 +123,12 @@ def _open_images(cfg, shape):
             continue
         files = _files(pattern, f"{split}_files")
         if cfg.data_format == "lesa":
-            from epsilon_tf.data.lesa_tfrecord import lesa_open_images_split
-
             splits[split] = lesa_open_images_split(
                 files, split, space, top, feature_shape=shape,
                 skip_corrupt=cfg.skip_corrupt, num_unseen_total=num_unseen,
             )
         else:
+            # h5py only when the BiAM files are read.
             from epsilon_tf.data.biam_hdf5 import biam_open_images_split
 
             splits[split] = biam_open_images_split(
@@ -146,11 +145,7 @@ def _count_examples(cfg, files):
     stops at the damage with the file, the record and what it expected
     (with `skip_corrupt`, a damaged file counts its complete records).
     """
-    from epsilon_tf.data import record_count
-
     if cfg.data_format == "lesa":
-        from epsilon_tf.data.lesa_tfrecord import detect_compression
-
         def count(path):
             return record_count.count_tfrecord_file(
                 path, detect_compression(path),
@@ -159,6 +154,7 @@ def _count_examples(cfg, files):
 
         kind = "tfrecord" if cfg.skip_corrupt else "tfrecord_strict"
     else:
+        # h5py only when the BiAM files are read.
         from epsilon_tf.data.biam_hdf5 import count_open_images_chunk
 
         count, kind = count_open_images_chunk, "biam_open_images"

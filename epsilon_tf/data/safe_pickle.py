@@ -26,6 +26,13 @@ import pickle
 
 import numpy as np
 
+# The private numpy modules, imported directly: `numpy.core` is a deprecated
+# alias in numpy 2, and older numpy has no `numpy._core`.
+try:
+    from numpy._core import multiarray, numeric
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray, numeric
+
 _LATIN1_NAMES = ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1")
 
 
@@ -45,12 +52,6 @@ def _latin1_encode(obj, encoding="utf-8", errors="strict"):
 
 
 def _numpy_globals():
-    # Import the private numpy modules directly: `numpy.core` is a
-    # deprecated alias in numpy 2, and older numpy has no `numpy._core`.
-    try:
-        from numpy._core import multiarray, numeric
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray, numeric
     allowed = {}
     for prefix in ("numpy.core", "numpy._core"):
         allowed[(f"{prefix}.multiarray", "_reconstruct")] = (

@@ -2,16 +2,12 @@
 
 import os
 
+from epsilon_tf.data import nus_like
+from epsilon_tf.data.catalog import DATASETS, EVAL_KS, FORMATS
+from epsilon_tf.data.native_tfrecord import native_source
+from epsilon_tf.data.release_sources import release_source
+from epsilon_tf.data.synthetic import synthetic_source
 from epsilon_tf.labels import LabelSpace
-
-DATASETS = ("synthetic", "nus_like", "nus_wide", "open_images")
-FORMATS = ("native", "lesa", "biam")
-EVAL_KS = {
-    "synthetic": (3, 5),
-    "nus_like": (3, 5),
-    "nus_wide": (3, 5),
-    "open_images": (10, 20),
-}
 
 
 def make_source(data_config, progress=True):
@@ -40,12 +36,8 @@ def make_source(data_config, progress=True):
             f"Received: data_format={cfg.data_format!r}"
         )
     if cfg.dataset == "synthetic" and cfg.data_dir is None:
-        from epsilon_tf.data.synthetic import synthetic_source
-
         return synthetic_source(cfg.cache_dir, progress=progress)
     if cfg.dataset == "nus_like" and cfg.data_dir is None:
-        from epsilon_tf.data import nus_like
-
         label_dir = cfg.label_dir or nus_like.default_label_dir()
         if label_dir is None:
             raise ValueError(
@@ -60,8 +52,6 @@ def make_source(data_config, progress=True):
             progress=progress,
         )
     if cfg.data_format == "native":
-        from epsilon_tf.data.native_tfrecord import native_source
-
         if not cfg.data_dir:
             raise ValueError(
                 "data_format=native needs `data_dir` (a directory written "
@@ -73,6 +63,4 @@ def make_source(data_config, progress=True):
             )
         space = LabelSpace.load(cfg.data_dir)
         return native_source(cfg.data_dir, space, EVAL_KS[cfg.dataset])
-    from epsilon_tf.data.release_sources import release_source
-
     return release_source(cfg)

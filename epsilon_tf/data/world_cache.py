@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from epsilon_tf.data.base import DatasetSource
+from epsilon_tf.data.native_tfrecord import NativeWriter, native_split
 from epsilon_tf.labels import LabelSpace
 
 SPLIT_LABEL_SETS = {"train": "seen", "test": "all"}
@@ -126,8 +127,6 @@ class WorldSpec:
 
 def _load(directory, spec):
     """The cached `DatasetSource` under `directory`, or None if unusable."""
-    from epsilon_tf.data.native_tfrecord import native_split
-
     if not os.path.isdir(directory):
         return None
     try:
@@ -162,8 +161,6 @@ def _load(directory, spec):
 
 
 def _write(directory, spec, progress):
-    from epsilon_tf.data.native_tfrecord import NativeWriter
-
     space = spec.label_space
     space.save(directory)
     for split, label_set in SPLIT_LABEL_SETS.items():

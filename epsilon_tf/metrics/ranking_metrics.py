@@ -45,16 +45,28 @@ How it is fast (no scikit-learn, no full argsort):
 Memory: besides the inputs, a per-thread sort buffer of `block_size` label
 columns (by default at most `DEFAULT_MEMORY_BUDGET_BYTES` over all
 threads), small row blocks, and about 20 bytes per +1 label.
+
+The input checks (and the row-block size) live in `metrics.checks`;
+`metrics.score_buffer.ScoreBuffer` gathers score rows batch by batch.
 """
 
 import concurrent.futures
 import os
-import shutil
-import tempfile
 import threading
-import weakref
 
 import numpy as np
+
+from epsilon_tf.metrics.checks import (
+    as_label_array,
+    as_score_array,
+    block_rows,
+    check_k,
+    check_ks,
+    check_positive_int_or_none,
+    raise_bad_labels,
+    raise_non_finite,
+    rows_per_block,
+)
 
 VARIANTS = ("lesa", "biam_openimages")
 # What "map" means under `variant="biam_openimages"`, in its results.
@@ -70,180 +82,11 @@ DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 _MAX_LABEL_BLOCK = 128
 # Bytes of one transposition tile (stays in L2).
 _TILE_BYTES = 256 * 2**10
-# Bytes of one row block (validation, positives, top-K).
-_ROW_BLOCK_BYTES = 2 * 2**20
 
 
 # ---------------------------------------------------------------------------
-# Validation.
+# Scan.
 # ---------------------------------------------------------------------------
-
-
-def _as_score_array(scores, name="scores"):
-    """`scores` as a 2-D floating ndarray (memmaps stay memory-mapped)."""
-    if isinstance(scores, np.memmap):
-        scores = scores.view(np.ndarray)
-    else:
-        scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(
-            f"`{name}` must be a 2-D array [num_images, num_labels]. "
-            f"Received: {name}.shape={scores.shape}"
-        )
-    if scores.shape[0] == 0 or scores.shape[1] == 0:
-        raise ValueError(
-            f"`{name}` must hold at least one image and one label. "
-            f"Received: {name}.shape={scores.shape}"
-        )
-    if scores.dtype == np.float16:
-        scores = scores.astype(np.float32)
-    elif scores.dtype.kind in "biu":
-        scores = scores.astype(np.float64)
-    elif scores.dtype.kind != "f":
-        raise ValueError(
-            f"`{name}` must be a real-valued array. "
-            f"Received: {name}.dtype={scores.dtype}"
-        )
-    return scores
-
-
-def _rows_per_block(array):
-    row_bytes = max(1, array.shape[1] * array.dtype.itemsize)
-    return max(1, _ROW_BLOCK_BYTES // row_bytes)
-
-
-def _raise_non_finite(scores, start=0, name="scores"):
-    """Raises naming the count and first position of NaN/inf (if any)."""
-    step = _rows_per_block(scores)
-    count, first = 0, None
-    for s in range(start, scores.shape[0], step):
-        bad = ~np.isfinite(scores[s : s + step])
-        c = int(np.count_nonzero(bad))
-        if c and first is None:
-            i, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            first = (s + int(i), int(j))
-        count += c
-    if first is None:
-        return
-    raise ValueError(
-        f"`{name}` must contain only finite values. Received: {name} with "
-        f"{count} non-finite value(s), the first at {list(first)} "
-        f"({scores[first]})"
-    )
-
-
-def _raise_bad_labels(labels, start=0, name="labels"):
-    """Raises naming the count and first position of values not in {-1,0,1}."""
-    step = _rows_per_block(labels)
-    count, first, value = 0, None, None
-    for s in range(start, labels.shape[0], step):
-        block = np.asarray(labels[s : s + step])
-        bad = ~((block == -1) | (block == 0) | (block == 1))
-        c = int(np.count_nonzero(bad))
-        if c and first is None:
-            i, j = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            first = (s + int(i), int(j))
-            value = block[i, j]
-        count += c
-    raise ValueError(
-        f"`{name}` must only contain -1, 0 and +1. Received: {name} with "
-        f"{count} value(s) outside {{-1, 0, 1}}, the first at "
-        f"{list(first)} ({value})"
-    )
-
-
-def _as_label_array(labels, shape, name="labels", check_int8=True):
-    """`labels` as int8 [shape], validated; int8 inputs are not copied.
-
-    With `check_int8=False` an int8 input is returned unchecked (the caller
-    checks it, e.g. in `_scan`).
-    """
-    if isinstance(labels, np.memmap):
-        labels = labels.view(np.ndarray)
-    else:
-        labels = np.asarray(labels)
-    if labels.shape != tuple(shape):
-        raise ValueError(
-            f"`{name}` must have the same shape as the scores {tuple(shape)}."
-            f" Received: {name}.shape={labels.shape}"
-        )
-    if labels.dtype.kind not in "biuf":
-        raise ValueError(
-            f"`{name}` must be numeric with values in {{-1, 0, 1}}. "
-            f"Received: {name}.dtype={labels.dtype}"
-        )
-    step = _rows_per_block(labels)
-    n = labels.shape[0]
-    if labels.dtype == np.int8:
-        if check_int8:
-            for start in range(0, n, step):
-                block = labels[start : start + step]
-                if block.min() < -1 or block.max() > 1:
-                    _raise_bad_labels(labels, start, name)
-        return labels
-    out = np.empty(labels.shape, dtype=np.int8)
-    for start in range(0, n, step):
-        block = labels[start : start + step]
-        if not ((block == -1) | (block == 0) | (block == 1)).all():
-            _raise_bad_labels(labels, start, name)
-        out[start : start + step] = block
-    return out
-
-
-def _check_k(k, num_labels, name="k"):
-    if (
-        isinstance(k, (bool, np.bool_))
-        or not isinstance(k, (int, np.integer))
-        or k < 1
-        or k > num_labels
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer <= the number of ranked "
-            f"labels ({num_labels}). Received: {name}={k!r}"
-        )
-    return int(k)
-
-
-def _check_ks(ks, num_labels):
-    if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
-        ks = (ks,)
-    try:
-        ks = tuple(ks)
-    except TypeError:
-        raise ValueError(
-            "`ks` must be a non-empty sequence of positive integers. "
-            f"Received: ks={ks!r}"
-        ) from None
-    if not ks:
-        raise ValueError(
-            "`ks` must be a non-empty sequence of positive integers. "
-            f"Received: ks={ks!r}"
-        )
-    out = []
-    for k in ks:
-        try:
-            out.append(_check_k(k, num_labels, "k"))
-        except ValueError:
-            raise ValueError(
-                "`ks` must hold positive integers <= the number of ranked "
-                f"labels ({num_labels}). Received: ks={ks!r}"
-            ) from None
-    return tuple(out)
-
-
-def _check_positive_int_or_none(value, name):
-    if value is None:
-        return None
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, np.integer))
-        or value < 1
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive integer or None. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
 
 
 def _resolve_threads(num_threads):
@@ -254,7 +97,7 @@ def _resolve_threads(num_threads):
     against 1.29 s for 1 at NUS-WIDE GZSL size (BUILD_NOTES.md). On a
     machine busy with other work, pass `num_threads=1`.
     """
-    num_threads = _check_positive_int_or_none(num_threads, "num_threads")
+    num_threads = check_positive_int_or_none(num_threads, "num_threads")
     if num_threads is None:
         num_threads = max(1, min(8, os.cpu_count() or 1))
     return num_threads
@@ -272,7 +115,7 @@ def _scan(scores, labels=None, top_k=(), num_threads=1):
     """
     n = scores.shape[0]
     groups = [_TopK(scores, ks, cols, None) for ks, cols in top_k]
-    step = _rows_per_block(scores)
+    step = rows_per_block(scores)
     local = threading.local()
 
     def work(span):
@@ -283,12 +126,12 @@ def _scan(scores, labels=None, top_k=(), num_threads=1):
         with np.errstate(over="ignore", invalid="ignore"):
             total = np.add.reduce(s_b, axis=None)
         if not np.isfinite(total) and not np.isfinite(s_b).all():
-            _raise_non_finite(scores)
+            raise_non_finite(scores)
         if labels is None:
             return None
         l_b = labels[a:b]
         if l_b.min() < -1 or l_b.max() > 1:
-            _raise_bad_labels(labels)
+            raise_bad_labels(labels)
         bufs = getattr(local, "bufs", None)
         if bufs is None:
             bufs = local.bufs = [g.new_buffer(step) for g in groups]
@@ -487,9 +330,7 @@ class _TopK:
         """Fills and counts the images `self.rows` (a subset)."""
         if self.num_rows == 0:
             return self
-        size = max(
-            1, _ROW_BLOCK_BYTES // (self.num_labels * self.dtype.itemsize)
-        )
+        size = block_rows(self.num_labels * self.dtype.itemsize)
         local = threading.local()
 
         def work(span):
@@ -641,7 +482,7 @@ def _annotated_entries(scores, labels, cols, rows):
     `cols`) and the number of entries of each of those images.
     """
     cols = slice(None) if cols is None else _as_slice(cols)
-    step = _rows_per_block(scores)
+    step = rows_per_block(scores)
     parts = []
     for a in range(0, rows.size, step):
         r = _as_slice(rows[a : a + step])
@@ -755,8 +596,8 @@ def top_k_indices(scores, k, num_threads=None):
     >>> top_k_indices(np.array([[0.1, 0.9, 0.9, 0.3]]), 2)
     array([[1, 2]])
     """
-    scores = _as_score_array(scores)
-    k = _check_k(k, scores.shape[1])
+    scores = as_score_array(scores)
+    k = check_k(k, scores.shape[1])
     num_threads = _resolve_threads(num_threads)
     _scan(scores, num_threads=num_threads)
     out = np.empty((scores.shape[0], k), dtype=np.int64)
@@ -764,7 +605,7 @@ def top_k_indices(scores, k, num_threads=None):
     def work(span):
         out[span[0] : span[1]] = _top_k_block(scores[span[0] : span[1]], k)
 
-    _map(work, _spans(scores.shape[0], _rows_per_block(scores)), num_threads)
+    _map(work, _spans(scores.shape[0], rows_per_block(scores)), num_threads)
     return out
 
 
@@ -793,9 +634,9 @@ def precision_recall_f1_at_k(scores, labels, k, num_threads=None):
     ...     np.array([[0.9, 0.1, 0.5]]), np.array([[1, 1, -1]]), k=1)
     {'p': 1.0, 'r': 0.5, 'f1': 0.6666666666666666}
     """
-    scores = _as_score_array(scores)
-    labels = _as_label_array(labels, scores.shape, check_int8=False)
-    k = _check_k(k, scores.shape[1])
+    scores = as_score_array(scores)
+    labels = as_label_array(labels, scores.shape, check_int8=False)
+    k = check_k(k, scores.shape[1])
     num_threads = _resolve_threads(num_threads)
     (pos_img, _, pos_score), (top,) = _scan(
         scores, labels, [((k,), None)], num_threads
@@ -835,9 +676,9 @@ def average_precision_per_label(
     ...     np.array([[0.9], [0.8], [0.7]]), np.array([[1], [-1], [1]]))
     array([0.83333333])
     """
-    scores = _as_score_array(scores)
-    labels = _as_label_array(labels, scores.shape, check_int8=False)
-    block_size = _check_positive_int_or_none(block_size, "block_size")
+    scores = as_score_array(scores)
+    labels = as_label_array(labels, scores.shape, check_int8=False)
+    block_size = check_positive_int_or_none(block_size, "block_size")
     num_threads = _resolve_threads(num_threads)
     (_, pos_col, pos_score), _ = _scan(scores, labels, (), num_threads)
     ap, _ = _average_precision(
@@ -972,14 +813,14 @@ def evaluate_scores(
             f"`variant` must be one of {VARIANTS}. Received: variant="
             f"{variant!r}"
         )
-    scores = _as_score_array(scores)
-    labels = _as_label_array(labels, scores.shape, check_int8=False)
+    scores = as_score_array(scores)
+    labels = as_label_array(labels, scores.shape, check_int8=False)
     num_images, num_labels = scores.shape
-    block_size = _check_positive_int_or_none(block_size, "block_size")
+    block_size = check_positive_int_or_none(block_size, "block_size")
     num_threads = _resolve_threads(num_threads)
     if unseen_mask is None:
         groups = [("all", None)]
-        ks = _check_ks(ks, num_labels)
+        ks = check_ks(ks, num_labels)
     else:
         mask = np.asarray(unseen_mask)
         if mask.dtype != bool or mask.shape != (num_labels,):
@@ -994,7 +835,7 @@ def evaluate_scores(
                 "`unseen_mask` must mark at least one unseen label. "
                 "Received: unseen_mask with no True entry"
             )
-        ks = _check_ks(ks, unseen.size)
+        ks = check_ks(ks, unseen.size)
         groups = [("zsl", unseen), ("gzsl", None)]
 
     top_k = []
@@ -1051,301 +892,3 @@ def evaluate_scores(
     if variant != "lesa":
         result["map_definition"] = BIAM_POOLED_AP
     return result
-
-
-# ---------------------------------------------------------------------------
-# Score buffer.
-# ---------------------------------------------------------------------------
-
-
-def _remove_paths(paths, directory):
-    for path in paths:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-    if directory is not None:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-class ScoreBuffer:
-    """Accumulates score and label rows batch by batch, spilling to disk.
-
-    Rows stay in RAM while the buffer (float32 scores + int8 labels) is
-    within `memory_budget_bytes`; beyond it they move to `np.memmap` files
-    in `spill_dir` and later batches are written there. When `num_images`
-    is known the storage is preallocated (in RAM if it fits, else on disk);
-    otherwise it grows (RAM: a list of batches; disk: files extended by
-    doubling). `finalize()` returns the arrays (memmaps, read-only, when
-    spilled), ready for `evaluate_scores`; `close()` deletes the files.
-
-    Args:
-        num_images: int or None. Expected number of rows, to preallocate.
-            More rows are still accepted (the storage grows). Defaults to
-            `None`.
-        num_labels: int or None. Columns; taken from the first batch when
-            `None`. Defaults to `None`.
-        memory_budget_bytes: int. RAM allowed before spilling. Defaults to
-            2 GiB.
-        spill_dir: str or None. Directory for the memmap files. Defaults to
-            `None` (a new `tempfile.mkdtemp()` directory, removed by
-            `close()`).
-
-    Example:
-
-    >>> with ScoreBuffer(memory_budget_bytes=2**20) as buffer:
-    ...     for scores, labels in batches:
-    ...         buffer.append(scores, labels)
-    ...     scores, labels = buffer.finalize()
-    ...     result = evaluate_scores(scores, labels)
-    """
-
-    def __init__(
-        self,
-        num_images=None,
-        num_labels=None,
-        memory_budget_bytes=2 * 2**30,
-        spill_dir=None,
-    ):
-        self.num_images = _check_positive_int_or_none(num_images, "num_images")
-        self.num_labels = _check_positive_int_or_none(num_labels, "num_labels")
-        if (
-            isinstance(memory_budget_bytes, (bool, np.bool_))
-            or not isinstance(memory_budget_bytes, (int, np.integer))
-            or memory_budget_bytes < 0
-        ):
-            raise ValueError(
-                "`memory_budget_bytes` must be a non-negative integer. "
-                f"Received: memory_budget_bytes={memory_budget_bytes!r}"
-            )
-        self.memory_budget_bytes = int(memory_budget_bytes)
-        self.spill_dir = spill_dir
-        self._count = 0
-        self._chunks = []  # RAM, growing mode: [(scores, labels)].
-        self._ram = None  # RAM, preallocated: (scores, labels).
-        self._files = None  # Disk: [scores path, labels path].
-        self._maps = None  # Disk: (scores memmap, labels memmap).
-        self._capacity = 0
-        self._own_dir = None
-        self._final = None
-        self._closed = False
-        self._cleanup = None
-
-    @property
-    def count(self):
-        """Rows appended so far."""
-        return self._count
-
-    @property
-    def spilled(self):
-        """Whether the rows live in memmap files."""
-        return self._files is not None
-
-    @property
-    def spill_paths(self):
-        """Paths of the memmap files (empty when not spilled)."""
-        return list(self._files or [])
-
-    def _row_bytes(self):
-        return self.num_labels * (4 + 1)
-
-    def _start(self):
-        total = None
-        if self.num_images is not None:
-            total = self.num_images * self._row_bytes()
-        if total is not None and total <= self.memory_budget_bytes:
-            shape = (self.num_images, self.num_labels)
-            self._ram = (
-                np.empty(shape, np.float32),
-                np.empty(shape, np.int8),
-            )
-            self._capacity = self.num_images
-        elif total is not None:
-            self._spill(self.num_images)
-
-    def _spill(self, capacity):
-        """Moves the rows to memmap files with room for `capacity` rows."""
-        directory = self.spill_dir
-        if directory is None:
-            directory = self._own_dir = tempfile.mkdtemp(prefix="scores_")
-        else:
-            os.makedirs(directory, exist_ok=True)
-        paths = []
-        for name, suffix in (("scores", ".f32"), ("labels", ".i8")):
-            fd, path = tempfile.mkstemp(
-                prefix=f"score_buffer_{name}_", suffix=suffix, dir=directory
-            )
-            os.close(fd)
-            paths.append(path)
-        self._files = paths
-        self._cleanup = weakref.finalize(
-            self, _remove_paths, list(paths), self._own_dir
-        )
-        self._capacity = 0
-        self._maps = None
-        self._grow(max(capacity, 1))
-        # Move what is in RAM.
-        start = 0
-        sources = list(self._chunks)
-        if self._ram is not None:
-            sources.append(
-                (self._ram[0][: self._count], self._ram[1][: self._count])
-            )
-        for s, lab in sources:
-            self._maps[0][start : start + len(s)] = s
-            self._maps[1][start : start + len(s)] = lab
-            start += len(s)
-        self._chunks = []
-        self._ram = None
-
-    def _grow(self, capacity):
-        """Resizes the memmap files to `capacity` rows."""
-        if self._maps is not None:
-            for m in self._maps:
-                m.flush()
-            self._maps = None
-        itemsizes = (4, 1)
-        for path, itemsize in zip(self._files, itemsizes, strict=True):
-            os.truncate(path, capacity * self.num_labels * itemsize)
-        shape = (capacity, self.num_labels)
-        self._maps = (
-            np.memmap(self._files[0], np.float32, "r+", shape=shape),
-            np.memmap(self._files[1], np.int8, "r+", shape=shape),
-        )
-        self._capacity = capacity
-
-    def append(self, scores_batch, labels_batch):
-        """Adds rows: `scores_batch` and `labels_batch`, both [b, num_labels].
-
-        Args:
-            scores_batch: float array [b, num_labels]. Stored as float32.
-            labels_batch: array [b, num_labels] with values in {-1, 0, +1}.
-                Stored as int8.
-        """
-        if self._closed or self._final is not None:
-            raise RuntimeError(
-                "ScoreBuffer.append() called after finalize() or close()"
-            )
-        scores_batch = np.asarray(scores_batch)
-        if scores_batch.ndim != 2:
-            raise ValueError(
-                "`scores_batch` must be a 2-D array [batch, num_labels]. "
-                f"Received: scores_batch.shape={scores_batch.shape}"
-            )
-        if self.num_labels is None:
-            if scores_batch.shape[1] == 0:
-                raise ValueError(
-                    "`scores_batch` must have at least one label. Received: "
-                    f"scores_batch.shape={scores_batch.shape}"
-                )
-            self.num_labels = int(scores_batch.shape[1])
-        if scores_batch.shape[1] != self.num_labels:
-            raise ValueError(
-                f"`scores_batch` must have {self.num_labels} columns. "
-                f"Received: scores_batch.shape={scores_batch.shape}"
-            )
-        if scores_batch.dtype.kind not in "biuf":
-            raise ValueError(
-                "`scores_batch` must be real-valued. Received: "
-                f"scores_batch.dtype={scores_batch.dtype}"
-            )
-        labels_batch = _as_label_array(
-            labels_batch, scores_batch.shape, "labels_batch"
-        )
-        b = scores_batch.shape[0]
-        if b == 0:
-            return
-        if self._count == 0 and self._ram is None and self._files is None:
-            self._start()
-        end = self._count + b
-        if self._files is None and self._ram is None:
-            if end * self._row_bytes() > self.memory_budget_bytes:
-                self._spill(max(2 * end, self.num_images or 0))
-            else:
-                self._chunks.append(
-                    (
-                        scores_batch.astype(np.float32, copy=True),
-                        labels_batch.astype(np.int8, copy=True),
-                    )
-                )
-                self._count = end
-                return
-        if self._ram is not None and end > self._capacity:
-            # More rows than announced: fall back to growing storage.
-            if end * self._row_bytes() > self.memory_budget_bytes:
-                self._spill(2 * end)
-            else:
-                s, lab = self._ram
-                self._chunks = [(s[: self._count], lab[: self._count])]
-                self._ram = None
-                self._chunks.append(
-                    (
-                        scores_batch.astype(np.float32, copy=True),
-                        labels_batch.astype(np.int8, copy=True),
-                    )
-                )
-                self._count = end
-                return
-        if self._files is not None and end > self._capacity:
-            self._grow(max(2 * self._capacity, end))
-        target = self._ram if self._ram is not None else self._maps
-        target[0][self._count : end] = scores_batch
-        target[1][self._count : end] = labels_batch
-        self._count = end
-
-    def finalize(self):
-        """Returns `(scores, labels)`: float32 and int8, [count, num_labels].
-
-        Memmaps (read-only) when spilled, in-memory arrays otherwise. Can be
-        called more than once; no more rows can be appended afterwards.
-        """
-        if self._closed:
-            raise RuntimeError("ScoreBuffer.finalize() called after close()")
-        if self._final is not None:
-            return self._final
-        if self._count == 0:
-            raise ValueError("ScoreBuffer.finalize(): no rows were appended")
-        n, k = self._count, self.num_labels
-        if self._files is not None:
-            for m in self._maps:
-                m.flush()
-            self._maps = None
-            for path, itemsize in zip(self._files, (4, 1), strict=True):
-                os.truncate(path, n * k * itemsize)
-            self._final = (
-                np.memmap(self._files[0], np.float32, "r", shape=(n, k)),
-                np.memmap(self._files[1], np.int8, "r", shape=(n, k)),
-            )
-        elif self._ram is not None:
-            s, lab = self._ram
-            self._final = (s[:n], lab[:n])
-            self._ram = None
-        else:
-            scores = np.empty((n, k), np.float32)
-            labels = np.empty((n, k), np.int8)
-            start = 0
-            while self._chunks:
-                s, lab = self._chunks.pop(0)
-                scores[start : start + len(s)] = s
-                labels[start : start + len(s)] = lab
-                start += len(s)
-            self._final = (scores, labels)
-        return self._final
-
-    def close(self):
-        """Releases the rows and deletes the spill files (and own dir)."""
-        self._closed = True
-        self._chunks = []
-        self._ram = None
-        self._maps = None
-        self._final = None
-        if self._cleanup is not None:
-            self._cleanup()
-            self._cleanup = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-        return False
