@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from epsilon_tf import _validation as check
 from epsilon_tf.labels.label_space import l2_normalize_rows
+from epsilon_tf.metrics.ranking_metrics import precision_recall_f1_at_k
 
 DEFAULT_GRID = tuple(10.0**p for p in range(-1, 5))
 
@@ -179,28 +180,9 @@ def closed_form(gram, xty, seen_vectors, gamma, lam):
 
 
 def _f1_at_k(scores, labels, k):
-    try:
-        from epsilon_tf.metrics.ranking_metrics import (
-            precision_recall_f1_at_k,
-        )
-    except ImportError:
-        precision_recall_f1_at_k = None
-    if precision_recall_f1_at_k is not None:
-        return float(precision_recall_f1_at_k(scores, labels, k)["f1"])
-    return _local_f1_at_k(scores, labels, k)
-
-
-def _local_f1_at_k(scores, labels, k):
-    """Micro F1@K (LESA semantics; only +1 counts as positive)."""
-    scores = np.asarray(scores)
-    positive = np.asarray(labels) > 0
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    tp = np.take_along_axis(positive, top, axis=1).sum()
-    num_pos = positive.sum()
-    p = tp / max(scores.shape[0] * k, 1)
-    r = tp / num_pos if num_pos else 0.0
-    return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
+    """Micro F1@K of the package's metrics (K at most the label count)."""
+    k = min(k, np.shape(scores)[1])
+    return float(precision_recall_f1_at_k(scores, labels, k)["f1"])
 
 
 class ESZSL:
