@@ -249,6 +249,8 @@ class DataConfig:
         word_vectors: path of the word-vector pickle.
         feature_shape: (num_regions, channels) of the stored features.
         skip_corrupt: skip corrupt records (and report how many).
+        names_file: BiAM NUS-WIDE: pickle of {'img_names': [...]} (per
+            split; a '{split}' in the path is replaced by train/test).
     """
 
     dataset: str = "synthetic"
