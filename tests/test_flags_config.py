@@ -20,6 +20,9 @@ the defaults and, in their `Args:` docstring sections, the documentation.
    exactly the quoted values the entry names, and an entry that gives the
    value 0 a meaning ("0 disables", "0: none") has a flag help that says
    what 0 does.
+5. The presets only name fields that have a flag, and with no flag given
+   `train_configs()` returns the dataclass defaults except where the
+   dataset's preset says otherwise.
 """
 
 import ast
@@ -275,3 +278,33 @@ def test_the_meaning_of_zero_is_in_the_flag_help(defined_flags):
 
 def test_every_flag_has_help(defined_flags):
     assert all(f["help"].strip() for f in defined_flags.values())
+
+
+def test_presets_name_flagged_fields(defined_flags):
+    from epsilon_tf import flags as epsilon_flags
+
+    presets = {
+        "SYNTHETIC_PRESET": epsilon_flags.SYNTHETIC_PRESET,
+        "RELEASE_PRESET": config.RELEASE_PRESET,
+        **{f"MODEL_PRESETS[{k}]": v
+           for k, v in epsilon_flags.MODEL_PRESETS.items()},
+    }
+    unknown = [f"{name}: {key}" for name, preset in presets.items()
+               for key in preset
+               if key not in defined_flags or not _fields_of(key)]
+    assert not unknown, unknown
+
+
+def test_unset_flags_give_the_defaults_or_the_preset():
+    from epsilon_tf import flags as epsilon_flags
+
+    configs = _probe([])["configs"]
+    preset = epsilon_flags.SYNTHETIC_PRESET  # --dataset=synthetic
+    wrong = []
+    for cls_name, field in sorted(_all_fields()):
+        want = preset.get(field, _default(cls_name, field))
+        want = list(want) if isinstance(want, tuple) else want
+        if configs[cls_name][field] != want:
+            wrong.append(f"{cls_name}.{field}={configs[cls_name][field]!r}, "
+                         f"expected {want!r}")
+    assert not wrong, "\n".join(wrong)
