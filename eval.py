@@ -9,7 +9,7 @@ test data is the run's own, from its `config.json`: dataset, format, files,
 label files, word vectors and feature shape; any data flag given on the
 command line (`--dataset`, `--data_format`, `--test_files`, ...; those of
 train.py) overrides that field. The output says what was evaluated.
-Metrics follow DESIGN §4 (LESA semantics) unless
+Metrics follow docs/design.md §4 (LESA semantics) unless
 `--ap_variant=biam_openimages` is given. A mistake in the flags or the data
 stops with one `error:` line (`--debug` shows the traceback).
 """

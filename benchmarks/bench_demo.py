@@ -6,8 +6,11 @@ records in `metrics.json` (`timings_seconds`), and the rest (interpreter
 and TensorFlow start-up, reading or writing the built-in benchmark, progress
 output). Target: everything after installation within 5 minutes.
 
-    python benchmarks/bench_demo.py                 # reuses ./cache
-    python benchmarks/bench_demo.py --fresh_cache   # includes writing the data
+    python -m benchmarks.bench_demo                 # reuses ./cache
+    python -m benchmarks.bench_demo --fresh_cache   # includes writing the data
+
+`--epochs` and `--steps_per_epoch` shorten the training (smoke runs; the
+5-minute verdict then says nothing about the demo).
 
 Not a test.
 """
@@ -15,12 +18,13 @@ Not a test.
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks.common import machine_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_SECONDS = 300
@@ -45,15 +49,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fresh_cache", action="store_true",
                         help="Write the built-in benchmark anew (temp dir).")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train.py --epochs (default: the demo's).")
+    parser.add_argument("--steps_per_epoch", type=int, default=None,
+                        help="train.py --steps_per_epoch (default: a pass).")
     args = parser.parse_args(argv)
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{machine_line()}; load average {os.getloadavg()[0]:.1f}")
+    shorter = [f"--{name}={getattr(args, name)}"
+               for name in ("epochs", "steps_per_epoch")
+               if getattr(args, name) is not None]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = os.path.join(tmp, "demo")
         cache = os.path.join(tmp, "cache") if args.fresh_cache else "cache"
         train_s, out = run([
             sys.executable, "train.py", f"--model_dir={model_dir}",
-            f"--cache_dir={cache}",
+            f"--cache_dir={cache}", *shorter,
         ])
         with open(os.path.join(model_dir, "metrics.json")) as f:
             metrics = json.load(f)

@@ -24,25 +24,21 @@ evaluates the memmaps, reporting the peak resident memory as well.
 
 Not a test. Examples:
 
-    python benchmarks/bench_eval.py
-    python benchmarks/bench_eval.py --images 20000 --labels 500 --ks 3,5
-    python benchmarks/bench_eval.py --open_images
-    python benchmarks/bench_eval.py --open_images --memory_budget_mb 512
-    python benchmarks/bench_eval.py --open_images --variant=biam_openimages
+    python -m benchmarks.bench_eval
+    python -m benchmarks.bench_eval --images 20000 --labels 500 --ks 3,5
+    python -m benchmarks.bench_eval --open_images
+    python -m benchmarks.bench_eval --open_images --memory_budget_mb 512
+    python -m benchmarks.bench_eval --open_images --variant=biam_openimages
 """
 
 import argparse
 import os
-import platform
-import sys
-import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from epsilon_tf.metrics import (  # noqa: E402
+from benchmarks.common import PeakRss, gib, machine_line
+from epsilon_tf.metrics import (
     ScoreBuffer,
     average_precision_per_label,
     evaluate_scores,
@@ -259,81 +255,6 @@ def spot_check(args, scores, labels):
     )
 
 
-# ---------------------------------------------------------------------------
-# Memory.
-# ---------------------------------------------------------------------------
-
-
-def proc_status(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-class PeakRss:
-    """Peak resident set size while active (VmHWM reset + sampling).
-
-    `start` and `after`: RSS on entry and exit; `peak`: the largest sample
-    (every `interval` s) or, at exit, the kernel's high-water mark;
-    `peak_anon`: the largest anonymous RSS sample.
-    """
-
-    def __init__(self, interval=0.005):
-        self.interval = interval
-        self.peak = 0
-        self.peak_anon = 0
-        self._stop = threading.Event()
-
-    def _rss(self):
-        rss = proc_status("VmRSS")
-        if rss is None:
-            import psutil
-
-            rss = psutil.Process().memory_info().rss
-        return rss
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self.peak_anon = max(self.peak_anon, proc_status("RssAnon") or 0)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        try:  # Resets VmHWM (Linux).
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self._hwm = True
-        except OSError:
-            self._hwm = False
-        self.start = self._rss()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.after = self._rss()
-        self.peak = max(self.peak, self.after)
-        if self._hwm:
-            self.peak = max(self.peak, proc_status("VmHWM") or 0)
-        return False
-
-
-def gib(x):
-    return x / 2**30
-
-
-# ---------------------------------------------------------------------------
-# Main.
-# ---------------------------------------------------------------------------
-
-
 def print_result(result):
     for name in ("zsl", "gzsl", "all"):
         if name in result:
@@ -347,11 +268,7 @@ def print_result(result):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(
-        f"machine: {platform.platform()}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; python {platform.python_version()}, "
-        f"numpy {np.__version__}"
-    )
+    print(machine_line(np))
     print(
         f"matrix: {args.images:,} images x {args.labels:,} labels "
         f"(unseen {args.unseen}), ks={args.ks}, pos_rate={args.pos_rate}, "

@@ -14,13 +14,13 @@ concepts and read 0; 81 concepts) twice into a temporary folder:
 It then times, in one process:
 
 - peak resident memory (sampled every 5 ms, and the kernel's high-water
-  mark; `PeakRss` from `bench_eval.py`) while streaming the
+  mark; `common.PeakRss`) while streaming the
   split several times with no shuffle (evaluation path), and with the
   training path at a small and at the default shuffle buffer, next to the
   bytes of float32 features streamed (first, before any model exists);
 - the train step (default `jit_compile=False`, synthetic in-memory
   tensors) at each batch size, with `time_train_step` from
-  `bench_train_step.py`;
+  `bench_train_step`;
 - `make_dataset(...)` alone (no model), iterated as the trainer calls it
   (`subset="train"`, shuffled with `TrainConfig`'s shuffle buffer,
   `drop_remainder=True`), for both formats and each batch size, and prints
@@ -34,8 +34,8 @@ the same cores; the end-to-end figure shows what that costs.
 
 Not a test. Examples:
 
-    python benchmarks/bench_input_pipeline.py
-    python benchmarks/bench_input_pipeline.py --records 2000 --batches 32
+    python -m benchmarks.bench_input_pipeline
+    python -m benchmarks.bench_input_pipeline --records 2000 --batches 32
 """
 
 import argparse
@@ -43,27 +43,25 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import tensorflow as tf  # noqa: E402
-from bench_eval import PeakRss  # noqa: E402
-from bench_train_step import machine_line, time_train_step  # noqa: E402
-
-from epsilon_tf.config import TrainConfig  # noqa: E402
-from epsilon_tf.data.lesa_tfrecord import lesa_nus_wide_split  # noqa: E402
-from epsilon_tf.data.native_tfrecord import (  # noqa: E402
+# The trainer's step as bench_train_step times it (issue 12: it moves to
+# benchmarks.common once that script times the Task's step).
+from benchmarks.bench_train_step import time_train_step
+from benchmarks.common import PeakRss, machine_line, mib
+from epsilon_tf.config import TrainConfig
+from epsilon_tf.data.lesa_tfrecord import lesa_nus_wide_split
+from epsilon_tf.data.native_tfrecord import (
     NativeWriter,
     native_split,
 )
-from epsilon_tf.data.pipeline import make_dataset  # noqa: E402
-from epsilon_tf.labels import LabelSpace  # noqa: E402
+from epsilon_tf.data.pipeline import make_dataset
+from epsilon_tf.labels import LabelSpace
 
 FEATURE_SHAPE = (196, 512)
 NUM_TAGS = 1000
@@ -204,11 +202,6 @@ def readers(world, stats):
     return {"lesa": lesa, "native": native}
 
 
-# ---------------------------------------------------------------- memory
-def mib(x):
-    return f"{x / 2**20:,.0f} MiB"
-
-
 # --------------------------------------------------------------- timing
 def train_path_dataset(reader, batch, seed, shuffle_buffer):
     """`make_dataset` as `Trainer._train_dataset` calls it (one replica)."""
@@ -283,7 +276,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    print(machine_line())
+    print(machine_line(np, tf, keras, gpus=True))
     buffer_default = TrainConfig().shuffle_buffer
     example_f32 = math.prod(FEATURE_SHAPE) * 4
     raw = args.records * example_f32

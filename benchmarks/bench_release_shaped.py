@@ -8,11 +8,12 @@ validation images, then evaluated on the test split (ZSL: the 81 unseen
 concepts; GZSL: all 1,006 labels) with the LESA protocol, printed side by
 side with ESZSL and chance fitted on the same data in the same run.
 
-    python benchmarks/bench_release_shaped.py            # about 25 min
-    python benchmarks/bench_release_shaped.py --epochs=1 --runs=full
+    python -m benchmarks.bench_release_shaped            # about 25 min
+    python -m benchmarks.bench_release_shaped --epochs=1 --runs=full
 
 Needs `../shared/data/nus_wide` (or `--label_dir`); the world is written
-once to `--cache_dir`.
+once to `--cache_dir`. `--num_train` and `--num_test` make a smaller world
+(smoke runs; not the benchmark's figures).
 """
 
 import argparse
@@ -22,10 +23,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from common import cpu_model  # noqa: E402
+from benchmarks.common import (
+    add_size_arguments,
+    cpu_model,
+    nus_like_source,
+    quiet_tensorflow,
+)
 
 RUNS = {
     "full": {},
@@ -43,16 +46,16 @@ def main(argv=None):
     parser.add_argument("--label_dir", default=None)
     parser.add_argument("--work_dir", default="runs/bench_release_shaped")
     parser.add_argument("--out", default=None, help="write the JSON here")
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
+    quiet_tensorflow()
 
-    from epsilon_tf.config import RELEASE_PRESET, DataConfig, preset_configs
-    from epsilon_tf.data.sources import make_source
+    from epsilon_tf.config import RELEASE_PRESET, preset_configs
     from epsilon_tf.training.run import train_and_evaluate
 
-    source = make_source(DataConfig(
-        dataset="nus_like", cache_dir=args.cache_dir,
-        label_dir=args.label_dir,
-    ))
+    source = nus_like_source(
+        args.cache_dir, args.label_dir, args.num_train, args.num_test
+    )
     print(f"nus_like: {source.split('train').num_examples} train / "
           f"{source.split('test').num_examples} test images; CPU: "
           f"{cpu_model()}, {os.cpu_count()} cores", flush=True)

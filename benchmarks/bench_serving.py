@@ -2,7 +2,8 @@
 
 Loads an exported SavedModel version, or exports a fresh randomly
 initialized Epsilon of NUS-WIDE shape (196x512 features, 1,006 labels of
-300-d word vectors, default `ModelConfig`) to a temporary directory, then
+300-d word vectors, default `ModelConfig`; `--feature_shape` and
+`--hidden_dim` shrink it for smoke runs) to a temporary directory, then
 measures, in this process:
 
 - batch-1 latency of `serving_default` (features -> scores and top-k
@@ -10,10 +11,10 @@ measures, in this process:
   after `--warmup` calls;
 - batch-64 throughput (images/s).
 
-    python benchmarks/bench_serving.py            # float32 and bfloat16
-    python benchmarks/bench_serving.py --keras_reference
-    python benchmarks/bench_serving.py --saved_model=runs/x/export/1
-    python benchmarks/bench_serving.py --precision=float32 --jit_compile
+    python -m benchmarks.bench_serving            # float32 and bfloat16
+    python -m benchmarks.bench_serving --keras_reference
+    python -m benchmarks.bench_serving --saved_model=runs/x/export/1
+    python -m benchmarks.bench_serving --precision=float32 --jit_compile
 
 `--keras_reference` also times the Keras model's own layers traced into
 one function (`epsilon_tf.export.reference.keras_reference_serving`: what
@@ -34,24 +35,22 @@ minus its RPC layer.
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from benchmarks.common import cpu_model, quiet_tensorflow
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+quiet_tensorflow("2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from common import cpu_model  # noqa: E402
 
 from epsilon_tf.export.reference import keras_reference_serving  # noqa: E402
 
 
 def _export_fresh(
-    directory, num_labels, num_unseen, top_k, jit_compile, precision
+    directory, num_labels, num_unseen, top_k, jit_compile, precision,
+    model_overrides=None,
 ):
     import keras
 
@@ -67,7 +66,7 @@ def _export_fresh(
         vectors,
         seen=np.arange(num_labels - num_unseen),
     )
-    config = ModelConfig()
+    config = ModelConfig(**(model_overrides or {}))
     keras.utils.set_random_seed(0)  # the same model for each precision
     model = build_epsilon(config, space.subset("seen"))
     for weight in model.weights:
@@ -175,11 +174,27 @@ def main(argv=None):
         help="Also time the Keras model's own graph (what the export traced "
         "before the folded inference graph), in the same process.",
     )
+    parser.add_argument(
+        "--feature_shape",
+        default="196x512",
+        help="REGIONSxCHANNELS of the fresh model (smaller: smoke runs).",
+    )
+    parser.add_argument(
+        "--hidden_dim",
+        type=int,
+        default=None,
+        help="Token width of the fresh model (default: ModelConfig's).",
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=10)
     args = parser.parse_args(argv)
+    overrides = {
+        "feature_shape": tuple(int(v) for v in args.feature_shape.split("x"))
+    }
+    if args.hidden_dim is not None:
+        overrides["hidden_dim"] = args.hidden_dim
 
     print(
         f"machine: {platform.platform()}, {cpu_model()}, "
@@ -207,10 +222,11 @@ def main(argv=None):
                     args.top_k,
                     args.jit_compile,
                     precision,
+                    overrides,
                 )
                 paths[precision] = path
                 print(
-                    f"exported a random default-config Epsilon ({shape[0]}x"
+                    f"exported a random Epsilon ({shape[0]}x"
                     f"{shape[1]} features, {args.num_labels} labels of 300-d,"
                     f" top_k={args.top_k}, jit_compile={args.jit_compile}, "
                     f"precision={precision}) in {seconds:.1f} s"

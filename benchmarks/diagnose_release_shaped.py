@@ -8,58 +8,66 @@ split of nus_like only: 844 tags train, 81 tags held out, the validation
 bucket's images as tune-test). It prints, every quarter of the run, the
 training loss, the seen-tag mAP and the held-out-tag (ZSL) mAP, in %.
 
-    python benchmarks/tune_release_shaped.py --max_train=4000 --runs=
-    python benchmarks/diagnose_release_shaped.py \\
+    python -m benchmarks.tune_release_shaped --max_train=4000 --runs=
+    python -m benchmarks.diagnose_release_shaped \\
         "gfp:{'branches':'gfp','gfp_input':'features','gfp_pooled_norm':True}"
 
 Each argument is NAME:{ModelConfig fields, plus 'lr', 'steps', 'batch',
 'warm', 'wd', 'loss_kw'}. With `--linear`, the same task is run by a
 linear probe on standardized mean+max pooled features (the reference
 that located the problem: ESZSL's input).
+
+`--task_dir` is the task (default: the one of `--max_train=4000`, seed
+0), `--arrays` the cache of its arrays in memory order, which
+`probe_release_shaped` reads too.
 """
 
+import argparse
 import json
 import os
 import sys
 import time
 
+from benchmarks.common import add_held_out_arguments, run_specs
+
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 os.environ["KERAS_BACKEND"] = "tensorflow"
-import keras
-import numpy as np
-import tensorflow as tf
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from epsilon_tf.config import ModelConfig
-from epsilon_tf.data.native_tfrecord import native_source
-from epsilon_tf.labels import LabelSpace
-from epsilon_tf.losses.ranking import RankingLoss
-from epsilon_tf.metrics.ranking_metrics import mean_average_precision as mAP
-from epsilon_tf.models import build_epsilon, with_labels
+from epsilon_tf.config import ModelConfig  # noqa: E402
+from epsilon_tf.data.native_tfrecord import native_source  # noqa: E402
+from epsilon_tf.labels import LabelSpace  # noqa: E402
+from epsilon_tf.losses.ranking import RankingLoss  # noqa: E402
+from epsilon_tf.metrics.ranking_metrics import (  # noqa: E402
+    mean_average_precision as mAP,
+)
+from epsilon_tf.models import build_epsilon, with_labels  # noqa: E402
 
-d = "/tmp/epsilon_tune/heldout-4000-0"
-space = LabelSpace.load(d)
-src = native_source(d, space, (3, 5))
-cache = "/tmp/diag_arrays.npz"
-if not os.path.exists(cache):
 
-    def arr(split):
-        F, L = [], []
-        for ex in src.split(split).dataset():
-            F.append(ex["features"].numpy().astype(np.float16))
-            L.append(ex["labels"].numpy().astype(np.int8))
-        return np.stack(F), np.stack(L)
+def load(task_dir, cache):
+    """(space, Ftr, Ltr, Fte, Lte) of the task, cached in `cache`."""
+    space = LabelSpace.load(task_dir)
+    if not os.path.exists(cache):
+        src = native_source(task_dir, space, (3, 5))
 
-    Ftr, Ltr = arr("train")
-    Fte, Lte = arr("test")
-    np.savez(cache, Ftr=Ftr, Ltr=Ltr, Fte=Fte, Lte=Lte)
-z = np.load(cache)
-Ftr, Ltr, Fte, Lte = z["Ftr"], z["Ltr"], z["Fte"], z["Lte"]
-ns = len(space.seen)
-print("loaded", Ftr.shape, Fte.shape, flush=True)
+        def arr(split):
+            F, L = [], []
+            for ex in src.split(split).dataset():
+                F.append(ex["features"].numpy().astype(np.float16))
+                L.append(ex["labels"].numpy().astype(np.int8))
+            return np.stack(F), np.stack(L)
+
+        Ftr, Ltr = arr("train")
+        Fte, Lte = arr("test")
+        np.savez(cache, Ftr=Ftr, Ltr=Ltr, Fte=Fte, Lte=Lte)
+    z = np.load(cache)
+    return space, z["Ftr"], z["Ltr"], z["Fte"], z["Lte"]
 
 
 def run(
+    data,
     name,
     steps=200,
     batch=64,
@@ -71,6 +79,8 @@ def run(
     loss_kw=None,
     **mk,
 ):
+    space, Ftr, Ltr, Fte, Lte = data
+    ns = len(space.seen)
     loss_kw = loss_kw or {}
     keras.utils.set_random_seed(0)
     vec = space.vectors.copy()
@@ -151,10 +161,16 @@ def run(
     )
 
 
-import ast  # noqa: E402
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_held_out_arguments(parser, "d128:{'steps':200}")
+    args = parser.parse_args(argv)
+    data = load(args.task_dir, args.arrays)
+    print("loaded", data[1].shape, data[3].shape, flush=True)
+    for name, settings in run_specs(args.runs):
+        run(data, name, **settings)
+    return 0
 
-runs = [a for a in sys.argv[1:]]
 
-for r in runs:
-    name, kw = r.split(":", 1) if ":" in r else (r, "{}")
-    run(name, **ast.literal_eval(kw))
+if __name__ == "__main__":
+    sys.exit(main())

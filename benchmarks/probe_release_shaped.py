@@ -3,58 +3,75 @@ the slow learning (BUILD_NOTES.md, "Learning on release-shaped data").
 
 A single Dense map from mean+max pooled region features to the word space,
 trained with the package's hinge ranking loss on the held-out task of
-`benchmarks/tune_release_shaped.py --max_train=4000` (run
-`benchmarks/diagnose_release_shaped.py` once first: it caches the arrays).
+`python -m benchmarks.tune_release_shaped --max_train=4000` (run
+`python -m benchmarks.diagnose_release_shaped` once first: it caches the
+arrays, `--arrays`; the pooled arrays are cached in `--pooled`).
 Options per run: feats ("std": standardized on the training images, as
 ESZSL does, or "raw"), norm (cosine scoring), scale, loss ("hinge",
 "smooth", "sq", "bce"), lr, steps, labels ("raw", "center", "whiten"),
 hidden, ln, M (vectors, max over them).
 
-    python benchmarks/probe_release_shaped.py "std:{}" "raw:{'feats':'raw'}"
+    python -m benchmarks.probe_release_shaped "std:{}" "raw:{'feats':'raw'}"
 """
 
-import ast
+import argparse
 import json
 import os
 import sys
 
+from benchmarks.common import (
+    PROBE_POOLED,
+    add_held_out_arguments,
+    run_specs,
+)
+
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 os.environ["KERAS_BACKEND"] = "tensorflow"
-import numpy as np
-import tensorflow as tf
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from epsilon_tf.labels import LabelSpace
-from epsilon_tf.losses.ranking import hinge_ranking, smooth_ranking
-from epsilon_tf.metrics.ranking_metrics import mean_average_precision as mAP
+from epsilon_tf.labels import LabelSpace  # noqa: E402
+from epsilon_tf.losses.ranking import (  # noqa: E402
+    hinge_ranking,
+    smooth_ranking,
+)
+from epsilon_tf.metrics.ranking_metrics import (  # noqa: E402
+    mean_average_precision as mAP,
+)
 
-space = LabelSpace.load("/tmp/epsilon_tune/heldout-4000-0")
-ns = len(space.seen)
-pc = "/tmp/diag_pooled.npz"
-if not os.path.exists(pc):
-    z = np.load("/tmp/diag_arrays.npz")
 
-    def pool(F):
-        out = []
-        for i in range(0, len(F), 200):
-            f = F[i : i + 200].astype(np.float32)
-            out.append(np.concatenate([f.mean(1), f.max(1)], 1))
-        return np.concatenate(out)
+def load(task_dir, arrays, pooled):
+    """The probe's data: label count, unit word vectors, raw and
+    standardized pooled features, labels."""
+    space = LabelSpace.load(task_dir)
+    if not os.path.exists(pooled):
+        z = np.load(arrays)
 
-    np.savez(
-        pc, Xtr=pool(z["Ftr"]), Ytr=z["Ltr"], Xte=pool(z["Fte"]), Yte=z["Lte"]
+        def pool(F):
+            out = []
+            for i in range(0, len(F), 200):
+                f = F[i : i + 200].astype(np.float32)
+                out.append(np.concatenate([f.mean(1), f.max(1)], 1))
+            return np.concatenate(out)
+
+        np.savez(
+            pooled, Xtr=pool(z["Ftr"]), Ytr=z["Ltr"], Xte=pool(z["Fte"]),
+            Yte=z["Lte"],
+        )
+    z = np.load(pooled)
+    Xtr, Ytr, Xte, Yte = (
+        z["Xtr"], z["Ytr"].astype(np.float32), z["Xte"], z["Yte"]
     )
-z = np.load(pc)
-Xtr, Ytr, Xte, Yte = z["Xtr"], z["Ytr"].astype(np.float32), z["Xte"], z["Yte"]
-RAW = (Xtr.copy(), Xte.copy())
-mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
-Xtr = (Xtr - mu) / sd
-Xte = (Xte - mu) / sd
-STD = (Xtr, Xte)
-U = space.vectors / np.linalg.norm(space.vectors, axis=1, keepdims=True)
+    raw = (Xtr.copy(), Xte.copy())
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-6
+    std = ((Xtr - mu) / sd, (Xte - mu) / sd)
+    U = space.vectors / np.linalg.norm(space.vectors, axis=1, keepdims=True)
+    return {"ns": len(space.seen), "U": U, "RAW": raw, "STD": std,
+            "Ytr": Ytr, "Yte": Yte}
 
 
 def run(
+    data,
     name,
     feats="std",
     norm=True,
@@ -71,6 +88,8 @@ def run(
     ln=False,
     M=1,
 ):
+    ns, U, Ytr, Yte = data["ns"], data["U"], data["Ytr"], data["Yte"]
+    RAW, STD = data["RAW"], data["STD"]
     tf.random.set_seed(0)
     rng = np.random.default_rng(0)
     Xtr, Xte = RAW if feats == "raw" else STD
@@ -138,6 +157,16 @@ def run(
     print(json.dumps({"run": name, "hist": hist}), flush=True)
 
 
-for r in sys.argv[1:]:
-    name, kw = r.split(":", 1) if ":" in r else (r, "{}")
-    run(name, **ast.literal_eval(kw))
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_held_out_arguments(parser, "raw:{'feats':'raw'}")
+    parser.add_argument("--pooled", default=PROBE_POOLED)
+    args = parser.parse_args(argv)
+    data = load(args.task_dir, args.arrays, args.pooled)
+    for name, settings in run_specs(args.runs):
+        run(data, name, **settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

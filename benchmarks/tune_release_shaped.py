@@ -16,8 +16,12 @@ The test split of nus_like is never read. Each configuration is one
 `train_and_evaluate` run (the same trainer, schedule, checkpoint selection
 and ESZSL baseline as train.py), printed beside ESZSL.
 
-    python benchmarks/tune_release_shaped.py --runs=default,center \\
+    python -m benchmarks.tune_release_shaped --runs=default,center \\
         --epochs=2 --max_train=4000
+
+`--runs=` (empty) only writes the task. `--num_train`, `--num_test`,
+`--held_out` and `--min_positives` make a smaller world and task (smoke
+runs; not the figures of BUILD_NOTES.md).
 """
 
 import argparse
@@ -26,10 +30,15 @@ import os
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from benchmarks.common import (
+    TUNE_DIR,
+    add_size_arguments,
+    held_out_dir,
+    nus_like_source,
+    quiet_tensorflow,
+)
 
 RUNS = {
     # name: (ModelConfig overrides, LossConfig overrides, TrainConfig
@@ -49,19 +58,18 @@ RUNS = {
 }
 
 
-def _held_out_task(cache_dir, work_dir, max_train, seed=0):
+def _held_out_task(cache_dir, work_dir, max_train, seed=0, sizes=(None, None),
+                   held_out=81, min_positives=20):
     """Native splits of the label-held-out task (written once)."""
     import tensorflow as tf
 
-    from epsilon_tf.config import DataConfig
     from epsilon_tf.data.native_tfrecord import NativeWriter, native_source
     from epsilon_tf.data.pipeline import in_validation
-    from epsilon_tf.data.sources import make_source
     from epsilon_tf.labels import LabelSpace
 
-    source = make_source(DataConfig(dataset="nus_like", cache_dir=cache_dir))
+    source = nus_like_source(cache_dir, None, *sizes)
     space = source.label_space.subset("seen")
-    directory = os.path.join(work_dir, f"heldout-{max_train}-{seed}")
+    directory = held_out_dir(work_dir, max_train, seed)
     if not os.path.exists(os.path.join(directory, "test.json")):
         ds = source.split("train").dataset()
         ids, labels, val = [], [], []
@@ -73,7 +81,9 @@ def _held_out_task(cache_dir, work_dir, max_train, seed=0):
         val = np.asarray(val)
         pos = (labels[~val] == 1).sum(0)
         rng = np.random.default_rng(seed)
-        held = np.sort(rng.choice(np.flatnonzero(pos >= 20), 81, False))
+        held = np.sort(rng.choice(
+            np.flatnonzero(pos >= min_positives), held_out, False
+        ))
         kept = np.setdiff1d(np.arange(len(space.names)), held)
         order = np.concatenate([kept, held])
         task = LabelSpace.from_arrays(
@@ -117,16 +127,26 @@ def main(argv=None):
     parser.add_argument("--max_train", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache_dir", default="cache")
-    parser.add_argument("--work_dir", default="/tmp/epsilon_tune")
+    parser.add_argument("--work_dir", default=TUNE_DIR)
     parser.add_argument("--out", default=None, help="JSON lines of results")
     parser.add_argument("--baseline", type=int, default=1,
                         help="fit ESZSL beside the first run")
+    parser.add_argument("--held_out", type=int, default=81,
+                        help="Seen tags that play the unseen labels.")
+    parser.add_argument("--min_positives", type=int, default=20,
+                        help="Fewest training positives of a held-out tag.")
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
+    quiet_tensorflow()
 
     from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig
     from epsilon_tf.training.run import train_and_evaluate
 
-    source = _held_out_task(args.cache_dir, args.work_dir, args.max_train)
+    source = _held_out_task(
+        args.cache_dir, args.work_dir, args.max_train,
+        sizes=(args.num_train, args.num_test), held_out=args.held_out,
+        min_positives=args.min_positives,
+    )
     print(
         f"held-out task: {source.split('train').num_examples} train / "
         f"{source.split('test').num_examples} tune-test images, "
@@ -134,7 +154,8 @@ def main(argv=None):
         f"{len(source.label_space.unseen)} held out", flush=True,
     )
     parser_baseline = args.baseline
-    for index, name in enumerate(args.runs.split(",")):
+    runs = [name for name in args.runs.split(",") if name]
+    for index, name in enumerate(runs):
         model_kw, loss_kw, train_kw = RUNS[name]
         model_dir = os.path.join(args.work_dir, "runs",
                                  f"{name}-e{args.epochs}-n{args.max_train}"

@@ -10,7 +10,7 @@ MODELS = ("epsilon", "lesa", "biam")
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Epsilon's architecture (DESIGN §2). Every ablation is a field.
+    """Epsilon's architecture (docs/design.md §2). Every ablation is a field.
 
     `model` picks Epsilon or one of the baselines LESA and BiAM
     (BUILD_NOTES.md, "Baselines: LESA and BiAM"); the `lesa_*` and `biam_*`
@@ -129,7 +129,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class LossConfig:
-    """The training objective (DESIGN §2.6).
+    """The training objective (docs/design.md §2, item 6).
 
     Args:
         form: "hinge" (LESA/BiAM ranking loss) or "smooth" (log(1+exp)).
@@ -249,6 +249,8 @@ class DataConfig:
         word_vectors: path of the word-vector pickle.
         feature_shape: (num_regions, channels) of the stored features.
         skip_corrupt: skip corrupt records (and report how many).
+        names_file: BiAM NUS-WIDE: pickle of {'img_names': [...]} (per
+            split; a '{split}' in the path is replaced by train/test).
     """
 
     dataset: str = "synthetic"
@@ -267,7 +269,7 @@ class DataConfig:
 # Settings for release-shaped data (VGG conv5 region features, 196x512,
 # GloVe-300 vocabularies): every non-synthetic dataset. Chosen on the
 # label-held-out validation task of the nus_like benchmark's training split
-# (`benchmarks/tune_release_shaped.py`; BUILD_NOTES.md, "Learning on
+# (`python -m benchmarks.tune_release_shaped`; BUILD_NOTES.md, "Learning on
 # release-shaped data"), never on a test split. Applied by the flags to the
 # settings a user did not give.
 RELEASE_PRESET = {

@@ -192,11 +192,13 @@ def define_train_flags():
     )
     flags.DEFINE_integer(
         "summary_images", t.summary_images,
-        "Validation images whose GPA maps TensorBoard shows each epoch.",
+        "Validation images whose GPA maps TensorBoard shows each epoch "
+        "(0: none).",
     )
     flags.DEFINE_integer(
         "pr_curve_labels", t.pr_curve_labels,
-        "Unseen labels with a TensorBoard PR curve on the test split.",
+        "Unseen labels with a TensorBoard PR curve on the test split "
+        "(0: none).",
     )
     flags.DEFINE_integer(
         "cpu_replicas", 0,

@@ -1,4 +1,4 @@
-"""`DatasetSource`s over the LESA and BiAM release files (DESIGN §3)."""
+"""`DatasetSource`s over the LESA and BiAM releases (docs/design.md §3)."""
 
 import functools
 import os

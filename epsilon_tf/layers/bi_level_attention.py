@@ -58,17 +58,19 @@ class RegionContextBlock(layers.Layer):
                 f"The {channels} channels must divide into `num_heads` "
                 f"heads. Received: num_heads={self.num_heads}"
             )
+        dtype = self.dtype_policy
         self.attention = layers.MultiHeadAttention(
             self.num_heads, channels // self.num_heads,
-            dropout=self.dropout, name="attention",
+            dropout=self.dropout, name="attention", dtype=dtype,
         )
         self.attention.build((None, num, channels), (None, num, channels))
-        self.output_dropout = layers.Dropout(self.dropout)
+        self.output_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.ffn_inner = layers.Dense(
-            self.ffn_dim or 2 * channels, activation="relu", name="ffn_1"
+            self.ffn_dim or 2 * channels, activation="relu", name="ffn_1",
+            dtype=dtype,
         )
         self.ffn_inner.build((None, num, channels))
-        self.ffn_outer = layers.Dense(channels, name="ffn_2")
+        self.ffn_outer = layers.Dense(channels, name="ffn_2", dtype=dtype)
         self.ffn_outer.build((None, num, self.ffn_inner.units))
 
     def call(self, inputs, training=None):
@@ -141,15 +143,16 @@ class SceneContextBlock(layers.Layer):
         regions, scene = input_shape
         _, num, channels = check.input_shape_of("regions", regions, 3)
         check.input_shape_of("global_feature", scene, 2)
-        self.channel = layers.Dense(channels, name="channel")
+        dtype = self.dtype_policy
+        self.channel = layers.Dense(channels, name="channel", dtype=dtype)
         self.channel.build((None, num, channels))
-        self.scene_dropout = layers.Dropout(self.dropout)
-        self.scene_key = layers.Dense(channels, name="scene_key")
+        self.scene_dropout = layers.Dropout(self.dropout, dtype=dtype)
+        self.scene_key = layers.Dense(channels, name="scene_key", dtype=dtype)
         self.scene_key.build((None, scene[-1]))
         self.context = GridConvolution(
             channels, 3, use_bias=True, order="conv_relu_bn",
             grid_shape=self.grid_shape, momentum=BIAM_BN_MOMENTUM,
-            name="context",
+            name="context", dtype=dtype,
         )
         self.context.build((None, num, channels))
 

@@ -105,36 +105,43 @@ class GlobalForwardPropagation(layers.Layer):
         width = input_shape[-1]
         pooled = width * (2 if self.pooling == "avg_max" else 1)
         batch = input_shape[0]
+        dtype = self.dtype_policy
         self.pooled_normalization = None
         if self.pooled_norm:
             self.pooled_normalization = FeatureStandardization(
-                name="pooled_norm"
+                name="pooled_norm", dtype=dtype
             )
             self.pooled_normalization.build((batch, pooled))
-        self.input_projection = layers.Dense(self.hidden_dim, name="pooled_in")
+        self.input_projection = layers.Dense(
+            self.hidden_dim, name="pooled_in", dtype=dtype
+        )
         self.input_projection.build((batch, pooled))
         self.block_layers = []
         for i in range(self.num_blocks):
             norm = layers.LayerNormalization(
-                epsilon=self.layer_norm_epsilon, name=f"norm_{i}"
+                epsilon=self.layer_norm_epsilon, name=f"norm_{i}", dtype=dtype
             )
             inner = layers.Dense(
-                self.hidden_dim, activation="gelu", name=f"ffn_{i}_1"
+                self.hidden_dim, activation="gelu", name=f"ffn_{i}_1",
+                dtype=dtype,
             )
-            outer = layers.Dense(self.hidden_dim, name=f"ffn_{i}_2")
+            outer = layers.Dense(
+                self.hidden_dim, name=f"ffn_{i}_2", dtype=dtype
+            )
             for sub in (norm, inner, outer):
                 sub.build((batch, self.hidden_dim))
                 # Also attributes: `tf.train.Checkpoint` does not follow
                 # sublayers held only in a Python list.
                 setattr(self, sub.name, sub)
             self.block_layers.append((norm, inner, outer))
-        self.block_dropout = layers.Dropout(self.dropout)
+        self.block_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.output_norm = layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="output_norm"
+            epsilon=self.layer_norm_epsilon, name="output_norm", dtype=dtype
         )
         self.output_norm.build((batch, self.hidden_dim))
         self.output_projection = layers.Dense(
-            self.num_global * self.embedding_dim, name="to_word_space"
+            self.num_global * self.embedding_dim, name="to_word_space",
+            dtype=dtype,
         )
         self.output_projection.build((batch, self.hidden_dim))
 

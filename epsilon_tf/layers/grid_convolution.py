@@ -97,11 +97,12 @@ class GridConvolution(layers.Layer):
         self.grid = grid_of(num_regions, self.grid_shape)
         self.conv = layers.Conv2D(
             self.filters, self.kernel_size, padding="same",
-            use_bias=self.use_bias, name="conv",
+            use_bias=self.use_bias, name="conv", dtype=self.dtype_policy,
         )
         self.conv.build((None, *self.grid, channels))
         self.norm = layers.BatchNormalization(
-            momentum=self.momentum, epsilon=self.epsilon, name="norm"
+            momentum=self.momentum, epsilon=self.epsilon, name="norm",
+            dtype=self.dtype_policy,
         )
         self.norm.build((None, *self.grid, self.filters))
 

@@ -72,21 +72,26 @@ class TransformerEncoderBlock(layers.Layer):
                 f"`num_heads`. Received: num_heads={self.num_heads}"
             )
         hidden = max(1, int(round(width * self.mlp_ratio)))
+        dtype = self.dtype_policy
         self.attention_norm = layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="attention_norm"
+            epsilon=self.layer_norm_epsilon, name="attention_norm",
+            dtype=dtype,
         )
         self.attention = layers.MultiHeadAttention(
             num_heads=self.num_heads,
             key_dim=width // self.num_heads,
             dropout=self.dropout,
             name="attention",
+            dtype=dtype,
         )
         self.mlp_norm = layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="mlp_norm"
+            epsilon=self.layer_norm_epsilon, name="mlp_norm", dtype=dtype
         )
-        self.mlp_hidden = layers.Dense(hidden, activation="gelu", name="mlp_1")
-        self.mlp_output = layers.Dense(width, name="mlp_2")
-        self.mlp_dropout = layers.Dropout(self.dropout)
+        self.mlp_hidden = layers.Dense(
+            hidden, activation="gelu", name="mlp_1", dtype=dtype
+        )
+        self.mlp_output = layers.Dense(width, name="mlp_2", dtype=dtype)
+        self.mlp_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.attention_norm.build(input_shape)
         self.attention.build(input_shape, input_shape)
         self.mlp_norm.build(input_shape)
@@ -293,6 +298,7 @@ class GroupPromptsAggregation(layers.Layer):
             initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         )
         joint_shape = (input_shape[0], None, width)
+        dtype = self.dtype_policy
         self.blocks = []
         for i in range(self.num_layers):
             block = TransformerEncoderBlock(
@@ -301,6 +307,7 @@ class GroupPromptsAggregation(layers.Layer):
                 dropout=self.dropout,
                 layer_norm_epsilon=self.layer_norm_epsilon,
                 name=f"encoder_block_{i}",
+                dtype=dtype,
             )
             block.build(joint_shape)
             self.blocks.append(block)
@@ -308,16 +315,16 @@ class GroupPromptsAggregation(layers.Layer):
             # sublayers held only in a Python list.
             setattr(self, f"encoder_block_{i}", block)
         self.encoded_norm = layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, name="encoded_norm"
+            epsilon=self.layer_norm_epsilon, name="encoded_norm", dtype=dtype
         )
         self.encoded_norm.build(joint_shape)
-        self.query = layers.Dense(width, name="group_query")
-        self.key = layers.Dense(width, name="group_key")
-        self.value = layers.Dense(width, name="group_value")
+        self.query = layers.Dense(width, name="group_query", dtype=dtype)
+        self.key = layers.Dense(width, name="group_key", dtype=dtype)
+        self.value = layers.Dense(width, name="group_value", dtype=dtype)
         for dense in (self.query, self.key, self.value):
             dense.build(joint_shape)
         self.output_projection = layers.Dense(
-            self.embedding_dim, name="to_word_space"
+            self.embedding_dim, name="to_word_space", dtype=dtype
         )
         self.output_projection.build((input_shape[0], None, width))
 

@@ -36,8 +36,13 @@ class LearnableFusion(layers.Layer):
 
     Example:
 
-    >>> fusion = LearnableFusion(initial_weight=0.5)
-    >>> fusion([np.ones((2, 3)), np.zeros((2, 3))])  # 0.5 everywhere
+    >>> fusion = LearnableFusion(initial_weight=0.25)
+    >>> local = np.ones((2, 3), "float32")
+    >>> glob = np.full((2, 3), 3.0, "float32")
+    >>> fusion([local, glob]).numpy().tolist()  # 0.25 * 1 + 0.75 * 3
+    [[2.5, 2.5, 2.5], [2.5, 2.5, 2.5]]
+    >>> round(float(fusion.fusion_weight()), 6)
+    0.25
     """
 
     def __init__(

@@ -53,12 +53,12 @@ class SharedMultiAttention(layers.Layer):
         # LESA: variance_scaling_initializer (He, truncated normal).
         self.hidden = layers.Dense(
             hidden, activation="tanh", kernel_initializer="he_normal",
-            name="hidden",
+            name="hidden", dtype=self.dtype_policy,
         )
         self.hidden.build((None, None, channels))
         self.logits = layers.Dense(
             self.num_attentions, kernel_initializer="he_normal",
-            name="logits",
+            name="logits", dtype=self.dtype_policy,
         )
         self.logits.build((None, None, hidden))
 

@@ -182,9 +182,12 @@ class RankingLoss(keras.losses.Loss):
 
     Example:
 
-    >>> loss = RankingLoss()
-    >>> loss(np.array([[1, -1]]), np.array([[0.0, 0.5]]))  # (1.5) / 1
+    >>> labels, scores = np.array([[1, -1, 0]]), np.array([[0.0, 0.5, 9.0]])
+    >>> float(RankingLoss()(labels, scores))  # max(0, 1 + 0.5 - 0) / 1 pair
     1.5
+    >>> smooth = RankingLoss(form="smooth")
+    >>> round(float(smooth(labels, scores)), 4)  # log(1 + exp(0.5 - 0))
+    0.9741
     """
 
     def __init__(

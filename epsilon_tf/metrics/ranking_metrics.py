@@ -6,7 +6,7 @@ seconds on one core, and Open Images GZSL (125,456 x 7,586: 3.8 GB of float32
 scores, possibly a `np.memmap`) within a fixed working-memory budget.
 
 Protocol (`variant="lesa"`, the standard numbers of LESA, BiAM and
-(ML)^2P on NUS-WIDE; DESIGN.md section 4):
+(ML)^2P on NUS-WIDE; docs/design.md §4):
 
 - `labels` are +1 (present), -1 (absent) or 0 (not annotated).
 - P/R/F1@K are micro (global): each image's top-K labels by score are

@@ -22,7 +22,7 @@ def save_keras_atomically(model, path):
 
 
 def fit_eszsl(source, validation_fraction):
-    """ESZSL (DESIGN §7) on the same data: ridge weights picked on the
+    """ESZSL (docs/design.md §7) on the same data: ridge weights picked on the
     validation images, evaluated on the test split with the same protocol.
     """
     from epsilon_tf.baselines.eszsl import ESZSL
