@@ -55,6 +55,15 @@ RUNS = {
                   "token_norm": "none"}, {}, {}),
     "d128_batch": ({"hidden_dim": 128, "gpa_heads": 4,
                     "token_norm": "batch"}, {}, {}),
+    # RELEASE_PRESET (what train.py uses on release-shaped data) plus
+    # the overrides; "preset" alone is the shipped configuration.
+    "preset": ({"preset": True}, {}, {}),
+    "preset_lw0": ({"preset": True}, {"label_weight": 0.0}, {}),
+    "preset_lw1": ({"preset": True}, {"label_weight": 1.0}, {}),
+    "preset_lw2": ({"preset": True}, {"label_weight": 2.0}, {}),
+    "preset_gfp": ({"preset": True, "branches": "gfp"}, {}, {}),
+    "preset_gfp_lw0": ({"preset": True, "branches": "gfp"},
+                       {"label_weight": 0.0}, {}),
 }
 
 
@@ -139,7 +148,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     quiet_tensorflow()
 
-    from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig
+    import dataclasses
+
+    from epsilon_tf.config import (
+        RELEASE_PRESET,
+        LossConfig,
+        ModelConfig,
+        TrainConfig,
+        preset_configs,
+    )
     from epsilon_tf.training.run import train_and_evaluate
 
     source = _held_out_task(
@@ -157,6 +174,17 @@ def main(argv=None):
     runs = [name for name in args.runs.split(",") if name]
     for index, name in enumerate(runs):
         model_kw, loss_kw, train_kw = RUNS[name]
+        model_kw = dict(model_kw)
+        if model_kw.pop("preset", False):
+            model_cfg, loss_cfg, preset_train = preset_configs(
+                RELEASE_PRESET, source.feature_shape, model_kw)
+            loss_cfg = dataclasses.replace(loss_cfg, **loss_kw)
+            train_kw = {"learning_rate": preset_train.learning_rate,
+                        "batch_size": preset_train.batch_size, **train_kw}
+        else:
+            model_cfg = ModelConfig(feature_shape=source.feature_shape,
+                                    **model_kw)
+            loss_cfg = LossConfig(**loss_kw)
         model_dir = os.path.join(args.work_dir, "runs",
                                  f"{name}-e{args.epochs}-n{args.max_train}"
                                  f"-s{args.seed}")
@@ -170,8 +198,7 @@ def main(argv=None):
         )
         start = time.time()
         result = train_and_evaluate(
-            ModelConfig(feature_shape=source.feature_shape, **model_kw),
-            LossConfig(**loss_kw), train_cfg, source,
+            model_cfg, loss_cfg, train_cfg, source,
             baseline=parser_baseline and index == 0,
         )
         row = {
