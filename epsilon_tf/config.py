@@ -283,6 +283,7 @@ RELEASE_PRESET = {
     "learning_rate": 3e-3,
     "batch_size": 64,
     "epochs": 4,
+    "label_weight": 2.0,
 }
 
 

@@ -326,11 +326,12 @@ def dataset_preset(dataset):
 
 
 # The baselines' own training settings (LESA's global_setting.py and
-# BiAM's scripts/train_nus.sh: batch 32, learning rate 1e-3), for the flags
-# the user did not set; they take precedence over SYNTHETIC_PRESET.
+# BiAM's scripts/train_nus.sh: batch 32, learning rate 1e-3, their ranking
+# loss without Epsilon's per-label term), for the flags the user did not
+# set; they take precedence over the dataset's preset.
 MODEL_PRESETS = {
-    "lesa": {"batch_size": 32, "learning_rate": 1e-3},
-    "biam": {"batch_size": 32, "learning_rate": 1e-3},
+    "lesa": {"batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0},
+    "biam": {"batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0},
 }
 
 

@@ -203,3 +203,27 @@ def test_rerun_skips_finished_runs(quick):
     for key in ("methods", "ablations", "best", "figure1"):
         assert after[key] == before[key]
     assert Path(out / "results.md").exists()
+
+
+def test_base_settings_follow_the_dataset_preset():
+    from types import SimpleNamespace
+
+    from epsilon_tf.config import RELEASE_PRESET
+    from epsilon_tf.experiments import MAIN, base_configs
+
+    options = dict(quick=False, epochs=None, batch_size=None,
+                   steps_per_epoch=None)
+    release = SimpleNamespace(name="nus_like", feature_shape=(196, 512))
+    model, loss, train = base_configs(options, release)
+    assert (model.token_norm, model.gfp_input, model.num_global) == (
+        "standardize", "features", 1)
+    assert loss.label_weight == RELEASE_PRESET["label_weight"] > 0
+    assert train.learning_rate == RELEASE_PRESET["learning_rate"]
+    synthetic = SimpleNamespace(name="synthetic", feature_shape=(49, 64))
+    model, loss, train = base_configs(options, synthetic)
+    assert (model.token_norm, loss.label_weight, train.epochs) == (
+        "layer", 0.0, 4)
+    runs = {run.key: run for run in MAIN}
+    for key in ("lesa", "biam"):
+        _, baseline_loss = runs[key].configs(*base_configs(options, release)[:2])
+        assert baseline_loss.label_weight == 0.0

@@ -308,3 +308,18 @@ def test_unset_flags_give_the_defaults_or_the_preset():
             wrong.append(f"{cls_name}.{field}={configs[cls_name][field]!r}, "
                          f"expected {want!r}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_release_preset_and_the_baselines_own_loss():
+    # Release-shaped data trains Epsilon with the per-label ranking term;
+    # LESA and BiAM keep their published ranking loss (and batch, lr); a
+    # flag the user gives wins over both presets.
+    epsilon = _probe(["--dataset=nus_like"])["configs"]
+    assert epsilon["LossConfig"]["label_weight"] == 2.0
+    assert epsilon["TrainConfig"]["learning_rate"] == 3e-3
+    for model in ("lesa", "biam"):
+        baseline = _probe(["--dataset=nus_like", f"--model={model}"])
+        assert baseline["configs"]["LossConfig"]["label_weight"] == 0.0
+        assert baseline["configs"]["TrainConfig"]["batch_size"] == 32
+    given = _probe(["--dataset=nus_like", "--label_weight=0.5"])["configs"]
+    assert given["LossConfig"]["label_weight"] == 0.5

@@ -9,11 +9,15 @@ import time
 import keras
 import numpy as np
 
-from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig, write_json
+from epsilon_tf.config import (
+    TrainConfig,
+    preset_configs,
+    write_json,
+)
 from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
-from epsilon_tf.flags import SYNTHETIC_PRESET
+from epsilon_tf.flags import dataset_preset
 from epsilon_tf.visualization.heatmaps import infer_grid
 
 RESULT = "result.json"
@@ -23,26 +27,27 @@ QUICK_MODEL = dict(hidden_dim=16, gpa_heads=2, gfp_blocks=1,
 
 
 def base_configs(options, source):
-    """The model, loss and training settings every run starts from."""
-    model = ModelConfig(feature_shape=tuple(source.feature_shape))
-    if source.name == "synthetic":
-        model = dataclasses.replace(
-            model, hidden_dim=SYNTHETIC_PRESET["hidden_dim"],
-            gpa_heads=SYNTHETIC_PRESET["gpa_heads"],
-        )
+    """The model, loss and training settings every run starts from.
+
+    The built-in synthetic world keeps the demo's widths; every other
+    dataset starts from `RELEASE_PRESET`, as `train.py` does.
+    """
+    model, loss, preset_train = preset_configs(
+        dataset_preset(source.name), source.feature_shape)
     quick = options["quick"]
     if quick:
         model = dataclasses.replace(model, **QUICK_MODEL)
     train = TrainConfig(
         epochs=options["epochs"] or (QUICK_EPOCHS if quick
                                      else DEFAULT_EPOCHS),
-        batch_size=options["batch_size"] or SYNTHETIC_PRESET["batch_size"],
+        batch_size=options["batch_size"] or preset_train.batch_size,
+        learning_rate=preset_train.learning_rate,
         steps_per_epoch=options["steps_per_epoch"] or (
             QUICK_STEPS if quick else None
         ),
         export=False, verbose=0, summary_images=0, pr_curve_labels=0,
     )
-    return model, LossConfig(), train
+    return model, loss, train
 
 
 def _read(path):
