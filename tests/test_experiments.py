@@ -224,6 +224,7 @@ def test_base_settings_follow_the_dataset_preset():
     assert (model.token_norm, loss.label_weight, train.epochs) == (
         "layer", 0.0, 4)
     runs = {run.key: run for run in MAIN}
+    base_model, base_loss, _ = base_configs(options, release)
     for key in ("lesa", "biam"):
-        _, baseline_loss = runs[key].configs(*base_configs(options, release)[:2])
+        _, baseline_loss = runs[key].configs(base_model, base_loss)
         assert baseline_loss.label_weight == 0.0
