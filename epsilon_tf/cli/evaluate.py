@@ -12,9 +12,11 @@ import os
 import numpy as np
 
 from epsilon_tf.config import DataConfig, write_json
+from epsilon_tf.data.sources import make_source
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training import run_dir as run_dir_lib
+from epsilon_tf.visualization.examples import write_examples
 
 _NPZ_EXPECTED = (
     "expected an .npz archive of `scores` [images, labels] and `labels` "
@@ -227,8 +229,6 @@ def print_metrics(result, ks, title):
 
 
 def _source(data_config, progress):
-    from epsilon_tf.data.sources import make_source
-
     return make_source(data_config, progress=progress)
 
 
@@ -392,8 +392,6 @@ def run_evaluation(
             result["export_precision"] = precision
         print_metrics(result, source.eval_ks, title)
         if examples:
-            from epsilon_tf.visualization.examples import write_examples
-
             out = examples_out or run_dir_lib.RunDir(path).examples
             written = write_examples(
                 model, source.split("test"), space, out, int(examples),
