@@ -15,7 +15,12 @@ import time
 import keras
 import tensorflow as tf
 
-from epsilon_tf.config import recorded_data_config, to_dict, write_json
+from epsilon_tf.config import (
+    recorded_data_config,
+    to_dict,
+    trajectory_free_train_fields,
+    write_json,
+)
 from epsilon_tf.data.pipeline import InputDataError, input_errors, make_dataset
 from epsilon_tf.models import fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
@@ -30,16 +35,12 @@ from epsilon_tf.training.progress import ProgressLines
 from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.training.task import LOSS_TERMS, Task
 
-# TrainConfig fields that may change between a run and its resumption.
+# TrainConfig fields that may change between a run and its resumption:
+# all but the trainer settings (runtime, export, summaries).
 # DataConfig fields that may change: where the synthetic world is cached
 # (it is regenerated identically) and whether corrupt records are skipped.
 RESUMABLE_DATA_CHANGES = frozenset({"cache_dir", "skip_corrupt"})
-RESUMABLE_CHANGES = frozenset({
-    "model_dir", "verbose", "export", "export_top_k", "export_precision",
-    "checkpoint_every_steps", "keep_checkpoints", "summary_images",
-    "pr_curve_labels", "jit_compile", "deterministic", "strategy",
-    "progress_every_seconds",
-})
+RESUMABLE_CHANGES = trajectory_free_train_fields()
 SUMMARY_EVERY_STEPS = 10
 
 
