@@ -22,6 +22,7 @@ from absl import app, flags  # noqa: E402
 
 from epsilon_tf import flags as epsilon_flags  # noqa: E402
 from epsilon_tf.cli import common  # noqa: E402
+from epsilon_tf.training.run_dir import RunDir  # noqa: E402
 
 PROGRAM = "eval.py"
 epsilon_flags.define_data_flags()
@@ -93,10 +94,10 @@ def _check_flags():
             + (" (it is a file)" if os.path.exists(path) else " (not found)")
         )
     elif mode == "model_dir" and not os.path.exists(
-        os.path.join(path, "model.keras")
+        RunDir(path).keras_model
     ):
         raise common.CommandLineError(
-            f"No trained model at {os.path.join(path, 'model.keras')}; train "
+            f"No trained model at {RunDir(path).keras_model}; train "
             f"first (train.py --model_dir={path})"
         )
     elif mode == "saved_model" and not os.path.exists(

@@ -65,7 +65,7 @@ def run():
         return export_saved_model(
             trainer.model,
             source.label_space,
-            os.path.join(train_cfg.model_dir, "export"),
+            trainer.run_dir.export,
             top_k=train_cfg.export_top_k,
             precision=train_cfg.export_precision,
         )

@@ -4,11 +4,13 @@ Builds Epsilon at NUS-WIDE shapes (196x512 region features, 925 seen
 labels, 300-d word vectors, the default `ModelConfig`: hidden_dim 512,
 7 prompts, 1 encoder layer with 8 heads, 3 global vectors) and times the
 train step exactly as `epsilon_tf.training.trainer.Trainer` runs it: the
-gradient function is `Trainer._gradients` itself (forward pass with
-`training=True`, `RankingLoss.per_example_terms`, `tape.gradient`) wrapped
-in `tf.function(jit_compile=...)`, and an outer `tf.function` applies the
-gradients with AdamW (weight decay, global-norm clipping, the trainer's
-no-decay list). Inputs are random in-memory tensors (no input pipeline).
+step is `epsilon_tf.training.task.Task.train_step` itself, the trainer's
+(gradients from `Task.compute_gradients`: forward pass with
+`training=True`, `RankingLoss.per_example_terms`, `tape.gradient`, in
+`tf.function(jit_compile=...)`; then the replica sum, global-norm
+clipping and the trainer's AdamW from `Task.create_optimizer`: weight
+decay, the no-decay list), in an outer `tf.function` on one device.
+Inputs are random in-memory tensors (no input pipeline).
 
 For each batch size it prints examples/s and ms/step without and with XLA
 (`jit_compile=True`), the ratio XLA / no-XLA and which is faster (the
@@ -37,12 +39,10 @@ Not a test. Examples:
 
 import argparse
 import dataclasses
-import functools
 import os
 import platform
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -52,9 +52,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
-from epsilon_tf.losses import RankingLoss  # noqa: E402
-from epsilon_tf.models import build_epsilon  # noqa: E402
-from epsilon_tf.training.trainer import NO_DECAY, Trainer  # noqa: E402
+from epsilon_tf.labels import LabelSpace  # noqa: E402
+from epsilon_tf.training.task import LOSS_TERMS, Task  # noqa: E402
 
 NUS_WIDE_SEEN = 925
 EMBEDDING_DIM = 300
@@ -189,9 +188,10 @@ def make_inputs(batch, config, num_labels, seed=0):
 class TrainStep:
     """The trainer's step on a fixed model, for one batch size and XLA mode.
 
-    The gradient function is `Trainer._gradients` itself, bound to a
-    namespace holding what it reads (`model`, `loss_fn`, `global_batch`),
-    so the timed work is exactly the trainer's.
+    A `Task` (the one the trainer builds its model, optimizer and step
+    from) over `num_labels` random word vectors; the timed function is
+    `Task.train_step` on the default (one-device) strategy, so the timed
+    work is exactly the trainer's.
     """
 
     def __init__(self, batch, jit_compile, model_config=None,
@@ -200,32 +200,27 @@ class TrainStep:
                  seed=0):
         model_config = model_config or ModelConfig()
         loss_config = loss_config or LossConfig()
-        train_config = train_config or TrainConfig()
+        train_config = dataclasses.replace(
+            train_config or TrainConfig(), batch_size=batch,
+            jit_compile=jit_compile,
+        )
         keras.utils.set_random_seed(seed)
         rng = np.random.default_rng(seed + 1)
         vectors = rng.standard_normal(
             (num_labels, embedding_dim)
         ).astype(np.float32)
-        self.model = build_epsilon(model_config, vectors)
-        self.optimizer = keras.optimizers.AdamW(
-            learning_rate=train_config.learning_rate,
-            weight_decay=train_config.weight_decay,
-            global_clipnorm=train_config.clip_norm or None,
+        space = LabelSpace.from_arrays(
+            [f"label_{i}" for i in range(num_labels)], vectors
         )
-        self.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-        self.optimizer.build(self.model.trainable_variables)
-        loss_fn = RankingLoss(
-            form=loss_config.form,
-            margin=loss_config.margin,
-            diversity_weight=loss_config.diversity_weight,
+        model_config = dataclasses.replace(
+            model_config, embedding_dim=embedding_dim
         )
-        owner = types.SimpleNamespace(
-            model=self.model, loss_fn=loss_fn, global_batch=batch
+        self.task = Task(model_config, loss_config, train_config, space)
+        self.model = self.task.build_model()
+        self.optimizer = self.task.create_optimizer(
+            train_config.learning_rate
         )
-        self.grad_fn = tf.function(
-            functools.partial(Trainer._gradients, owner),
-            jit_compile=jit_compile,
-        )
+        self.grad_fn = self.task.gradient_fn
         self.features, self.labels = make_inputs(
             batch, model_config, num_labels, seed
         )
@@ -233,14 +228,12 @@ class TrainStep:
         self.model_config = model_config
         self.num_labels = num_labels
         self.embedding_dim = embedding_dim
+        total = LOSS_TERMS.index("total")
 
         @tf.function
         def step(features, labels):
-            grads, terms = self.grad_fn(features, labels)
-            self.optimizer.apply_gradients(
-                zip(grads, self.model.trainable_variables, strict=True)
-            )
-            return terms["total"]
+            terms, _ = self.task.train_step(features, labels)
+            return terms[total]
 
         self._step = step
 

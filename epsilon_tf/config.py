@@ -234,6 +234,104 @@ class TrainConfig:
     progress_every_seconds: float = 30.0
 
 
+# `TrainConfig`'s fields by kind, as TF Model Garden splits an experiment's
+# settings into trainer and runtime configs (plus export and summaries
+# here). `TrainConfig` stays one flat record (one flag per field, one
+# `TrainConfig` section in a run's `config.json`, so older runs still
+# read); `train_config_sections` gives the typed parts. Only the trainer
+# settings define a run's trajectory: the others may change when a run is
+# resumed.
+TRAIN_CONFIG_SECTIONS = {
+    "trainer": (
+        "epochs", "batch_size", "learning_rate", "warmup_steps",
+        "weight_decay", "clip_norm", "validation_fraction", "select_metric",
+        "shuffle_buffer", "seed", "steps_per_epoch", "input_sharding",
+        "mixed_precision",
+    ),
+    "runtime": (
+        "model_dir", "strategy", "jit_compile", "deterministic",
+        "checkpoint_every_steps", "keep_checkpoints", "verbose",
+        "progress_every_seconds",
+    ),
+    "export": ("export", "export_top_k", "export_precision"),
+    "summary": ("summary_images", "pr_curve_labels"),
+}
+
+
+def _train_config_section(name, fields, what):
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    cls = dataclasses.make_dataclass(
+        name,
+        [
+            (f, known[f].type, dataclasses.field(default=known[f].default))
+            for f in fields
+        ],
+        frozen=True,
+    )
+    cls.__doc__ = (
+        f"{what} of a `TrainConfig` (same fields, defaults and meaning; "
+        "see `TrainConfig`)."
+    )
+    cls.__module__ = __name__
+    return cls
+
+
+TrainerConfig = _train_config_section(
+    "TrainerConfig", TRAIN_CONFIG_SECTIONS["trainer"],
+    "The training trajectory (optimization, data order, numerics)",
+)
+RuntimeConfig = _train_config_section(
+    "RuntimeConfig", TRAIN_CONFIG_SECTIONS["runtime"],
+    "Where and how a run executes (directory, devices, compilation, "
+    "checkpoint cadence, logging)",
+)
+ExportConfig = _train_config_section(
+    "ExportConfig", TRAIN_CONFIG_SECTIONS["export"],
+    "The SavedModel export at the end of a run",
+)
+SummaryConfig = _train_config_section(
+    "SummaryConfig", TRAIN_CONFIG_SECTIONS["summary"],
+    "The TensorBoard images and PR curves",
+)
+_SECTION_CLASSES = {
+    "trainer": TrainerConfig,
+    "runtime": RuntimeConfig,
+    "export": ExportConfig,
+    "summary": SummaryConfig,
+}
+
+
+def train_config_sections(train_config):
+    """`{"trainer", "runtime", "export", "summary"}` -> the typed parts."""
+    return {
+        section: cls(**{
+            f.name: getattr(train_config, f.name)
+            for f in dataclasses.fields(cls)
+        })
+        for section, cls in _SECTION_CLASSES.items()
+    }
+
+
+def train_config_from_sections(trainer=None, runtime=None, export=None,
+                               summary=None):
+    """The flat `TrainConfig` of its parts (None: that part's defaults)."""
+    fields = {}
+    for part in (trainer, runtime, export, summary):
+        if part is not None:
+            fields.update(dataclasses.asdict(part))
+    return TrainConfig(**fields)
+
+
+def trajectory_free_train_fields():
+    """`TrainConfig` fields that may change when a run is resumed."""
+    return frozenset(
+        name
+        for section, names in TRAIN_CONFIG_SECTIONS.items()
+        if section != "trainer"
+        for name in names
+    )
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Which data to read.

@@ -151,7 +151,7 @@ def test_progress_lines():
 
 
 def test_overwrite_exchanges_the_version_in_one_step(tmp_path):
-    from epsilon_tf.export import serving
+    from epsilon_tf.export import versions
 
     base = tmp_path / "export"
     (base / "1").mkdir(parents=True)
@@ -160,18 +160,18 @@ def test_overwrite_exchanges_the_version_in_one_step(tmp_path):
     tmp.mkdir()
     (tmp / "new").write_text("new")
     seen = []
-    real = serving._exchange
+    real = versions._exchange
 
     def spy(a, b):
         done = real(a, b)
         seen.append((done, (base / "1").exists()))
         return done
 
-    serving._exchange = spy
+    versions._exchange = spy
     try:
-        serving._replace_version(str(tmp), str(base / "1"), str(base), 1)
+        versions._replace_version(str(tmp), str(base / "1"), str(base), 1)
     finally:
-        serving._exchange = real
+        versions._exchange = real
     assert sorted(p.name for p in (base / "1").iterdir()) == ["new"]
     assert not tmp.exists()
     assert seen and seen[0][1]  # the version was there right after

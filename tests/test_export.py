@@ -26,8 +26,10 @@ from epsilon_tf.export import (
     read_export_info,
 )
 from epsilon_tf.export import serving as serving_lib
+from epsilon_tf.export import versions as versions_lib
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.models import build_epsilon, fusion_weight, with_labels
+from epsilon_tf.training import checkpointing
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = tiny.model_config(
@@ -478,7 +480,7 @@ def test_live_exporters_temp_dirs_are_kept(tmp_path):
     dead = base / f".tmp-4-{2**22 + 7}"  # beyond pid_max: never alive
     dead.mkdir()
     (base / "notes").mkdir()
-    removed = serving_lib.clean_stale_temp_dirs(str(base))
+    removed = versions_lib.clean_stale_temp_dirs(str(base))
     assert removed == [str(dead)]
     assert sorted(os.listdir(base)) == [".tmp-3-1", "notes"]
 
@@ -676,7 +678,7 @@ def test_load_training_dir_from_the_best_checkpoint(tmp_path):
         tf.train.Checkpoint(model=model), str(run / "best"), max_to_keep=1
     )
     manager.save(checkpoint_number=3)
-    gaps = serving_lib.checkpoint_gaps(model)
+    gaps = checkpointing.checkpoint_gaps(model)
     if gaps:  # the guard refuses to export a half-restored model
         with pytest.raises(ValueError, match="does not track"):
             load_training_dir(str(run))

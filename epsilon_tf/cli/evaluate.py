@@ -1,12 +1,22 @@
-"""What `eval.py` does, with plain arguments (no flags)."""
+"""What `eval.py` does, with plain arguments (no flags).
+
+TensorFlow, Keras and what imports them are imported inside the
+functions that need them: evaluating a `--predictions` score matrix
+loads no TensorFlow at all.
+"""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
 
-from epsilon_tf.config import write_json
+from epsilon_tf.config import DataConfig, write_json
+from epsilon_tf.data.sources import make_source
+from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
+from epsilon_tf.training import run_dir as run_dir_lib
+from epsilon_tf.visualization.examples import write_examples
 
 _NPZ_EXPECTED = (
     "expected an .npz archive of `scores` [images, labels] and `labels` "
@@ -106,10 +116,8 @@ def training_dir_of(mode, path):
     """
     if mode == "model_dir":
         return path
-    run = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if os.path.exists(os.path.join(run, "config.json")):
-        return run
-    return None
+    run = run_dir_lib.of_export_version(path)
+    return None if run is None else run.path
 
 
 def run_data_config(mode, path, flag_config, given=()):
@@ -126,12 +134,8 @@ def run_data_config(mode, path, flag_config, given=()):
         `DataConfig`, with `.origin` set to a description of where it came
         from (printed by `run_evaluation`).
     """
-    import json
-
-    from epsilon_tf.config import DataConfig
-
     run = training_dir_of(mode, path)
-    config_path = None if run is None else os.path.join(run, "config.json")
+    config_path = None if run is None else run_dir_lib.RunDir(run).config
     recorded = None
     if config_path and os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as f:
@@ -225,8 +229,6 @@ def print_metrics(result, ks, title):
 
 
 def _source(data_config, progress):
-    from epsilon_tf.data.sources import make_source
-
     return make_source(data_config, progress=progress)
 
 
@@ -235,7 +237,7 @@ def _load_keras_model(model_dir):
 
     import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
 
-    path = os.path.join(model_dir, "model.keras")
+    path = run_dir_lib.RunDir(model_dir).keras_model
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"No trained model at {path}; train first (train.py "
@@ -279,8 +281,6 @@ def _saved_model_scores_fn(saved_model_dir, label_space):
 
 def _export_precision(saved_model_dir):
     """The `precision` an export recorded, or None (no export info)."""
-    from epsilon_tf.export.serving import read_export_info
-
     info = read_export_info(saved_model_dir)
     return None if info is None else info.get("precision", "float32")
 
@@ -360,8 +360,6 @@ def run_evaluation(
             )
             scores_fn = _keras_scores_fn(path, space, model)
         elif mode == "saved_model":
-            from epsilon_tf.export.serving import read_export_info
-
             info = read_export_info(path) or {}
             if info.get("feature_shape"):
                 _check_shape(
@@ -394,9 +392,7 @@ def run_evaluation(
             result["export_precision"] = precision
         print_metrics(result, source.eval_ks, title)
         if examples:
-            from epsilon_tf.visualization.examples import write_examples
-
-            out = examples_out or os.path.join(path, "examples")
+            out = examples_out or run_dir_lib.RunDir(path).examples
             written = write_examples(
                 model, source.split("test"), space, out, int(examples),
                 batch_size=batch_size,

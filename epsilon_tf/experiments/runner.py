@@ -18,6 +18,7 @@ from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
 from epsilon_tf.flags import dataset_preset
+from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.visualization.heatmaps import infer_grid
 
 RESULT = "result.json"
@@ -115,7 +116,7 @@ class Experiments:
         )
         if run in MAIN and seed == self.seeds[0]:  # Figure 1's models
             save_keras_atomically(
-                trainer.model, os.path.join(model_dir, "model.keras")
+                trainer.model, RunDir(model_dir).keras_model
             )
         result.update(
             training=training, seconds=time.time() - start,
@@ -232,7 +233,7 @@ class Experiments:
         panels, record = [], {}
         for run in MAIN:
             model = keras.saving.load_model(
-                os.path.join(self._dir(run.key, seed), "model.keras")
+                RunDir(self._dir(run.key, seed)).keras_model
             )
             scores, maps = best_label_maps(model, features, space)
             top = np.argsort(-scores, axis=1, kind="stable")[:, :3]

@@ -8,7 +8,8 @@ requests (imported on its own: it needs `tensorflow-serving-api`).
 import importlib
 
 # Imported on first use (PEP 562), so that `python -m epsilon_tf.export`
-# checks its arguments before TensorFlow loads.
+# checks its arguments before TensorFlow loads. A module name without a
+# dot is one of this package's.
 _WHERE = {
     "backbone_names": "backbones",
     "make_backbone": "backbones",
@@ -18,12 +19,12 @@ _WHERE = {
     "SERVING_DEFAULT": "serving",
     "SERVING_IMAGES": "serving",
     "EpsilonServingModule": "serving",
-    "checkpoint_gaps": "serving",
-    "clean_stale_temp_dirs": "serving",
+    "checkpoint_gaps": "epsilon_tf.training.checkpointing",
+    "clean_stale_temp_dirs": "versions",
     "export_saved_model": "serving",
-    "list_versions": "serving",
-    "load_training_dir": "serving",
-    "read_export_info": "serving",
+    "list_versions": "versions",
+    "load_training_dir": "epsilon_tf.training.checkpointing",
+    "read_export_info": "versions",
     "FOLD_TOLERANCE": "serving",
     "FoldMismatchError": "serving",
     "serving_graph": "serving",
@@ -37,7 +38,10 @@ def __getattr__(name):
         raise AttributeError(
             f"module 'epsilon_tf.export' has no attribute {name!r}"
         )
-    module = importlib.import_module(f"epsilon_tf.export.{_WHERE[name]}")
+    where = _WHERE[name]
+    if "." not in where:
+        where = f"epsilon_tf.export.{where}"
+    module = importlib.import_module(where)
     value = getattr(module, name)
     globals()[name] = value
     return value

@@ -14,6 +14,7 @@ import argparse
 import os
 
 from epsilon_tf.cli import common
+from epsilon_tf.training.run_dir import RunDir
 
 PROGRAM = "python -m epsilon_tf.export"
 
@@ -116,14 +117,16 @@ def main(argv=None):
             + (" (it is a file)" if os.path.exists(args.model_dir)
                else " (not found)")
         )
-    if not os.path.isdir(os.path.join(args.model_dir, "label_space")):
+    run = RunDir(args.model_dir)
+    if not os.path.isdir(run.label_space):
         raise common.CommandLineError(
             f"--model_dir: {args.model_dir} is not a training directory (it "
             "has no label_space/; train.py writes one)"
         )
     common.prepare(["--debug"] if args.debug else [])
     from epsilon_tf.export.backbones import make_backbone
-    from epsilon_tf.export.serving import export_saved_model, load_training_dir
+    from epsilon_tf.export.serving import export_saved_model
+    from epsilon_tf.training.checkpointing import load_training_dir
 
     model, space = load_training_dir(args.model_dir, verbose=True)
     backbone = None
@@ -137,7 +140,7 @@ def main(argv=None):
     path = export_saved_model(
         model,
         space,
-        args.export_base or os.path.join(args.model_dir, "export"),
+        args.export_base or run.export,
         version=args.version,
         top_k=args.top_k,
         label_set=args.label_set,

@@ -1,10 +1,9 @@
 """SavedModel export for TF Serving: features or images in, labels out.
 
 `export_saved_model` writes a `tf.Module` with explicit signatures to
-`EXPORT_BASE/<version>/` (the TF Serving layout), atomically: the
-SavedModel is written to a dot-prefixed temporary sibling (TF Serving
-ignores non-numeric names) and renamed into place, so a server polling the
-base never sees a half-written version.
+`EXPORT_BASE/<version>/` (the TF Serving layout), atomically (the
+numbered version directories are `export.versions`'): a server polling
+the base never sees a half-written version.
 
 Signatures (inputs declared with their shapes, `features` [None, N, C]
 and `label_embeddings` [None, E] float32, and validated again in the
@@ -39,11 +38,8 @@ with `tf.saved_model.load` in a process that
 never imports `epsilon_tf`.
 """
 
-import dataclasses
 import json
 import os
-import re
-import shutil
 import tempfile
 import types
 
@@ -51,11 +47,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf.export import versions
 from epsilon_tf.export.inference_graph import (
     InferenceGraph,
     max_abs_difference,
 )
 from epsilon_tf.export.reference import KerasReferenceGraph
+from epsilon_tf.export.versions import INFO_FILE
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers.folding import PRECISIONS, check_precision
 from epsilon_tf.layers.label_scoring import scoring_layers, unit_rows
@@ -69,11 +67,6 @@ SERVING_IMAGES = "serving_images"
 LABEL_SETS = ("all", "unseen", "seen")
 LABELS_FILE = "labels.txt"
 UNSEEN_FILE = "unseen.txt"
-INFO_FILE = "export_info.json"
-_TMP_PREFIX = ".tmp-"
-_OLD_PREFIX = ".old-"
-_TMP_RE = re.compile(r"^\.(?:tmp|old)-(\d+)-(\d+)$")
-_IN_PROGRESS = set()  # this process's temporary dirs being written now
 # Largest max |difference| between a float32 folded export and the Keras
 # model on the export-time check batch (float32 rounding is ~1e-6).
 FOLD_TOLERANCE = 1e-4
@@ -547,70 +540,6 @@ class EpsilonServingModule(tf.Module):
         return {k: f.get_concrete_function() for k, f in signatures.items()}
 
 
-def _is_version(name):
-    return name.isdigit() and int(name) > 0
-
-
-def list_versions(export_base):
-    """The complete versions under `export_base`, ascending."""
-    if not os.path.isdir(export_base):
-        return []
-    return sorted(
-        int(n)
-        for n in os.listdir(export_base)
-        if _is_version(n) and os.path.isdir(os.path.join(export_base, n))
-    )
-
-
-def _pid_alive(pid):
-    if pid == os.getpid():
-        return False  # a leftover of this process, not a live export
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale_temp_dirs(export_base):
-    """Removes temporary export dirs of processes that no longer run.
-
-    Returns:
-        The removed paths.
-    """
-    removed = []
-    if not os.path.isdir(export_base):
-        return removed
-    for entry in os.listdir(export_base):
-        match = _TMP_RE.match(entry)
-        path = os.path.join(export_base, entry)
-        if (
-            match
-            and not _pid_alive(int(match.group(2)))
-            and os.path.abspath(path) not in _IN_PROGRESS
-        ):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _check_version(version):
-    if version is None:
-        return None
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, (int, np.integer))
-        or version < 1
-    ):
-        raise ValueError(
-            "`version` must be a positive integer (TF Serving version "
-            f"directory). Received: version={version!r}"
-        )
-    return int(version)
-
-
 def _write_assets(directory, label_space, info):
     for name in label_space.names:
         if "\n" in name or "\r" in name:
@@ -629,64 +558,6 @@ def _write_assets(directory, label_space, info):
     with open(paths["info_file"], "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, sort_keys=True)
     return paths
-
-
-def read_export_info(version_dir):
-    """The `export_info.json` of an exported version, or None if absent.
-
-    It holds the feature shape, k, branches, `precision` and, with a
-    backbone, the image size (see `EpsilonServingModule.info`).
-    """
-    path = os.path.join(version_dir, "assets", INFO_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _exchange(a, b):
-    """Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
-
-    Returns False where the system cannot (then nothing was changed).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None,
-                           use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                          ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b),
-                     rename_exchange)
-    return done == 0
-
-
-def _replace_version(tmp, final, export_base, version):
-    """Puts the finished `tmp` at `final`, which exists (`overwrite`).
-
-    The two directories are exchanged in one atomic step where the system
-    can (Linux), so `final` is never missing, not even briefly: TF Serving
-    sees the old version, then the new one. Elsewhere the old one is
-    renamed away just before the new one is renamed in.
-    """
-    if _exchange(tmp, final):
-        # `tmp` now holds the old version, out of TF Serving's sight.
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    _retire(final, export_base, version)
-    os.replace(tmp, final)
-
-
-def _retire(path, export_base, version):
-    """Renames a version dir out of TF Serving's sight, then deletes it."""
-    old = os.path.join(export_base, f"{_OLD_PREFIX}{version}-{os.getpid()}")
-    os.replace(path, old)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_saved_model(
@@ -768,28 +639,13 @@ def export_saved_model(
             f"`precision` must be one of {PRECISIONS}. "
             f"Received: precision={precision!r}"
         )
-    version = _check_version(version)
+    version = versions.check_version(version)
     space = label_space.subset(label_set)
     if space.num_labels == 0:
         raise ValueError(
             f"The label set {label_set!r} of the label space is empty"
         )
-    export_base = os.fspath(export_base)
-    os.makedirs(export_base, exist_ok=True)
-    clean_stale_temp_dirs(export_base)
-    if version is None:
-        version = max(list_versions(export_base), default=0) + 1
-    final = os.path.join(export_base, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise FileExistsError(
-            f"Version {version} already exists at {final}; replace it with "
-            "--overwrite (overwrite=True in Python) or choose another "
-            "--version"
-        )
-    tmp = os.path.join(export_base, f"{_TMP_PREFIX}{version}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    _IN_PROGRESS.add(os.path.abspath(tmp))
-    try:
+    with versions.write_version(export_base, version, overwrite) as pending:
         with tempfile.TemporaryDirectory(prefix="epsilon-assets-") as scratch:
             module = EpsilonServingModule(
                 model,
@@ -802,119 +658,16 @@ def export_saved_model(
             module.check_agreement()
             info = dict(
                 module.info,
-                version=version,
+                version=pending.version,
                 label_set=label_set,
                 signatures=sorted(module.signatures()),
                 model_name=model.name,
             )
             for attr, path in _write_assets(scratch, space, info).items():
                 setattr(module, attr, tf.saved_model.Asset(path))
-            tf.saved_model.save(module, tmp, signatures=module.signatures())
-        if os.path.exists(final):
-            if not overwrite:  # another exporter took this version meanwhile
-                raise FileExistsError(
-                    f"Version {version} appeared at {final} during the export"
-                )
-            _replace_version(tmp, final, export_base, version)
-        try:
-            if os.path.exists(tmp):
-                os.replace(tmp, final)
-        except OSError as err:
-            if os.path.exists(final):
-                raise FileExistsError(
-                    f"Version {version} appeared at {final} during the export"
-                ) from err
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        _IN_PROGRESS.discard(os.path.abspath(tmp))
+            tf.saved_model.save(
+                module, pending.tmp, signatures=module.signatures()
+            )
     if not keep_versions:
-        for other in list_versions(export_base):
-            if other != version:
-                _retire(
-                    os.path.join(export_base, str(other)), export_base, other
-                )
-    return final
-
-
-def checkpoint_gaps(model):
-    """Paths of the model variables `tf.train.Checkpoint` cannot reach.
-
-    Keras 3 sublayers kept in a Python list are invisible to TF's object
-    graph, so a `tf.train.Checkpoint(model=model)` silently neither saves
-    nor restores them. Seed-generator states are ignored.
-    """
-    checkpoint = tf.train.Checkpoint(model=model)
-    reachable = {
-        id(obj) for obj in tf.train.TrackableView(checkpoint).descendants()
-    }
-    return [
-        v.path
-        for v in model.variables
-        if id(v) not in reachable and "seed_generator" not in v.path
-    ]
-
-
-def load_training_dir(model_dir, verbose=False):
-    """The trained model and full label space of a training directory.
-
-    Reads `model_dir/model.keras` when present (written at the end of
-    training). Otherwise (mid-training, say) rebuilds the model from
-    `config.json` over the seen labels and restores the latest checkpoint of
-    `best/` (or, lacking one, of `checkpoints/`).
-
-    Args:
-        model_dir: str. A training directory (`label_space/`, `config.json`
-            and `model.keras` or `best/` / `checkpoints/`).
-        verbose: bool. Print where the weights come from.
-
-    Returns:
-        A tuple `(model, label_space)`.
-    """
-    import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
-    from epsilon_tf.config import ModelConfig
-    from epsilon_tf.models import build_model
-
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"Training directory not found: {model_dir}")
-    space = LabelSpace.load(os.path.join(model_dir, "label_space"))
-    keras_path = os.path.join(model_dir, "model.keras")
-    if os.path.exists(keras_path):
-        if verbose:
-            print(f"Loading {keras_path}", flush=True)
-        return keras.saving.load_model(keras_path), space
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(
-            f"{model_dir} has neither model.keras nor config.json; it is "
-            "not a training directory"
-        )
-    with open(config_path, encoding="utf-8") as f:
-        fields = json.load(f).get("ModelConfig")
-    if fields is None:
-        raise ValueError(f"{config_path} has no `ModelConfig` section")
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    config = ModelConfig(**{k: v for k, v in fields.items() if k in known})
-    model = build_model(config, space.subset("seen"))
-    for sub in ("best", "checkpoints"):
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, sub))
-        if path:
-            gaps = checkpoint_gaps(model)
-            if gaps:
-                raise ValueError(
-                    f"Cannot restore the model from {path}: "
-                    f"tf.train.Checkpoint does not track {len(gaps)} of its "
-                    f"variables (e.g. {gaps[:3]}), so the checkpoint lacks "
-                    "them (a layer keeps sublayers in a Python list). "
-                    "Export from model.keras instead"
-                )
-            if verbose:
-                print(f"Restoring the model from checkpoint {path}", flush=True)
-            tf.train.Checkpoint(model=model).restore(path).expect_partial()
-            return model, space
-    raise FileNotFoundError(
-        f"{model_dir} has no model.keras and no checkpoint in best/ or "
-        "checkpoints/"
-    )
+        versions.retire_other_versions(pending.export_base, pending.version)
+    return pending.final

@@ -1,14 +1,17 @@
 """Train, select, evaluate, compare with ESZSL, save and export: one run."""
 
+import json
 import os
 import time
 
 import numpy as np
 
+from epsilon_tf.baselines.eszsl import ESZSL
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training import summaries
+from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.training.trainer import Trainer
 
 MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
@@ -25,8 +28,6 @@ def fit_eszsl(source, validation_fraction):
     """ESZSL (docs/design.md §7) on the same data: ridge weights picked on the
     validation images, evaluated on the test split with the same protocol.
     """
-    from epsilon_tf.baselines.eszsl import ESZSL
-
     train = source.split("train").dataset()
     space = source.label_space
     baseline = ESZSL(select_k=source.eval_ks[0])
@@ -156,11 +157,9 @@ def finished_run(trainer, variant="lesa"):
     `metrics.json`. Rerunning it prints so and its results, and changes
     nothing: no training, no new export version.
     """
-    path = os.path.join(trainer.model_dir, "metrics.json")
+    path = trainer.run_dir.metrics
     if not os.path.exists(path) or not trainer.is_finished():
         return None
-    import json
-
     with open(path, encoding="utf-8") as f:
         result = json.load(f)
     if not trainer.is_chief:
@@ -246,9 +245,9 @@ def train_and_evaluate(
     result["config"] = to_dict(
         trainer.model_config, loss_config, train_config
     )
-    model_dir = train_config.model_dir
-    source.label_space.save(os.path.join(model_dir, "label_space"))
-    save_keras_atomically(trainer.model, os.path.join(model_dir, "model.keras"))
+    run = RunDir(train_config.model_dir)
+    source.label_space.save(run.label_space)
+    save_keras_atomically(trainer.model, run.keras_model)
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
     lap("save_and_export")
@@ -256,7 +255,7 @@ def train_and_evaluate(
     skipped = skip_summary(source)
     if skipped:
         result["skipped"] = skipped
-    write_json(os.path.join(model_dir, "metrics.json"), result)
+    write_json(run.metrics, result)
     rows = _rows(result, MODEL_NAMES[model_config.model])
     caption = _caption(result, variant)
     trainer.write_test_summaries(

@@ -33,9 +33,13 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.pr_curve import summary as pr_summary
 
 from epsilon_tf.visualization.heatmaps import (
+    TILE_SIDE,
     assignment_panel,
+    caption_tiles,
     feature_energy,
     infer_grid,
 )
@@ -201,8 +205,6 @@ def pr_curve_data(scores, labels, columns):
 
 def write_pr_curves(writer, curves, names, step, num_thresholds=201):
     """PR-curve summaries `test/pr_unseen/<name>` (`pr_curve_data` output)."""
-    from tensorboard.plugins.pr_curve import summary as pr_summary
-
     if writer is None:
         return
     with writer.as_default(step=step):
@@ -341,8 +343,6 @@ def write_hparams(writer, hparams, metric_names, trial_id, start_time=None):
             in this order.
         trial_id: str. The trial's name in the HParams table.
     """
-    from tensorboard.plugins.hparams import api as hp
-
     if writer is None:
         return
     metrics = []
@@ -364,8 +364,6 @@ def write_hparams(writer, hparams, metric_names, trial_id, start_time=None):
 
 def captioned_panel(panel, names, grid, tile_side=None, pad=4):
     """`panel` with a caption strip naming each tile ("energy", ...)."""
-    from epsilon_tf.visualization.heatmaps import TILE_SIDE, caption_tiles
-
     return caption_tiles(
         panel, names, grid, tile_side=tile_side or TILE_SIDE, pad=pad
     )

@@ -1,65 +1,51 @@
-"""The training loop: distributed steps, checkpoints, selection, summaries."""
+"""The training loop: distributed steps, selection, summaries.
 
-import dataclasses
+The model, its inputs and the step functions are the `Task`'s
+(`training/task.py`); the checkpoints are `TrainingCheckpoints`'
+(`training/checkpointing.py`); the run directory's layout is `RunDir`'s
+(`training/run_dir.py`).
+"""
+
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
 import keras
 import tensorflow as tf
 
-from epsilon_tf.config import recorded_data_config, to_dict, write_json
-from epsilon_tf.data.pipeline import input_errors, make_dataset
-from epsilon_tf.losses import RankingLoss
-from epsilon_tf.models import build_model, fusion_weight
+from epsilon_tf.config import (
+    recorded_data_config,
+    to_dict,
+    trajectory_free_train_fields,
+    write_json,
+)
+from epsilon_tf.data.pipeline import InputDataError, input_errors, make_dataset
+from epsilon_tf.models import fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
+from epsilon_tf.training.checkpointing import Progress, TrainingCheckpoints
 from epsilon_tf.training.evaluation import (
     evaluate_model,
-    forward_scores,
     predict_split,
     seen_label_metrics,
 )
 from epsilon_tf.training.progress import ProgressLines
-from epsilon_tf.training.standardization import (
-    fit_standardization,
-    standardization_targets,
-)
+from epsilon_tf.training.run_dir import RunDir
+from epsilon_tf.training.task import LOSS_TERMS, Task
 
-# TrainConfig fields that may change between a run and its resumption.
+# TrainConfig fields that may change between a run and its resumption:
+# all but the trainer settings (runtime, export, summaries).
 # DataConfig fields that may change: where the synthetic world is cached
 # (it is regenerated identically) and whether corrupt records are skipped.
 RESUMABLE_DATA_CHANGES = frozenset({"cache_dir", "skip_corrupt"})
-RESUMABLE_CHANGES = frozenset({
-    "model_dir", "verbose", "export", "export_top_k", "export_precision",
-    "checkpoint_every_steps", "keep_checkpoints", "summary_images",
-    "pr_curve_labels", "jit_compile", "deterministic", "strategy",
-    "progress_every_seconds",
-})
-NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
-            "log_temperature"]
+RESUMABLE_CHANGES = trajectory_free_train_fields()
 SUMMARY_EVERY_STEPS = 10
-LOSS_TERMS = ("total", "ranking", "diversity", "attention")
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss (or the gradient norm) became NaN or infinite."""
-
-
-class _SummedGradientsAdamW(keras.optimizers.AdamW):
-    """AdamW that is given gradients already summed over the replicas.
-
-    Under `tf.distribute`, Keras' `apply_gradients` clips each replica's
-    partial gradient and only then sums them, so `global_clipnorm` would
-    not clip the gradient of the global batch. The trainer sums (all-
-    reduces) and clips itself; this class skips Keras' second sum.
-    """
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
 
 
 def _log(verbose, *args):
@@ -74,15 +60,6 @@ def _files_text(split, limit=3):
     shown = ", ".join(files[:limit])
     more = f" and {len(files) - limit} more" if len(files) > limit else ""
     return shown + more
-
-
-def _rng_variables(model):
-    """The Keras `SeedGenerator` states of the model (dropout RNG)."""
-    return {
-        f"rng_{i}": v
-        for i, v in enumerate(model.non_trainable_variables)
-        if "seed_generator" in v.path
-    }
 
 
 class Trainer:
@@ -124,11 +101,10 @@ class Trainer:
         self.loss_config = loss_config
         self.source = source
         space = source.label_space
-        self.model_config = dataclasses.replace(
-            model_config,
-            feature_shape=tuple(source.feature_shape),
-            embedding_dim=space.embedding_dim,
+        self.task = Task(
+            model_config, loss_config, train_config, space, source=source
         )
+        self.model_config = self.task.model_config
         if train_config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or strategy_lib.make_strategy(
@@ -152,6 +128,7 @@ class Trainer:
             )
         self.global_batch = train_config.batch_size
         self.model_dir = train_config.model_dir
+        self.run_dir = RunDir(self.model_dir)
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(train_config.seed)
         # For accelerators: bfloat16 compute, float32 variables, loss and
@@ -160,79 +137,44 @@ class Trainer:
             "mixed_bfloat16" if train_config.mixed_precision else "float32"
         )
         self.steps_per_epoch = self._steps_per_epoch()
-        if not hasattr(_SummedGradientsAdamW, "_all_reduce_sum_gradients"):
-            raise RuntimeError(
-                "This Keras version no longer sums gradients in "
-                "`_all_reduce_sum_gradients`; the trainer's distributed "
-                "gradient clipping must be revisited"
-            )
         with self.strategy.scope():
-            self.model = build_model(self.model_config, space.subset("seen"))
-            self.schedule = self._schedule()
-            self.optimizer = _SummedGradientsAdamW(
-                learning_rate=self.schedule,
-                weight_decay=train_config.weight_decay,
-                name="adamw",
-            )
-            self.optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-            self.optimizer.build(self.model.trainable_variables)
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self.step_in_epoch = tf.Variable(0, dtype=tf.int64,
-                                             trainable=False)
-            self.best_score = tf.Variable(-1.0, dtype=tf.float64,
-                                          trainable=False)
-            self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False)
-        self.loss_fn = RankingLoss(
-            form=loss_config.form,
-            margin=loss_config.margin,
-            diversity_weight=loss_config.diversity_weight,
-            lesa_dist_weight=loss_config.lesa_dist_weight,
-            lesa_global_weight=loss_config.lesa_global_weight,
-            lesa_span_weight=loss_config.lesa_span_weight,
-            lesa_global_margin=loss_config.lesa_global_margin,
-            label_weight=loss_config.label_weight,
+            self.model = self.task.build_model()
+            self.schedule = self.task.learning_rate(self.steps_per_epoch)
+            self.optimizer = self.task.create_optimizer(self.schedule)
+            self.progress = Progress.create()
+        self.loss_fn = self.task.loss_fn
+        self.checkpoints = TrainingCheckpoints(
+            self.run_dir, self.model, self.optimizer, self.progress,
+            is_chief=self.is_chief,
+            worker_id=strategy_lib.worker_id(self.strategy),
+            keep=train_config.keep_checkpoints,
         )
-        self.rng_states = _rng_variables(self.model)
-        self.checkpoint = tf.train.Checkpoint(
-            model=self.model,
-            optimizer=self.optimizer,
-            epoch=self.epoch,
-            step_in_epoch=self.step_in_epoch,
-            best_score=self.best_score,
-            best_epoch=self.best_epoch,
-            rng=tf.train.Checkpoint(**self.rng_states),
-        )
-        # Every worker restores from the chief's directories (which must be
-        # on storage all workers see); other workers write their (identical)
-        # copies to a scratch directory that is removed after each save.
-        self.checkpoint_dir = os.path.join(self.model_dir, "checkpoints")
-        self.best_dir = os.path.join(self.model_dir, "best")
-        self.worker_tmp = None
-        save_dir = self.checkpoint_dir
-        if not self.is_chief:
-            self.worker_tmp = os.path.join(
-                self.model_dir,
-                f"worker_tmp_{strategy_lib.worker_id(self.strategy)}",
-            )
-            save_dir = os.path.join(self.worker_tmp, "checkpoints")
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, save_dir,
-            max_to_keep=max(1, train_config.keep_checkpoints),
-        )
-        self.best_checkpoint = tf.train.Checkpoint(model=self.model)
         self.writers = None
         if self.is_chief:
             self.writers = {
                 name: tf.summary.create_file_writer(
-                    os.path.join(self.model_dir, name)
+                    self.run_dir.summaries(name)
                 )
                 for name in ("train", "validation")
             }
         self.pr_curves = None
-        self._scores_fn = forward_scores(self.model)
-        self._grad_fn = tf.function(
-            self._gradients, jit_compile=train_config.jit_compile
-        )
+
+    # The training counters (tf.Variables, checkpointed).
+    @property
+    def epoch(self):
+        return self.progress.epoch
+
+    @property
+    def step_in_epoch(self):
+        return self.progress.step_in_epoch
+
+    @property
+    def best_score(self):
+        return self.progress.best_score
+
+    @property
+    def best_epoch(self):
+        return self.progress.best_epoch
 
     # ------------------------------------------------------------------ setup
     def _steps_per_epoch(self):
@@ -255,20 +197,6 @@ class Trainer:
             )
         return steps
 
-    def _schedule(self):
-        cfg = self.train_config
-        if self.steps_per_epoch is None:
-            return cfg.learning_rate
-        total = self.steps_per_epoch * cfg.epochs
-        warmup = min(cfg.warmup_steps, max(total - 1, 0))
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else cfg.learning_rate,
-            decay_steps=max(total - warmup, 1),
-            alpha=0.01,
-            warmup_target=cfg.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-
     def current_learning_rate(self):
         lr = self.optimizer.learning_rate
         return float(lr.numpy() if hasattr(lr, "numpy") else lr)
@@ -281,18 +209,9 @@ class Trainer:
         steps = self.steps_per_epoch
 
         def dataset_fn(input_context):
-            ds = make_dataset(
-                self.source.split("train"),
-                per_replica,
-                subset="train",
-                validation_fraction=cfg.validation_fraction,
-                shuffle_seed=seed,
-                shuffle_buffer=cfg.shuffle_buffer,
-                input_context=input_context,
-                drop_remainder=True,
-                input_sharding=cfg.input_sharding,
+            ds = self.task.build_train_inputs(
+                per_replica, seed, input_context=input_context
             )
-            ds = ds.map(lambda b: (b["features"], b["labels"]))
             if steps is not None:
                 # Every replica-batch of a step: a fixed number per epoch,
                 # the same on every worker (a multi-worker requirement).
@@ -307,12 +226,7 @@ class Trainer:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _validation_dataset(self, batch_size=256):
-        return make_dataset(
-            self.source.split("train"),
-            batch_size,
-            subset="validation",
-            validation_fraction=self.train_config.validation_fraction,
-        )
+        return self.task.build_validation_inputs(batch_size)
 
     def check_data(self):
         """Fails before the first step on data that cannot train or select.
@@ -323,8 +237,6 @@ class Trainer:
         equal or empty lands on one side) and the test split must hold an
         image. Raises `InputDataError` naming the files.
         """
-        from epsilon_tf.data.pipeline import InputDataError
-
         cfg = self.train_config
         train = self.source.split("train")
         where = _files_text(train)
@@ -384,32 +296,8 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------- step
-    def _gradients(self, features, labels):
-        with tf.GradientTape() as tape:
-            outputs = self.model(features, training=True)
-            terms = self.loss_fn.per_example_terms(labels, outputs)
-            per_example = sum(terms.values())
-            loss = tf.nn.compute_average_loss(
-                per_example, global_batch_size=self.global_batch
-            )
-        variables = self.model.trainable_variables
-        grads = tape.gradient(loss, variables)
-        grads = [
-            tf.zeros_like(v) if g is None else g
-            for g, v in zip(grads, variables, strict=True)
-        ]
-        sums = {
-            k: tf.nn.compute_average_loss(
-                v, global_batch_size=self.global_batch
-            )
-            for k, v in terms.items()
-        }
-        sums["total"] = loss
-        return grads, sums
-
     @tf.function
     def _distributed_step(self, iterator):
-        clip = self.train_config.clip_norm
         per_replica = self.global_batch // self.strategy.num_replicas_in_sync
         feature_shape = (per_replica, *self.model_config.feature_shape)
         label_shape = (per_replica, self.model.output["scores"].shape[-1])
@@ -419,18 +307,7 @@ class Trainer:
             # (drop_remainder), so restore them (some gradients need them).
             features = tf.ensure_shape(features, feature_shape)
             labels = tf.ensure_shape(labels, label_shape)
-            grads, terms = self._grad_fn(features, labels)
-            # The gradient of the global-batch mean: sum over replicas.
-            grads = tf.distribute.get_replica_context().all_reduce(
-                tf.distribute.ReduceOp.SUM, grads
-            )
-            norm = tf.linalg.global_norm(grads)
-            if clip:
-                grads, _ = tf.clip_by_global_norm(grads, clip, use_norm=norm)
-            self.optimizer.apply_gradients(
-                zip(grads, self.model.trainable_variables, strict=True)
-            )
-            return tf.stack([terms[k] for k in LOSS_TERMS]), norm
+            return self.task.train_step(features, labels)
 
         features, labels = next(iterator)
         terms, norm = self.strategy.run(step_fn, args=(features, labels))
@@ -455,21 +332,14 @@ class Trainer:
 
         Read from the checkpoint file, without restoring anything.
         """
-        path = tf.train.latest_checkpoint(self.checkpoint_dir)
-        if not path:
-            return 0
-        reader = tf.train.load_checkpoint(path)
-        key = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
-        if key not in reader.get_variable_to_shape_map():
-            return 0
-        return int(reader.get_tensor(key))
+        return self.checkpoints.checkpointed_epochs()
 
     def is_finished(self):
         """True when the run's settings match and every epoch is done.
 
         Raises the changed-settings error of `restore` when they differ.
         """
-        if not tf.train.latest_checkpoint(self.checkpoint_dir):
+        if not self.checkpoints.latest():
             return False
         self._check_same_run()
         return self.checkpointed_epochs() >= self.train_config.epochs
@@ -482,36 +352,27 @@ class Trainer:
         """
         if self._restored is not None:
             return self._restored
-        path = tf.train.latest_checkpoint(self.checkpoint_dir)
+        path = self.checkpoints.latest()
         self._restored = path
         if path:
             self._check_same_run()
-            self.checkpoint.restore(path).assert_existing_objects_matched()
+            self.checkpoints.restore(path)
             _log(
                 self.verbose,
                 f"Resuming from {path}: epoch {int(self.epoch.numpy()) + 1}, "
                 f"step {int(self.step_in_epoch.numpy())} of that epoch",
             )
-            self._repair_best(path)
+            self.checkpoints.repair_best(path)
         else:
             self._fit_standardization()
         return path
 
     def _fit_standardization(self):
         """Fixed feature statistics of a fresh model (checkpointed after)."""
-        if not standardization_targets(self.model):
-            return
-        ds = make_dataset(
-            self.source.split("train"),
-            256,
-            subset="train",
-            validation_fraction=self.train_config.validation_fraction,
-        )
-        with input_errors():
-            used = fit_standardization(
-                self.model, (b["features"].numpy() for b in ds)
-            )
-        _log(self.verbose, f"Feature statistics from {used} training images")
+        used = self.task.initialize()
+        if used is not None:
+            _log(self.verbose,
+                 f"Feature statistics from {used} training images")
 
     def _check_same_run(self):
         """Refuses to resume a run whose settings differ from this one's.
@@ -522,7 +383,7 @@ class Trainer:
         not change the trajectory (output, logging, export, checkpoint
         cadence) may change.
         """
-        path = os.path.join(self.model_dir, "config.json")
+        path = self.run_dir.config
         if not os.path.exists(path):
             return
         with open(path, encoding="utf-8") as f:
@@ -553,78 +414,14 @@ class Trainer:
         Only the chief's checkpoint is kept; other workers' copies go to
         their scratch directory, removed right away.
         """
-        path = self.manager.save(checkpoint_number=self.optimizer.iterations)
-        if not self.is_chief:
-            shutil.rmtree(self.worker_tmp, ignore_errors=True)
-            return None
-        return path
-
-    def _best_prefix(self, epoch):
-        return os.path.join(self.best_dir, f"ckpt-{epoch + 1}")
-
-    def _publish_best(self, source_prefix, epoch):
-        """Copies a saved checkpoint into `best/`, atomically (chief only).
-
-        The files are copied under temporary names and renamed, then the
-        `best/checkpoint` state file is switched (atomically) to them, and
-        only then is the previous best deleted: a crash at any point
-        leaves a complete best checkpoint behind.
-        """
-        target = self._best_prefix(epoch)
-        if tf.train.latest_checkpoint(self.best_dir) == target:
-            return target
-        tf.io.gfile.makedirs(self.best_dir)
-        for src in tf.io.gfile.glob(source_prefix + ".*"):
-            suffix = src[len(source_prefix):]
-            tmp = target + suffix + ".tmp"
-            tf.io.gfile.copy(src, tmp, overwrite=True)
-            tf.io.gfile.rename(tmp, target + suffix, overwrite=True)
-        old = tf.train.latest_checkpoint(self.best_dir)
-        # The `checkpoint` state file, relative path (as CheckpointManager
-        # writes it), replaced atomically.
-        name = os.path.basename(target)
-        state = os.path.join(self.best_dir, "checkpoint")
-        with tf.io.gfile.GFile(state + ".tmp", "w") as f:
-            f.write(
-                f'model_checkpoint_path: "{name}"\n'
-                f'all_model_checkpoint_paths: "{name}"\n'
-            )
-        tf.io.gfile.rename(state + ".tmp", state, overwrite=True)
-        if old and old != target:
-            for f in tf.io.gfile.glob(old + ".*"):
-                tf.io.gfile.remove(f)
-        return target
-
-    def _repair_best(self, restored_path):
-        """After a crash between an epoch's save and its copy to `best/`."""
-        if not self.is_chief:
-            return
-        best = int(self.best_epoch.numpy())
-        if best < 0:
-            return
-        target = self._best_prefix(best)
-        if tf.train.latest_checkpoint(self.best_dir) == target:
-            return
-        at_end_of_best = (
-            int(self.epoch.numpy()) == best + 1
-            and int(self.step_in_epoch.numpy()) == 0
-        )
-        if at_end_of_best:
-            self._publish_best(restored_path, best)
-        else:
-            print(
-                f"Warning: best/ does not hold epoch {best + 1}, the best "
-                f"epoch recorded in {restored_path}",
-                file=sys.stderr,
-                flush=True,
-            )
+        return self.checkpoints.save()
 
     # ----------------------------------------------------------------- public
     def validate(self):
         """Seen-label metrics on the validation images."""
         with input_errors():
             buffer = predict_split(
-                self._scores_fn, self._validation_dataset(),
+                self.task.validation_step, self._validation_dataset(),
                 progress=False,
             )
         with buffer:
@@ -650,7 +447,7 @@ class Trainer:
             f"The loss became non-finite at step {global_step} (epoch "
             f"{epoch + 1}, step {step + 1} of the epoch): {shown}. Training "
             "stopped; nothing was saved after that step. The last good "
-            f"checkpoint is {self.manager.latest_checkpoint or 'none'}. "
+            f"checkpoint is {self.checkpoints.latest_written() or 'none'}. "
             "Lower --learning_rate, check the input features, or keep "
             "--clip_norm on."
         )
@@ -726,10 +523,7 @@ class Trainer:
         cfg = self.train_config
         self.restore()
         if self.is_chief:
-            write_json(
-                os.path.join(self.model_dir, "config.json"),
-                to_dict(*self._configs()),
-            )
+            write_json(self.run_dir.config, to_dict(*self._configs()))
         if int(self.epoch.numpy()) < cfg.epochs:
             self.check_data()
         examples = self._summary_examples() if self.is_chief else None
@@ -764,7 +558,7 @@ class Trainer:
             self.step_in_epoch.assign(0)
             path = self.save()
             if improved and self.is_chief:
-                self._publish_best(path, epoch)
+                self.checkpoints.publish_best(path, epoch)
             if self.is_chief:
                 summaries.write_weight_histograms(
                     self.writers["train"], self.model, global_step
@@ -786,8 +580,7 @@ class Trainer:
                 + ("  * best" if improved else ""),
             )
         self._flush()
-        if self.worker_tmp:
-            shutil.rmtree(self.worker_tmp, ignore_errors=True)
+        self.checkpoints.remove_worker_tmp()
         return {
             "best_epoch": int(self.best_epoch.numpy()) + 1,
             "best_validation": float(self.best_score.numpy()),
@@ -796,13 +589,7 @@ class Trainer:
 
     def restore_best(self):
         """Loads the best epoch's weights into the model."""
-        path = tf.train.latest_checkpoint(self.best_dir)
-        if path is None:
-            raise FileNotFoundError(
-                f"No best checkpoint under {self.best_dir}; train first"
-            )
-        self.best_checkpoint.restore(path).expect_partial()
-        return path
+        return self.checkpoints.restore_best()
 
     def evaluate_test(self, variant="lesa", progress=None):
         """ZSL/GZSL metrics of the current weights on the test split.
@@ -855,9 +642,7 @@ class Trainer:
         best = summaries.best_validation_scalar(
             result, self.train_config.select_metric
         )
-        writer = tf.summary.create_file_writer(
-            os.path.join(self.model_dir, "test")
-        )
+        writer = tf.summary.create_file_writer(self.run_dir.summaries("test"))
         summaries.write_scalars(writer, values, step)
         if table:
             summaries.write_text(
@@ -873,16 +658,14 @@ class Trainer:
         if validation is not None and best:
             summaries.write_scalars(validation, best, step)
             validation.flush()
-        root = tf.summary.create_file_writer(self.model_dir)
+        root = tf.summary.create_file_writer(self.run_dir.summaries())
         hparams = summaries.flat_hparams(
             self.model_config, self.loss_config, self.train_config
         )
         summaries.write_hparams(
             root, hparams,
             summaries.hparams_metric_names(list(values) + list(best)),
-            trial_id=os.path.basename(os.path.normpath(
-                os.path.abspath(self.model_dir)
-            )),
+            trial_id=self.run_dir.trial_id,
         )
         root.flush()
         root.close()
