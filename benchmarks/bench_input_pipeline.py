@@ -52,8 +52,7 @@ import tensorflow as tf
 
 # The trainer's step as bench_train_step times it (issue 12: it moves to
 # benchmarks.common once that script times the Task's step).
-from benchmarks.bench_train_step import time_train_step
-from benchmarks.common import PeakRss, machine_line, mib
+from benchmarks.common import PeakRss, machine_line, mib, time_train_step
 from epsilon_tf.config import TrainConfig
 from epsilon_tf.data.lesa_tfrecord import lesa_nus_wide_split
 from epsilon_tf.data.native_tfrecord import (

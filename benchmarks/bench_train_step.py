@@ -32,49 +32,30 @@ for GPUs and TPUs; CPU figures do not predict an accelerator).
 
 Not a test. Examples:
 
-    python benchmarks/bench_train_step.py
-    python benchmarks/bench_train_step.py --batches=32 --steps=10 --xla=off
-    python benchmarks/bench_train_step.py --mixed_precision
+    python -m benchmarks.bench_train_step
+    python -m benchmarks.bench_train_step --batches=32 --steps=10 --xla=off
+    python -m benchmarks.bench_train_step --mixed_precision
 """
 
 import argparse
 import dataclasses
-import os
-import platform
-import sys
 import time
 
-import numpy as np
+from benchmarks.common import (
+    EMBEDDING_DIM,
+    NUS_WIDE_SEEN,
+    machine_line,
+    quiet_tensorflow,
+    time_train_step,
+)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+quiet_tensorflow()
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig  # noqa: E402
-from epsilon_tf.labels import LabelSpace  # noqa: E402
-from epsilon_tf.training.task import LOSS_TERMS, Task  # noqa: E402
-
-NUS_WIDE_SEEN = 925
-EMBEDDING_DIM = 300
-
-
-# --------------------------------------------------------------- machine
-def machine_line():
-    gpus = tf.config.list_physical_devices("GPU")
-    names = []
-    for gpu in gpus:
-        try:
-            details = tf.config.experimental.get_device_details(gpu)
-            names.append(details.get("device_name", gpu.name))
-        except Exception:  # noqa: BLE001 - best effort description
-            names.append(gpu.name)
-    return (
-        f"machine: {platform.platform()}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs; python {platform.python_version()}, "
-        f"tensorflow {tf.__version__}, keras {keras.__version__}; "
-        f"GPUs: {names or 'none'}"
-    )
+from epsilon_tf.config import ModelConfig  # noqa: E402
 
 
 def matmul_gflops(size=2048, repeats=10, device=None):
@@ -167,137 +148,6 @@ def profiler_flops(concrete):
             by_op[node.name] = by_op.get(node.name, 0) + node.float_ops
         stack.extend(node.children)
     return info.total_float_ops, by_op
-
-
-# ------------------------------------------------------------ train step
-def make_inputs(batch, config, num_labels, seed=0):
-    """Random features and +1/-1/0 labels (about 2% positives)."""
-    rng = np.random.default_rng(seed)
-    features = rng.standard_normal(
-        (batch,) + tuple(config.feature_shape), dtype=np.float32
-    )
-    draw = rng.random((batch, num_labels))
-    labels = np.where(draw < 0.02, 1.0, np.where(draw < 0.95, -1.0, 0.0))
-    labels[:, 0] = 1.0  # every image has a positive
-    return (
-        tf.constant(features),
-        tf.constant(labels.astype(np.float32)),
-    )
-
-
-class TrainStep:
-    """The trainer's step on a fixed model, for one batch size and XLA mode.
-
-    A `Task` (the one the trainer builds its model, optimizer and step
-    from) over `num_labels` random word vectors; the timed function is
-    `Task.train_step` on the default (one-device) strategy, so the timed
-    work is exactly the trainer's.
-    """
-
-    def __init__(self, batch, jit_compile, model_config=None,
-                 loss_config=None, train_config=None,
-                 num_labels=NUS_WIDE_SEEN, embedding_dim=EMBEDDING_DIM,
-                 seed=0):
-        model_config = model_config or ModelConfig()
-        loss_config = loss_config or LossConfig()
-        train_config = dataclasses.replace(
-            train_config or TrainConfig(), batch_size=batch,
-            jit_compile=jit_compile,
-        )
-        keras.utils.set_random_seed(seed)
-        rng = np.random.default_rng(seed + 1)
-        vectors = rng.standard_normal(
-            (num_labels, embedding_dim)
-        ).astype(np.float32)
-        space = LabelSpace.from_arrays(
-            [f"label_{i}" for i in range(num_labels)], vectors
-        )
-        model_config = dataclasses.replace(
-            model_config, embedding_dim=embedding_dim
-        )
-        self.task = Task(model_config, loss_config, train_config, space)
-        self.model = self.task.build_model()
-        self.optimizer = self.task.create_optimizer(
-            train_config.learning_rate
-        )
-        self.grad_fn = self.task.gradient_fn
-        self.features, self.labels = make_inputs(
-            batch, model_config, num_labels, seed
-        )
-        self.batch = batch
-        self.model_config = model_config
-        self.num_labels = num_labels
-        self.embedding_dim = embedding_dim
-        total = LOSS_TERMS.index("total")
-
-        @tf.function
-        def step(features, labels):
-            terms, _ = self.task.train_step(features, labels)
-            return terms[total]
-
-        self._step = step
-
-    def run(self, steps):
-        loss = None
-        for _ in range(steps):
-            loss = self._step(self.features, self.labels)
-        return float(loss.numpy())  # waits for the last step
-
-    def time(self, steps, warmup, max_seconds=None):
-        """Returns (seconds per step, first-call seconds, last loss, steps).
-
-        The first call (tracing, XLA compilation and one step) counts as
-        the first warm-up step. With `max_seconds`, timing stops after the
-        step that crosses it (at least 2 timed steps), so a very slow
-        configuration does not hold the run for `steps` steps.
-        """
-        start = time.perf_counter()
-        self.run(1)
-        first = time.perf_counter() - start
-        if warmup > 1:
-            self.run(warmup - 1)
-        done = 0
-        loss = None
-        start = time.perf_counter()
-        while done < steps:
-            loss = self.run(1)
-            done += 1
-            elapsed = time.perf_counter() - start
-            if max_seconds and done >= 2 and elapsed > max_seconds:
-                break
-        return elapsed / done, first, loss, done
-
-
-def time_train_step(batch, jit_compile, steps=10, warmup=2,
-                    max_seconds=None, **kwargs):
-    """Examples/s of the trainer's step at `batch` (used by other benches).
-
-    Args:
-        batch: int. Global batch size.
-        jit_compile: bool. XLA-compile the gradient function.
-        steps: int. Timed steps (at most).
-        warmup: int. Untimed steps first, the first call included.
-        max_seconds: float or None. Stop timing after this long (>= 2
-            steps).
-        **kwargs: passed to `TrainStep` (`model_config`, `num_labels`...).
-
-    Returns:
-        A dict with `examples_per_s`, `ms_per_step`, `first_call_s`
-        (trace + compile + one step), `timed_steps`, `loss` and
-        `trainer_step` (the `TrainStep`).
-    """
-    step = TrainStep(batch, jit_compile, **kwargs)
-    seconds, first, loss, done = step.time(steps, warmup, max_seconds)
-    return {
-        "batch": batch,
-        "jit_compile": jit_compile,
-        "examples_per_s": batch / seconds,
-        "ms_per_step": seconds * 1e3,
-        "first_call_s": first,
-        "timed_steps": done,
-        "loss": loss,
-        "trainer_step": step,
-    }
 
 
 # ------------------------------------------------------------------ main
@@ -464,7 +314,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    print(machine_line())
+    print(machine_line(np, tf, keras, gpus=True))
     policy = keras.mixed_precision.global_policy().name
     print(f"keras dtype policy: {policy}")
     if args.mixed_precision and not tf.config.list_physical_devices("GPU"):

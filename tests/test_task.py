@@ -1,7 +1,6 @@
 """The Task (one replica's step), the checkpoint module, the run layout."""
 
 import dataclasses
-import importlib.util
 import re
 from pathlib import Path
 
@@ -107,17 +106,10 @@ def test_the_trainer_steps_through_its_task(tmp_path):
     assert int(trainer.optimizer.iterations.numpy()) == 1
 
 
-def _bench_module():
-    path = ROOT / "benchmarks" / "bench_train_step.py"
-    spec = importlib.util.spec_from_file_location("bench_train_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_times_the_tasks_step():
-    bench = _bench_module()
-    res = bench.time_train_step(
+    from benchmarks.common import time_train_step
+
+    res = time_train_step(
         4, False, steps=2, warmup=1,
         model_config=tiny.model_config(feature_shape=(16, 8)),
         num_labels=10, embedding_dim=12,
