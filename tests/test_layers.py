@@ -288,3 +288,28 @@ def test_shared_integer_checks_refuse_bools_and_out_of_range():
     for bad in (False, -1, 1.0):
         with pytest.raises(ValueError, match=r"`n` must be a non-negative"):
             check.non_negative_int("n", bad)
+
+
+def test_listed_sublayers_reach_the_checkpoint(tmp_path):
+    # GPA's encoder blocks and GFP's residual blocks live in Python lists;
+    # layers.tracking registers them, so a tf.train.Checkpoint of the layer
+    # saves every weight, under the keys the trainer's checkpoints use.
+    import tensorflow as tf
+
+    gpa = GroupPromptsAggregation(num_prompts=2, embedding_dim=4,
+                                  num_layers=2)
+    gpa.build((1, 5, 8))
+    gfp = GlobalForwardPropagation(num_global=1, embedding_dim=4,
+                                   hidden_dim=8, num_blocks=2)
+    gfp.build((1, 5, 6))
+    for layer, keys in ((gpa, ("encoder_block_0", "encoder_block_1")),
+                        (gfp, ("norm_0", "ffn_0_1", "ffn_1_2"))):
+        path = tf.train.Checkpoint(layer=layer).write(
+            str(tmp_path / layer.name))
+        saved = [name for name, _ in tf.train.list_variables(path)
+                 if name.startswith("layer/")]
+        # One entry per weight (plus none for anything else).
+        assert len([n for n in saved if "OPTIMIZER" not in n]) == len(
+            layer.weights)
+        for key in keys:
+            assert any(n.startswith(f"layer/{key}/") for n in saved), key

@@ -7,6 +7,7 @@ from keras import layers, ops
 from epsilon_tf import _validation as check
 from epsilon_tf.layers import folding
 from epsilon_tf.layers.feature_standardization import FeatureStandardization
+from epsilon_tf.layers.tracking import track_for_checkpoint
 
 
 @keras.saving.register_keras_serializable(package="epsilon_tf")
@@ -130,9 +131,7 @@ class GlobalForwardPropagation(layers.Layer):
             )
             for sub in (norm, inner, outer):
                 sub.build((batch, self.hidden_dim))
-                # Also attributes: `tf.train.Checkpoint` does not follow
-                # sublayers held only in a Python list.
-                setattr(self, sub.name, sub)
+                track_for_checkpoint(self, sub, sub.name)
             self.block_layers.append((norm, inner, outer))
         self.block_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.output_norm = layers.LayerNormalization(

@@ -9,6 +9,7 @@ from keras import layers, ops
 
 from epsilon_tf import _validation as check
 from epsilon_tf.layers import folding
+from epsilon_tf.layers.tracking import track_for_checkpoint
 
 # Added to each prompt's assignment mass before dividing by it
 # (`grouping="groups"`): a prompt that no token chose stays finite.
@@ -310,10 +311,9 @@ class GroupPromptsAggregation(layers.Layer):
                 dtype=dtype,
             )
             block.build(joint_shape)
-            self.blocks.append(block)
-            # Also an attribute: `tf.train.Checkpoint` does not follow
-            # sublayers held only in a Python list.
-            setattr(self, f"encoder_block_{i}", block)
+            self.blocks.append(
+                track_for_checkpoint(self, block, f"encoder_block_{i}")
+            )
         self.encoded_norm = layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="encoded_norm", dtype=dtype
         )
