@@ -12,7 +12,6 @@ import os
 import numpy as np
 
 from epsilon_tf.config import DataConfig, write_json
-from epsilon_tf.data.sources import make_source
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training import run_dir as run_dir_lib
@@ -229,6 +228,9 @@ def print_metrics(result, ks, title):
 
 
 def _source(data_config, progress):
+    # The readers import TensorFlow (not needed for --predictions).
+    from epsilon_tf.data.sources import make_source
+
     return make_source(data_config, progress=progress)
 
 
