@@ -62,6 +62,8 @@ RUNS = {
     "preset_lw1": ({"preset": True}, {"label_weight": 1.0}, {}),
     "preset_lw2": ({"preset": True}, {"label_weight": 2.0}, {}),
     "preset_gfp": ({"preset": True, "branches": "gfp"}, {}, {}),
+    "preset_f0.2": ({"preset": True, "fusion_init": 0.2}, {}, {}),
+    "preset_f0.1": ({"preset": True, "fusion_init": 0.1}, {}, {}),
     "preset_gfp_lw0": ({"preset": True, "branches": "gfp"},
                        {"label_weight": 0.0}, {}),
 }

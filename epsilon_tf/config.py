@@ -382,6 +382,7 @@ RELEASE_PRESET = {
     "batch_size": 64,
     "epochs": 4,
     "label_weight": 2.0,
+    "fusion_init": 0.1,
 }
 
 
