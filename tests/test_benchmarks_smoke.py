@@ -155,3 +155,18 @@ def test_probe_release_shaped(diagnosed, smoke_dir):
                "std:{'steps':3,'batch':8}")
     (row,) = _json_lines(out)
     assert row["run"] == "std" and [h[0] for h in row["hist"]] == [1, 2, 3]
+
+
+def test_compare_exports(tmp_path):
+    from benchmarks.bench_serving import _export_fresh
+
+    paths = [
+        _export_fresh(str(tmp_path / name), 12, 3, 3, False, "float32",
+                      {"feature_shape": (9, 8), "hidden_dim": 16})[0]
+        for name in ("a", "b")
+    ]
+    out = _run("compare_exports", *paths, "--warmup=1", "--calls=3")
+    lines = [x for x in out.splitlines() if "batch-1 p50" in x]
+    assert len(lines) == 2, out
+    # The same seeded model exported twice: identical scores.
+    assert all(x.endswith("max |score - first's| 0") for x in lines), out
