@@ -376,7 +376,14 @@ def train_configs():
         lesa_global_weight=FLAGS.lesa_global_weight,
         lesa_span_weight=FLAGS.lesa_span_weight,
         lesa_global_margin=FLAGS.lesa_global_margin,
-        label_weight=_value("label_weight", preset),
+        # The preset's per-label term is a hinge; --loss=smooth drops it
+        # unless --label_weight is given (then the loss says it needs the
+        # hinge).
+        label_weight=(
+            _value("label_weight", preset)
+            if FLAGS.loss == "hinge" or FLAGS["label_weight"].present
+            else 0.0
+        ),
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
@@ -657,9 +664,16 @@ def check_train_flags():
     _float_check("score_scale", lambda v: v > 0, "a positive number")
     _float_check("margin", lambda v: v >= 0, "a number >= 0")
     _float_check("diversity_weight", lambda v: v >= 0, "a number >= 0")
+    _float_check("label_weight", lambda v: v >= 0, "a number >= 0 (0: off)")
+    if FLAGS["label_weight"].present and FLAGS.label_weight and (
+            FLAGS.loss != "hinge"):
+        raise CommandLineError(
+            "--label_weight is a hinge term; it needs --loss=hinge. "
+            f"Received: --loss={FLAGS.loss}"
+        )
     _float_check("progress_every_seconds", lambda v: v > 0,
                  "a positive number of seconds")
-    preset = SYNTHETIC_PRESET if FLAGS.dataset == "synthetic" else {}
+    preset = dataset_preset(FLAGS.dataset)
     hidden = _value("hidden_dim", preset)
     heads = _value("gpa_heads", preset)
     if hidden % heads:

@@ -323,3 +323,9 @@ def test_release_preset_and_the_baselines_own_loss():
         assert baseline["configs"]["TrainConfig"]["batch_size"] == 32
     given = _probe(["--dataset=nus_like", "--label_weight=0.5"])["configs"]
     assert given["LossConfig"]["label_weight"] == 0.5
+
+
+def test_smooth_loss_drops_the_presets_hinge_term():
+    configs = _probe(["--dataset=nus_like", "--loss=smooth"])["configs"]
+    assert configs["LossConfig"]["form"] == "smooth"
+    assert configs["LossConfig"]["label_weight"] == 0.0

@@ -99,6 +99,11 @@ def _cases(tmp):
         train("wvdir", f"--word_vectors={tmp}"),
         ["--word_vectors", "is a directory"], "nothing_written",
     )
+    cases["flag-label_weight-needs-hinge"] = (
+        train("label_weight", "--label_weight=1", "--loss=smooth"),
+        ["--label_weight is a hinge term", "--loss=smooth"],
+        "nothing_written",
+    )
     cases["unexpected-argument"] = (
         train("pos", "stray"), ["Unexpected arguments: stray"], None,
     )
@@ -293,7 +298,8 @@ CASE_IDS = [
     "flag-heads-divide-width", "model_dir-is-a-file",
     "model_dir-cannot-be-written", "train_files-glob-matches-nothing",
     "train_files-is-a-directory", "word_vectors-is-a-directory",
-    "unexpected-argument", "truncated-zlib-file", "flipped-bytes",
+    "unexpected-argument", "flag-label_weight-needs-hinge",
+    "truncated-zlib-file", "flipped-bytes",
     "feature-wrong-byte-length", "missing-key", "label-wrong-length",
     "label-value-outside-range", "empty-file", "zero-records",
     "missing-image-ids", "identical-image-ids",
