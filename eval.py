@@ -113,11 +113,7 @@ def _check_flags():
 
 def main(argv):
     with common.clean_exit(PROGRAM):
-        if len(argv) > 1:
-            raise common.CommandLineError(
-                f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
-                "written --name=value)"
-            )
+        common.refuse_arguments(argv)
         mode, path = _check_flags()
         if FLAGS.debug:
             common.prepare(["--debug"])

@@ -27,11 +27,7 @@ FLAGS = epsilon_flags.FLAGS
 
 def main(argv):
     with common.clean_exit(PROGRAM):
-        if len(argv) > 1:
-            raise common.CommandLineError(
-                f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
-                "written --name=value)"
-            )
+        common.refuse_arguments(argv)
         # Every flag value, before anything is read, written or imported.
         epsilon_flags.check_train_flags()
         common.prepare(["--debug"] if FLAGS.debug else [])

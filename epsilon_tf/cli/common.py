@@ -200,6 +200,15 @@ def absl_flags_parser(program):
     return parse
 
 
+def refuse_arguments(argv):
+    """Raises `CommandLineError` when absl left positional arguments."""
+    if len(argv) > 1:
+        raise CommandLineError(
+            f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
+            "written --name=value)"
+        )
+
+
 def check(condition, flag, value, requirement):
     """Raises `CommandLineError` "--flag must be ... Received: --flag=v"."""
     if not condition:

@@ -26,11 +26,7 @@ epsilon_flags.define_cli_flags()
 
 def main(argv):
     with common.clean_exit(PROGRAM):
-        if len(argv) > 1:
-            raise common.CommandLineError(
-                f"Unexpected arguments: {' '.join(argv[1:])} (flags are "
-                "written --name=value)"
-            )
+        common.refuse_arguments(argv)
         options = epsilon_flags.experiment_options()
         # TensorFlow's C++ start-up lines stay hidden (as in train.py).
         common.prepare(["--debug"] if epsilon_flags.FLAGS.debug else [])
