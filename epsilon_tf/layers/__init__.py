@@ -16,6 +16,7 @@ from epsilon_tf.layers.group_prompts_aggregation import (
 from epsilon_tf.layers.label_scoring import LabelScoring
 from epsilon_tf.layers.learnable_fusion import LearnableFusion
 from epsilon_tf.layers.region_scoring import RegionLabelScoring
+from epsilon_tf.layers.self_attention import SelfAttention
 from epsilon_tf.layers.shared_multi_attention import SharedMultiAttention
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "RegionContextBlock",
     "RegionLabelScoring",
     "SceneContextBlock",
+    "SelfAttention",
     "SharedMultiAttention",
     "TransformerEncoderBlock",
 ]
