@@ -2,9 +2,13 @@
 
 A NumPy recomputation written from the weights, equality of outputs,
 scores and gradients with `keras.layers.MultiHeadAttention` holding the
-same weights, dropout in training only, the config round trip and the
-fallback to Keras' call.
+same weights, dropout in training only, the config round trip, the
+fallback to Keras' call, and `.keras` files and checkpoints written with
+plain Keras MHA in the blocks (the code before `SelfAttention`) loading
+into the new blocks with the same outputs.
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -12,7 +16,15 @@ import pytest
 import tensorflow as tf
 from helpers.reference import np_softmax
 
-from epsilon_tf.layers import SelfAttention
+from epsilon_tf.config import ModelConfig
+from epsilon_tf.layers import (
+    RegionContextBlock,
+    SelfAttention,
+    TransformerEncoderBlock,
+)
+from epsilon_tf.layers import bi_level_attention as biam_layers
+from epsilon_tf.layers import group_prompts_aggregation as gpa_layers
+from epsilon_tf.models import build_epsilon, build_model
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -212,3 +224,89 @@ def test_mixed_bfloat16_fused_equals_keras_call():
     np.testing.assert_allclose(
         tf.cast(out, tf.float32), tf.cast(want, tf.float32), atol=0.1
     )
+
+
+# -------------------------------------------- files written before the change
+class _KerasMHA(keras.layers.MultiHeadAttention):
+    """Plain Keras MHA (its variables, build and call), taking the blocks'
+    self-attention call `attention(x)` as `MultiHeadAttention(x, x)`: the
+    blocks as they were before `SelfAttention`."""
+
+    def build(self, query_shape, value_shape=None, key_shape=None):
+        super().build(query_shape, value_shape or query_shape, key_shape)
+
+    def call(self, query, value=None, **kwargs):
+        return super().call(query, query if value is None else value,
+                            **kwargs)
+
+
+@contextlib.contextmanager
+def _legacy_blocks():
+    saved = gpa_layers.SelfAttention, biam_layers.SelfAttention
+    gpa_layers.SelfAttention = biam_layers.SelfAttention = _KerasMHA
+    try:
+        yield
+    finally:
+        gpa_layers.SelfAttention, biam_layers.SelfAttention = saved
+
+
+def _attention_layers(model):
+    return [layer for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.MultiHeadAttention)]
+
+
+def _build(kind):
+    rng = np.random.default_rng(5)
+    if kind == "epsilon":
+        config = ModelConfig(feature_shape=(9, 8), hidden_dim=16,
+                             embedding_dim=12, num_prompts=3, gpa_heads=2,
+                             gpa_layers=2)
+        model = build_epsilon(config, rng.normal(size=(7, 12)))
+    else:
+        config = ModelConfig(model="biam", feature_shape=(16, 8),
+                             biam_channels=8, biam_heads=2, biam_top_k=3,
+                             embedding_dim=12)
+        model = build_model(config, rng.normal(size=(7, 12)))
+    for w in model.trainable_weights:
+        w.assign(w.numpy() + rng.normal(scale=0.1, size=w.shape))
+    return model, config
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "biam"])
+def test_files_saved_with_keras_mha_load_into_self_attention(kind, tmp_path):
+    with _legacy_blocks():
+        old, config = _build(kind)
+    assert {type(a) for a in _attention_layers(old)} == {_KerasMHA}
+    x = _x((4,) + tuple(config.feature_shape), seed=3)
+    want = {k: v.numpy() for k, v in old(x).items()}
+    old.save(tmp_path / "old.keras")
+    checkpoint = tf.train.Checkpoint(model=old).write(str(tmp_path / "ck"))
+
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    fresh, _ = _build(kind)
+    tf.train.Checkpoint(model=fresh).read(checkpoint).assert_consumed()
+    for model in (loaded, fresh):
+        attention = _attention_layers(model)
+        assert attention and {type(a) for a in attention} == {SelfAttention}
+        got = model(x)
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, **TOL)
+
+
+def test_the_blocks_use_self_attention_with_keras_weights():
+    x = _x((2, 9, 16))
+    block = TransformerEncoderBlock(num_heads=4, dropout=0.1)
+    block.build(x.shape)
+    assert type(block.attention) is SelfAttention
+    rcb = RegionContextBlock(num_heads=4)
+    rcb.build(x.shape)
+    assert type(rcb.attention) is SelfAttention
+    _randomize(block)
+    _randomize(rcb)
+    expected, attention = np_self_attention(x.astype(np.float64),
+                                            rcb.attention)
+    out, got_attention = rcb(x, training=False)
+    np.testing.assert_allclose(got_attention, attention, **TOL)
+    h = x + expected
+    ffn = rcb.ffn_outer(rcb.ffn_inner(h)).numpy()
+    np.testing.assert_allclose(out, h + ffn, **TOL)

@@ -5,6 +5,7 @@ from keras import layers, ops
 
 from epsilon_tf import _validation as check
 from epsilon_tf.layers.grid_convolution import GridConvolution
+from epsilon_tf.layers.self_attention import SelfAttention
 
 # PyTorch's BatchNorm2d(momentum=0.99) keeps 1% of the old statistics:
 # Keras' momentum is the other weight.
@@ -59,11 +60,11 @@ class RegionContextBlock(layers.Layer):
                 f"heads. Received: num_heads={self.num_heads}"
             )
         dtype = self.dtype_policy
-        self.attention = layers.MultiHeadAttention(
+        self.attention = SelfAttention(
             self.num_heads, channels // self.num_heads,
             dropout=self.dropout, name="attention", dtype=dtype,
         )
-        self.attention.build((None, num, channels), (None, num, channels))
+        self.attention.build((None, num, channels))
         self.output_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.ffn_inner = layers.Dense(
             self.ffn_dim or 2 * channels, activation="relu", name="ffn_1",
@@ -75,7 +76,7 @@ class RegionContextBlock(layers.Layer):
 
     def call(self, inputs, training=None):
         attended, attention = self.attention(
-            inputs, inputs, return_attention_scores=True, training=training
+            inputs, return_attention_scores=True, training=training
         )
         x = inputs + self.output_dropout(attended, training=training)
         return x + self.ffn_outer(self.ffn_inner(x)), attention

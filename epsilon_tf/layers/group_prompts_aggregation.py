@@ -9,6 +9,7 @@ from keras import layers, ops
 
 from epsilon_tf import _validation as check
 from epsilon_tf.layers import folding
+from epsilon_tf.layers.self_attention import SelfAttention
 from epsilon_tf.layers.tracking import track_for_checkpoint
 
 # Added to each prompt's assignment mass before dividing by it
@@ -78,7 +79,7 @@ class TransformerEncoderBlock(layers.Layer):
             epsilon=self.layer_norm_epsilon, name="attention_norm",
             dtype=dtype,
         )
-        self.attention = layers.MultiHeadAttention(
+        self.attention = SelfAttention(
             num_heads=self.num_heads,
             key_dim=width // self.num_heads,
             dropout=self.dropout,
@@ -94,14 +95,14 @@ class TransformerEncoderBlock(layers.Layer):
         self.mlp_output = layers.Dense(width, name="mlp_2", dtype=dtype)
         self.mlp_dropout = layers.Dropout(self.dropout, dtype=dtype)
         self.attention_norm.build(input_shape)
-        self.attention.build(input_shape, input_shape)
+        self.attention.build(input_shape)
         self.mlp_norm.build(input_shape)
         self.mlp_hidden.build(input_shape)
         self.mlp_output.build(tuple(input_shape[:-1]) + (hidden,))
 
     def call(self, inputs, training=None):
         x = self.attention_norm(inputs)
-        x = inputs + self.attention(x, x, training=training)
+        x = inputs + self.attention(x, training=training)
         y = self.mlp_output(self.mlp_hidden(self.mlp_norm(x)))
         return x + self.mlp_dropout(y, training=training)
 
