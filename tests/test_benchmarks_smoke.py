@@ -70,6 +70,23 @@ def test_bench_train_step():
     assert "FLOPs per example" in out
 
 
+def test_bench_attention():
+    out = _run("bench_attention", "--batch=2", "--repeats=1", "--calls=1",
+               "--num_labels=20")
+    assert out.startswith("machine: ")
+    for title in ("GPA encoder block", "BiAM region context",
+                  "Epsilon train step"):
+        assert re.search(
+            rf"{title}\b.*: keras MHA [\d.]+ ms, SelfAttention [\d.]+ ms, "
+            r"SelfAttention / keras MHA [\d.]+", out
+        ), out
+    differences = re.findall(r"max \|keras - SelfAttention\| ([\d.e+-]+)",
+                             out)
+    assert len(differences) == 2 and all(
+        float(d) < 1e-5 for d in differences
+    ), out
+
+
 def test_bench_input_pipeline():
     out = _run("bench_input_pipeline", "--records=16", "--shards=2",
                "--batches=4", "--passes=1", "--stream_passes=1",
