@@ -449,6 +449,12 @@ def define_experiment_flags():
         "A tiny budget, tiny models and short Figure 3 sweeps (G = 1, 7; "
         "lambda = 0, 0.1): a smoke run for CI, minutes.",
     )
+    flags.DEFINE_integer(
+        "jobs", 0,
+        "Runs trained at the same time, each in its own process with an "
+        "equal share of the CPU cores (0: one per core, at most 4; 1: one "
+        "at a time in this process).",
+    )
     flags.DEFINE_integer("verbose", 1, "0: quiet, 1: a line per run.")
 
 
@@ -462,6 +468,11 @@ def experiment_options():
             raise _command_line_error(
                 f"--{name} must be a positive integer. Received: {value}"
             )
+    if FLAGS.jobs < 0:
+        raise _command_line_error(
+            f"--jobs must be 0 (one per core) or a positive integer. "
+            f"Received: {FLAGS.jobs}"
+        )
     return {
         "data": data_config(),
         "ks": ks_value(),
@@ -483,6 +494,7 @@ def experiment_options():
         ),
         "figure_images": FLAGS.figure_images,
         "quick": FLAGS.quick,
+        "jobs": FLAGS.jobs,
         "verbose": FLAGS.verbose,
     }
 

@@ -34,8 +34,6 @@ def main(argv):
 
 
 def _run(options):
-    import dataclasses
-
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
@@ -45,12 +43,9 @@ def _run(options):
         raise common.CommandLineError(
             "the experiments draw their figures with matplotlib; install "
             "it (pip install -e .)") from None
-    from epsilon_tf.data.sources import make_source
-    from epsilon_tf.experiments.runner import Experiments
+    from epsilon_tf.experiments.runner import Experiments, experiment_source
 
-    source = make_source(options["data"], progress=bool(options["verbose"]))
-    if options["ks"]:
-        source = dataclasses.replace(source, eval_ks=options["ks"])
+    source = experiment_source(options, progress=bool(options["verbose"]))
     os.makedirs(options["output_dir"], exist_ok=True)
     log = print if options["verbose"] else (lambda *a: None)
     experiments = Experiments(options, source, log=lambda *a: log(

@@ -3,8 +3,10 @@
 import dataclasses
 import gc
 import json
+import multiprocessing
 import os
 import time
+from concurrent import futures
 
 import keras
 import numpy as np
@@ -15,7 +17,7 @@ from epsilon_tf.config import (
     write_json,
 )
 from epsilon_tf.data.pipeline import input_errors
-from epsilon_tf.experiments import figures, report
+from epsilon_tf.experiments import figures, report, workers
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
 from epsilon_tf.flags import dataset_preset
 from epsilon_tf.training.run_dir import RunDir
@@ -49,6 +51,16 @@ def base_configs(options, source):
         export=False, verbose=0, summary_images=0, pr_curve_labels=0,
     )
     return model, loss, train
+
+
+def experiment_source(options, progress=False):
+    """The `DatasetSource` of the experiment options (`--ks` applied)."""
+    from epsilon_tf.data.sources import make_source
+
+    source = make_source(options["data"], progress=progress)
+    if options["ks"]:
+        source = dataclasses.replace(source, eval_ks=options["ks"])
+    return source
 
 
 def _read(path):
@@ -96,7 +108,8 @@ class Experiments:
             f"[{status}]"
         )
 
-    def _train(self, run, seed):
+    def train(self, run, seed):
+        """Trains one run with one seed; returns its result dict."""
         from epsilon_tf.training.run import save_keras_atomically
         from epsilon_tf.training.trainer import Trainer
 
@@ -143,18 +156,32 @@ class Experiments:
         # Each run traces its own functions; TF's retracing warning is noise.
         tf.get_logger().setLevel("ERROR")
 
+        began = time.time()
         jobs = [(run, seed) for run in self.runs for seed in self.seeds]
         total = len(jobs) + 1 + len(self.seeds)
+        found, todo = {}, []
+        for run, seed in jobs:
+            path = os.path.join(self._dir(run.key, seed), RESULT)
+            if os.path.exists(path):
+                found[run.key, seed] = _read(path)
+            else:
+                todo.append((run, seed))
         index = 0
         for run, seed in jobs:
-            index += 1
+            if (run.key, seed) in found:
+                index += 1
+                self._line(index, total, f"{run.method} (seed {seed})",
+                           found[run.key, seed], 0, True)
+        for run, seed, result in self._execute(todo):
             path = os.path.join(self._dir(run.key, seed), RESULT)
-            result, skipped = self._once(
-                path, lambda run=run, seed=seed: self._train(run, seed)
-            )
-            self.results.setdefault(run.key, []).append(result)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json(path, result)
+            found[run.key, seed] = result
+            index += 1
             self._line(index, total, f"{run.method} (seed {seed})", result,
-                       result["seconds"], skipped)
+                       result["seconds"], False)
+        for run, seed in jobs:
+            self.results.setdefault(run.key, []).append(found[run.key, seed])
 
         def eszsl():
             start = time.time()
@@ -186,7 +213,44 @@ class Experiments:
             self.results.setdefault("chance", []).append(result)
             self._line(index, total, f"chance (seed {seed})", result,
                        result["seconds"], skipped)
+        self.wall_seconds = time.time() - began
         return self.write_outputs()
+
+    def _execute(self, todo):
+        """Trains `todo` [(run, seed)], here or in `--jobs` worker
+        processes; yields `(run, seed, result)` as each one finishes."""
+        jobs, threads = workers.job_layout(self.options["jobs"])
+        jobs = min(jobs, len(todo))
+        if todo:
+            self.log(
+                f"{len(todo)} runs to train, "
+                + ("one at a time" if jobs <= 1 else
+                   f"{jobs} at a time ({threads} thread"
+                   f"{'s' if threads > 1 else ''} each)")
+            )
+        if jobs <= 1:
+            for run, seed in todo:
+                yield run, seed, self.train(run, seed)
+            return
+        pool = futures.ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=workers.init, initargs=(self.options, threads),
+        )
+        pending = {pool.submit(workers.train, run.key, seed): (run, seed)
+                   for run, seed in todo}
+        try:
+            for future in futures.as_completed(pending):
+                run, seed = pending[future]
+                yield run, seed, future.result()
+        except BaseException:
+            # An error or Ctrl-C: stop the other runs now (their
+            # checkpoints are whole; the next invocation resumes them).
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
+        pool.shutdown()
 
     # ---------------------------------------------------------- outputs
     def _row(self, key, method, note=None):
@@ -282,6 +346,10 @@ class Experiments:
         )
         timings = self._timings()
         timings["tables_and_figures"] = round(time.time() - start, 1)
+        # Wall clock of this invocation (runs finished earlier skipped).
+        timings["wall_this_invocation"] = round(
+            getattr(self, "wall_seconds", 0.0) + time.time() - start, 1)
+        jobs, threads = workers.job_layout(self.options["jobs"])
         train = self.base[2]
         payload = {
             "protocol": self.options["variant"],
@@ -307,6 +375,7 @@ class Experiments:
                 f1_k=self.ks[0], sweeps=sweeps,
             ),
             "timings_seconds": timings,
+            "parallel": {"jobs": jobs, "threads_per_job": threads},
         }
         write_json(os.path.join(self.out, "results.json"), payload)
         with open(os.path.join(self.out, "results.md"), "w",
@@ -380,6 +449,11 @@ class Experiments:
                 + ", ".join(f"{v:g}: {100 * s:.2f}"
                             for v, s in sweep["validation"].items())
             )
-        lines += ["", "## Time (s)", ""]
+        par = p["parallel"]
+        lines += ["", "## Time (s)", "",
+                  "Per part: the sum of its runs' wall times "
+                  f"({par['jobs']} run(s) at a time, {par['threads_per_job']}"
+                  " thread(s) each, so parts overlap); "
+                  "`wall_this_invocation`: the whole command.", ""]
         lines += [f"- {k}: {v}" for k, v in p["timings_seconds"].items()]
         return "\n".join(lines) + "\n"
