@@ -218,3 +218,57 @@ def test_best_checkpoint_is_published_atomically(tmp_path):
                     "ckpt-2.index"]
     assert checkpoints.checkpointed_epochs() == 2
     assert checkpoints.restore_best().endswith("best/ckpt-2")
+
+
+def _native_task(data_dir):
+    from epsilon_tf.config import DataConfig
+    from epsilon_tf.data.sources import make_source
+
+    source = make_source(DataConfig(dataset="synthetic", data_format="native",
+                                    data_dir=str(data_dir)), progress=False)
+    return Task(tiny.model_config(), LossConfig(), TrainConfig(),
+                source.label_space, source=source)
+
+
+def _read_all(dataset):
+    ids, features = [], []
+    for batch in dataset:
+        ids += [v.decode() for v in batch["image_id"].numpy()]
+        features.append(batch["features"].numpy())
+    return ids, np.concatenate(features)
+
+
+def test_validation_inputs_are_read_from_memory_after_the_first_pass(
+        tmp_path, monkeypatch):
+    """The cached validation batches equal the uncached ones, and a second
+    pass reads no file (it still works with the files gone); without room
+    in the budget the dataset is not cached. A split whose files are gone
+    is refused with the file's name (TensorFlow's reader would retry it
+    forever)."""
+    import shutil
+
+    from epsilon_tf.training import task as task_module
+
+    data = tiny.write_native(tmp_path / "data")
+    task = _native_task(data)
+    size = task.validation_bytes()
+    n = task.source.split("train").num_examples
+    regions, channels = task.model_config.feature_shape
+    assert size == int(n * 0.15 * 4 * (
+        regions * channels + len(task.label_space.names)))
+    expected = _read_all(task.build_validation_inputs(64))
+    assert 0 < len(expected[0]) < n
+    cached = task.build_validation_inputs(64, cache=True)
+    assert "Cache" in type(cached).__name__
+    first = _read_all(cached)
+    monkeypatch.setattr(task_module, "VALIDATION_CACHE_BYTES", size - 1)
+    uncached = task.build_validation_inputs(64, cache=True)
+    assert "Cache" not in type(uncached).__name__
+    assert _read_all(uncached)[0] == expected[0]
+    shutil.move(str(data), str(tmp_path / "moved"))
+    second = _read_all(cached)
+    for got in (first, second):
+        assert got[0] == expected[0]
+        np.testing.assert_array_equal(got[1], expected[1])
+    with pytest.raises(FileNotFoundError, match="train-00000"):
+        task.build_validation_inputs(64)

@@ -17,6 +17,7 @@ A `DatasetSource` bundles the label space with one `SplitReader` per split
 """
 
 import dataclasses
+import errno
 from typing import Callable, Optional
 
 import numpy as np
@@ -130,8 +131,17 @@ def shard_files(files, files_seed, input_context):
     """A dataset of file names, sharded per input pipeline and shuffled.
 
     Sharding happens before shuffling so every pipeline sees a fixed,
-    disjoint subset of the files.
+    disjoint subset of the files. Raises `FileNotFoundError` for a file
+    that is gone since the split was listed (TensorFlow's reader would
+    retry opening it forever behind the record stream's `ignore_errors`).
     """
+    for path in files:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "the data file is gone (it existed when the split was "
+                "listed)", path,
+            )
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:

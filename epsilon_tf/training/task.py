@@ -31,6 +31,12 @@ from epsilon_tf.training.summed_gradients import (
 # Variables (by name) without weight decay.
 NO_DECAY = ["bias", "gamma", "beta", "prompt_tokens", "theta",
             "log_temperature"]
+# The validation images are kept in memory after the first epoch's pass
+# when their estimate (below) fits in this many bytes: later epochs read no
+# file (the carve otherwise reads the whole training split every epoch).
+VALIDATION_CACHE_BYTES = 512 * 2**20
+# Head-room on the expected validation share (the carve is by hash).
+VALIDATION_SHARE_MARGIN = 1.5
 # The loss terms of a step, in the order of `train_step`'s vector.
 LOSS_TERMS = ("total", "ranking", "diversity", "attention")
 
@@ -167,15 +173,38 @@ class Task:
         )
         return ds.map(lambda b: (b["features"], b["labels"]))
 
-    def build_validation_inputs(self, batch_size=256):
+    def build_validation_inputs(self, batch_size=256, cache=False):
         """Batches (dicts with `features`, `labels`, `image_id`) of the
-        validation images, in file order."""
-        return make_dataset(
+        validation images, in file order.
+
+        With `cache=True` the batches are kept in memory after the first
+        full pass when `validation_bytes()` fits `VALIDATION_CACHE_BYTES`
+        (iterate such a dataset fully every time).
+        """
+        ds = make_dataset(
             self.source.split("train"),
             batch_size,
             subset="validation",
             validation_fraction=self.train_config.validation_fraction,
         )
+        estimate = self.validation_bytes() if cache else None
+        if estimate is not None and estimate <= VALIDATION_CACHE_BYTES:
+            ds = ds.cache()
+        return ds
+
+    def validation_bytes(self):
+        """An upper estimate of the validation images' size in memory
+        (float32 features and labels), or None when the training split's
+        size is not known without counting."""
+        train = self.source.split("train")
+        n = train.num_examples
+        if n is None:
+            return None
+        share = min(1.0, self.train_config.validation_fraction
+                    * VALIDATION_SHARE_MARGIN)
+        regions, channels = self.model_config.feature_shape
+        per_image = 4 * (regions * channels + len(self.label_space.names))
+        return int(n * share * per_image)
 
     # ---------------------------------------------------------------- steps
     def compute_gradients(self, features, labels):

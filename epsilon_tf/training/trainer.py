@@ -98,6 +98,7 @@ class Trainer:
             None if data_config is None else recorded_data_config(data_config)
         )
         self._restored = None
+        self._validation = None
         self.loss_config = loss_config
         self.source = source
         space = source.label_space
@@ -227,6 +228,14 @@ class Trainer:
 
     def _validation_dataset(self, batch_size=256):
         return self.task.build_validation_inputs(batch_size)
+
+    def _scored_validation(self):
+        """The validation batches of `validate`: one dataset for the whole
+        run, kept in memory after its first pass when it fits
+        (`Task.build_validation_inputs`)."""
+        if self._validation is None:
+            self._validation = self.task.build_validation_inputs(cache=True)
+        return self._validation
 
     def check_data(self):
         """Fails before the first step on data that cannot train or select.
@@ -421,7 +430,7 @@ class Trainer:
         """Seen-label metrics on the validation images."""
         with input_errors():
             buffer = predict_split(
-                self.task.validation_step, self._validation_dataset(),
+                self.task.validation_step, self._scored_validation(),
                 progress=False,
             )
         with buffer:
