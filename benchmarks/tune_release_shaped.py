@@ -66,6 +66,9 @@ RUNS = {
     "preset_f0.1": ({"preset": True, "fusion_init": 0.1}, {}, {}),
     "preset_gfp_lw0": ({"preset": True, "branches": "gfp"},
                        {"label_weight": 0.0}, {}),
+    # Deep supervision: the ranking objective on each branch alone too.
+    "preset_bw0.5": ({"preset": True}, {"branch_weight": 0.5}, {}),
+    "preset_bw1": ({"preset": True}, {"branch_weight": 1.0}, {}),
 }
 
 

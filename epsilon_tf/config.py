@@ -146,6 +146,9 @@ class LossConfig:
         label_weight: weight of the per-label image ranking
             (`losses.ranking.label_ranking`) added to the ranking term;
             hinge form only; 0 disables it.
+        branch_weight: weight of the same ranking objective on each
+            branch's scores alone (two-branch Epsilon; deep supervision);
+            0 disables it.
     """
 
     form: str = "hinge"
@@ -156,6 +159,7 @@ class LossConfig:
     lesa_span_weight: float = 0.0566
     lesa_global_margin: float = 0.0
     label_weight: float = 0.0
+    branch_weight: float = 0.0
 
 
 @dataclasses.dataclass

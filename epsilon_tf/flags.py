@@ -304,6 +304,12 @@ def define_train_flags():
         "(the batch's images ranked for each label, as mAP ranks them; "
         "hinge loss only; 0: off).",
     )
+    flags.DEFINE_float(
+        "branch_weight", lo.branch_weight,
+        "Epsilon with both branches: weight of the same ranking loss on "
+        "each branch's scores alone, before the fusion (deep supervision; "
+        "0: off).",
+    )
     define_cli_flags()
     define_progress_flags()
 
@@ -384,6 +390,7 @@ def train_configs():
             if FLAGS.loss == "hinge" or FLAGS["label_weight"].present
             else 0.0
         ),
+        branch_weight=_value("branch_weight", preset),
     )
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     train = TrainConfig(**{n: _value(n, preset) for n in names})
@@ -677,6 +684,7 @@ def check_train_flags():
     _float_check("margin", lambda v: v >= 0, "a number >= 0")
     _float_check("diversity_weight", lambda v: v >= 0, "a number >= 0")
     _float_check("label_weight", lambda v: v >= 0, "a number >= 0 (0: off)")
+    _float_check("branch_weight", lambda v: v >= 0, "a number >= 0 (0: off)")
     if FLAGS["label_weight"].present and FLAGS.label_weight and (
             FLAGS.loss != "hinge"):
         raise CommandLineError(

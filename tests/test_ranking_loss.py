@@ -176,3 +176,43 @@ def test_label_ranking_matches_brute_force_over_images():
         RankingLoss(form="smooth", label_weight=1.0)
     with pytest.raises(ValueError, match="`label_weight` must be >= 0"):
         RankingLoss(label_weight=-1.0)
+
+
+def test_branch_term_ranks_each_branch_alone():
+    """beta * (the ranking objective on each scaled branch score) is added
+    to every image's ranking term; brute force over pairs, per image and
+    per label."""
+    rng = np.random.default_rng(5)
+    labels = rng.choice([-1, 0, 1], size=(8, 7), p=[0.6, 0.1, 0.3])
+    labels[:, 0] = 1
+    local, glob = (rng.normal(size=(8, 7)).astype("float32") * 0.4
+                   for _ in range(2))
+    fused = 5.0 * (0.3 * local + 0.7 * glob)
+    outputs = {"scores": fused, "local_scores": local,
+               "global_scores": glob}
+
+    def objective(scores, mu):
+        per_label = brute_force_hinge(labels.T, scores.T)
+        kept = [(labels[:, j] > 0).any() and (labels[:, j] < 0).any()
+                for j in range(7)]
+        return brute_force_hinge(labels, scores) + mu * per_label[kept].mean()
+
+    for beta, mu, scale in ((0.5, 0.0, 5.0), (1.0, 2.0, 3.0)):
+        loss = RankingLoss(branch_weight=beta, branch_scale=scale,
+                           label_weight=mu, diversity_weight=0.0)
+        got = loss.per_example_terms(labels.astype("float32"), outputs)
+        expected = objective(fused, mu) + beta * (
+            objective(scale * local, mu) + objective(scale * glob, mu))
+        np.testing.assert_allclose(got["ranking"], expected, rtol=1e-5)
+    # One-branch models (no branch outputs) are unchanged by the term.
+    one = {"scores": fused}
+    np.testing.assert_allclose(
+        RankingLoss(branch_weight=1.0).per_example_terms(labels, one)[
+            "ranking"], brute_force_hinge(labels, fused), rtol=1e-5)
+    clone = RankingLoss.from_config(
+        RankingLoss(branch_weight=0.5, branch_scale=2.0).get_config())
+    assert (clone.branch_weight, clone.branch_scale) == (0.5, 2.0)
+    with pytest.raises(ValueError, match="`branch_weight` must be >= 0"):
+        RankingLoss(branch_weight=-1.0)
+    with pytest.raises(ValueError, match="`branch_scale` must be positive"):
+        RankingLoss(branch_scale=0.0)

@@ -161,6 +161,14 @@ class RankingLoss(keras.losses.Loss):
     over the batch; `lambda = diversity_weight`. `compute_terms` returns
     both; calling the loss as a Keras loss gives the ranking term alone.
 
+    With `branch_weight = beta > 0`, for a two-branch Epsilon model
+    (outputs `local_scores` and `global_scores`, the branches' scores
+    before the fusion) the ranking term also adds `beta` times the same
+    ranking objective (hinge plus the label term) on each branch's scores
+    alone, scaled by `branch_scale` (the model's score scale): each branch
+    is trained as if it were the whole model (deep supervision), and the
+    fusion mixes two scorers that stand on their own.
+
     For a LESA model (outputs `attention_scores`, `pooled_scores`,
     `attention_logits`) the term `attention` adds LESA's three attention
     regularizers, `w_dist * lesa_attention_distribution + w_global *
@@ -178,6 +186,10 @@ class RankingLoss(keras.losses.Loss):
             to 0.0.
         label_weight: float. mu, >= 0, of the per-label image ranking
             (hinge form only). Defaults to 0.0.
+        branch_weight: float. beta, >= 0, of the per-branch ranking.
+            Defaults to 0.0.
+        branch_scale: float. Factor of the branch scores (the model's
+            `score_scale`). Defaults to 5.0.
         name: str. Defaults to "ranking_loss".
 
     Example:
@@ -200,6 +212,8 @@ class RankingLoss(keras.losses.Loss):
         lesa_span_weight=0.0566,
         lesa_global_margin=0.0,
         label_weight=0.0,
+        branch_weight=0.0,
+        branch_scale=5.0,
         name="ranking_loss",
         **kwargs,
     ):
@@ -219,6 +233,7 @@ class RankingLoss(keras.losses.Loss):
             ("lesa_global_weight", lesa_global_weight),
             ("lesa_span_weight", lesa_span_weight),
             ("label_weight", label_weight),
+            ("branch_weight", branch_weight),
         ):
             if not value >= 0:
                 raise ValueError(
@@ -237,6 +252,13 @@ class RankingLoss(keras.losses.Loss):
                 f"label_weight={label_weight!r}, form={form!r}"
             )
         self.label_weight = float(label_weight)
+        if not branch_scale > 0:
+            raise ValueError(
+                "`branch_scale` must be positive. Received: "
+                f"branch_scale={branch_scale!r}"
+            )
+        self.branch_weight = float(branch_weight)
+        self.branch_scale = float(branch_scale)
 
     def call(self, y_true, y_pred):
         # float32 whatever the compute dtype (mixed precision).
@@ -255,13 +277,13 @@ class RankingLoss(keras.losses.Loss):
                 vectors `local_prompts` and/or `global_vectors` of
                 Epsilon, or LESA's attention outputs).
         """
-        scores = outputs["scores"]
-        ranking = self.call(y_true, scores)
-        if self.label_weight:
-            ranking += self.label_weight * label_ranking(
-                ops.cast(y_true, "float32"), ops.cast(scores, "float32"),
-                self.margin,
-            )
+        ranking = self._ranking(y_true, outputs["scores"])
+        if self.branch_weight and "local_scores" in outputs:
+            for key in ("local_scores", "global_scores"):
+                ranking += self.branch_weight * self._ranking(
+                    y_true, ops.cast(outputs[key], "float32")
+                    * self.branch_scale,
+                )
         vectors = [
             ops.cast(outputs[k], "float32")
             for k in ("local_prompts", "global_vectors")
@@ -278,6 +300,17 @@ class RankingLoss(keras.losses.Loss):
             "diversity": diversity,
             "attention": self._lesa_terms(y_true, outputs, ranking),
         }
+
+    def _ranking(self, y_true, scores):
+        """The ranking objective of one set of scores [b]: the per-image
+        term plus, with `label_weight`, the per-label term."""
+        ranking = self.call(y_true, scores)
+        if self.label_weight:
+            ranking += self.label_weight * label_ranking(
+                ops.cast(y_true, "float32"), ops.cast(scores, "float32"),
+                self.margin,
+            )
+        return ranking
 
     def _lesa_terms(self, y_true, outputs, ranking):
         total = ops.zeros_like(ranking)
@@ -321,5 +354,7 @@ class RankingLoss(keras.losses.Loss):
             lesa_span_weight=self.lesa_span_weight,
             lesa_global_margin=self.lesa_global_margin,
             label_weight=self.label_weight,
+            branch_weight=self.branch_weight,
+            branch_scale=self.branch_scale,
         )
         return config

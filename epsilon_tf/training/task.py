@@ -41,10 +41,13 @@ VALIDATION_SHARE_MARGIN = 1.5
 LOSS_TERMS = ("total", "ranking", "diversity", "attention")
 
 
-def make_loss(loss_config):
+def make_loss(loss_config, score_scale=5.0):
     """The `RankingLoss` of a `LossConfig` (its fields are the loss's
-    arguments, one for one)."""
-    return RankingLoss(**dataclasses.asdict(loss_config))
+    arguments, one for one) for a model whose scores are scaled by
+    `score_scale` (`ModelConfig.score_scale`; the per-branch term scales
+    the branch scores alike)."""
+    return RankingLoss(branch_scale=score_scale,
+                       **dataclasses.asdict(loss_config))
 
 
 class Task:
@@ -88,7 +91,7 @@ class Task:
         self.label_space = label_space
         self.source = source
         self.global_batch = int(global_batch or train_config.batch_size)
-        self.loss_fn = make_loss(loss_config)
+        self.loss_fn = make_loss(loss_config, model_config.score_scale)
         self.model = None
         self.optimizer = None
         self._gradient_fn = None
