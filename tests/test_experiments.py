@@ -194,8 +194,9 @@ def test_tensorboard_holds_both_figures(quick):
 def test_rerun_skips_finished_runs(quick):
     out = quick["out"]
     before = json.loads((out / "results.json").read_text())
-    code, log = tiny.run(quick["command"], quick["root"] / "again.log",
-                         timeout=600)
+    # One at a time in this process (--jobs=1): nothing left to train.
+    code, log = tiny.run(quick["command"] + ["--jobs=1"],
+                         quick["root"] / "again.log", timeout=600)
     assert code == 0, log[-3000:]
     lines = re.findall(r"^\[\s*\d+/\d+\] .+\[(.+)\]$", log, re.M)
     assert lines and all(s == "done earlier, skipped" for s in lines)
@@ -228,3 +229,13 @@ def test_base_settings_follow_the_dataset_preset():
     for key in ("lesa", "biam"):
         _, baseline_loss = runs[key].configs(base_model, base_loss)
         assert baseline_loss.label_weight == 0.0
+
+
+def test_job_layout_shares_the_cores():
+    from epsilon_tf.experiments.workers import MAX_AUTO_JOBS, job_layout
+
+    assert job_layout(0, cores=2) == (2, 1)
+    assert job_layout(0, cores=1) == (1, 1)
+    assert job_layout(0, cores=16) == (MAX_AUTO_JOBS, 16 // MAX_AUTO_JOBS)
+    assert job_layout(1, cores=2) == (1, 2)
+    assert job_layout(3, cores=2) == (3, 1)

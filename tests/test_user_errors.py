@@ -241,6 +241,11 @@ def _cases(tmp):
         experiments + [f"--output_dir={tmp / 'exp'}", "--seeds=0,x"],
         ["--seeds must be comma-separated numbers"], "quiet",
     )
+    cases["experiments-jobs"] = (
+        experiments + [f"--output_dir={tmp / 'exp'}", "--jobs=-1"],
+        ["--jobs must be 0 (one per core) or a positive integer",
+         "Received: -1"], "quiet",
+    )
     cases["convert-truncated-input"] = (
         [PYTHON, "-m", "epsilon_tf.data.convert", "--format=lesa_nus_wide",
          f"--inputs={truncated}", "--split=train",
@@ -308,7 +313,7 @@ CASE_IDS = [
     "eval-no-mode", "eval-batch_size", "eval-model_dir-not-a-run",
     "export-not-a-training-dir", "export-top_k", "convert-truncated-input",
     "extract-features-missing-image", "experiments-no-output_dir",
-    "experiments-seeds",
+    "experiments-seeds", "experiments-jobs",
 ]
 
 
