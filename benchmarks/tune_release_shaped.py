@@ -69,6 +69,7 @@ RUNS = {
     # Deep supervision: the ranking objective on each branch alone too.
     "preset_bw0.5": ({"preset": True}, {"branch_weight": 0.5}, {}),
     "preset_bw1": ({"preset": True}, {"branch_weight": 1.0}, {}),
+    "preset_f0.05": ({"preset": True, "fusion_init": 0.05}, {}, {}),
 }
 
 
