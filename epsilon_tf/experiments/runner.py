@@ -90,6 +90,8 @@ class Experiments:
             self.base[0], self.base[1],
         )
         self.results = {}
+        self.jobs, self.threads = workers.job_layout(options["jobs"])
+        self.wall_seconds = 0.0
 
     def _dir(self, key, seed=None):
         parts = [self.out, "runs", key]
@@ -137,13 +139,20 @@ class Experiments:
         )
         return result
 
+    def _result_path(self, key, seed=None):
+        return os.path.join(self._dir(key, seed), RESULT)
+
+    @staticmethod
+    def _save(path, result):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, result)
+
     def _once(self, path, compute):
         """`compute()` unless `path` holds its result; (result, skipped)."""
         if os.path.exists(path):
             return _read(path), True
         result = compute()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_json(path, result)
+        self._save(path, result)
         return result, False
 
     def run_all(self):
@@ -161,7 +170,7 @@ class Experiments:
         total = len(jobs) + 1 + len(self.seeds)
         found, todo = {}, []
         for run, seed in jobs:
-            path = os.path.join(self._dir(run.key, seed), RESULT)
+            path = self._result_path(run.key, seed)
             if os.path.exists(path):
                 found[run.key, seed] = _read(path)
             else:
@@ -173,9 +182,7 @@ class Experiments:
                 self._line(index, total, f"{run.method} (seed {seed})",
                            found[run.key, seed], 0, True)
         for run, seed, result in self._execute(todo):
-            path = os.path.join(self._dir(run.key, seed), RESULT)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_json(path, result)
+            self._save(self._result_path(run.key, seed), result)
             found[run.key, seed] = result
             index += 1
             self._line(index, total, f"{run.method} (seed {seed})", result,
@@ -193,7 +200,7 @@ class Experiments:
 
         index += 1
         result, skipped = self._once(
-            os.path.join(self._dir("eszsl"), RESULT), eszsl
+            self._result_path("eszsl"), eszsl
         )
         self.results["eszsl"] = [result]
         self._line(index, total, "ESZSL (closed form, seed-free)", result,
@@ -208,7 +215,7 @@ class Experiments:
                 return result
 
             result, skipped = self._once(
-                os.path.join(self._dir("chance", seed), RESULT), chance
+                self._result_path("chance", seed), chance
             )
             self.results.setdefault("chance", []).append(result)
             self._line(index, total, f"chance (seed {seed})", result,
@@ -219,8 +226,7 @@ class Experiments:
     def _execute(self, todo):
         """Trains `todo` [(run, seed)], here or in `--jobs` worker
         processes; yields `(run, seed, result)` as each one finishes."""
-        jobs, threads = workers.job_layout(self.options["jobs"])
-        jobs = min(jobs, len(todo))
+        jobs, threads = min(self.jobs, len(todo)), self.threads
         if todo:
             self.log(
                 f"{len(todo)} runs to train, "
@@ -348,8 +354,7 @@ class Experiments:
         timings["tables_and_figures"] = round(time.time() - start, 1)
         # Wall clock of this invocation (runs finished earlier skipped).
         timings["wall_this_invocation"] = round(
-            getattr(self, "wall_seconds", 0.0) + time.time() - start, 1)
-        jobs, threads = workers.job_layout(self.options["jobs"])
+            self.wall_seconds + time.time() - start, 1)
         train = self.base[2]
         payload = {
             "protocol": self.options["variant"],
@@ -375,7 +380,8 @@ class Experiments:
                 f1_k=self.ks[0], sweeps=sweeps,
             ),
             "timings_seconds": timings,
-            "parallel": {"jobs": jobs, "threads_per_job": threads},
+            "parallel": {"jobs": self.jobs,
+                         "threads_per_job": self.threads},
         }
         write_json(os.path.join(self.out, "results.json"), payload)
         with open(os.path.join(self.out, "results.md"), "w",

@@ -41,7 +41,7 @@ VALIDATION_SHARE_MARGIN = 1.5
 LOSS_TERMS = ("total", "ranking", "diversity", "attention")
 
 
-def make_loss(loss_config, score_scale=5.0):
+def make_loss(loss_config, score_scale):
     """The `RankingLoss` of a `LossConfig` (its fields are the loss's
     arguments, one for one) for a model whose scores are scaled by
     `score_scale` (`ModelConfig.score_scale`; the per-branch term scales
