@@ -192,6 +192,15 @@ class ScoreBuffer:
         )
         self._capacity = capacity
 
+    def _keep(self, scores_batch, labels_batch, end):
+        """Keeps a copy of the batch as an in-memory chunk (rows up to
+        `end`)."""
+        self._chunks.append((
+            scores_batch.astype(np.float32, copy=True),
+            labels_batch.astype(np.int8, copy=True),
+        ))
+        self._count = end
+
     def append(self, scores_batch, labels_batch):
         """Adds rows: `scores_batch` and `labels_batch`, both [b, num_labels].
 
@@ -240,13 +249,7 @@ class ScoreBuffer:
             if end * self._row_bytes() > self.memory_budget_bytes:
                 self._spill(max(2 * end, self.num_images or 0))
             else:
-                self._chunks.append(
-                    (
-                        scores_batch.astype(np.float32, copy=True),
-                        labels_batch.astype(np.int8, copy=True),
-                    )
-                )
-                self._count = end
+                self._keep(scores_batch, labels_batch, end)
                 return
         if self._ram is not None and end > self._capacity:
             # More rows than announced: fall back to growing storage.
@@ -256,13 +259,7 @@ class ScoreBuffer:
                 s, lab = self._ram
                 self._chunks = [(s[: self._count], lab[: self._count])]
                 self._ram = None
-                self._chunks.append(
-                    (
-                        scores_batch.astype(np.float32, copy=True),
-                        labels_batch.astype(np.int8, copy=True),
-                    )
-                )
-                self._count = end
+                self._keep(scores_batch, labels_batch, end)
                 return
         if self._files is not None and end > self._capacity:
             self._grow(max(2 * self._capacity, end))
