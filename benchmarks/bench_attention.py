@@ -107,7 +107,7 @@ def bench_layers(batch, dropout, repeats, calls):
             "SelfAttention": _layer_step(fused, x, scores, True),
         }
         medians = alternate(
-            {name: (lambda s=s: tf.nest.map_structure(
+            {name: (lambda s=s, x=x: tf.nest.map_structure(
                 lambda t: t.numpy(), s(x))) for name, s in steps.items()},
             repeats, calls,
         )
