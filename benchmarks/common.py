@@ -20,10 +20,17 @@ PROBE_POOLED = "/tmp/diag_pooled.npz"
 
 
 def quiet_tensorflow(level="3"):
-    """TensorFlow's C++ logs off and Keras on TensorFlow; call before
-    TensorFlow is imported (values already set in the environment win)."""
+    """Keras on TensorFlow, TensorFlow imported with its C++ logs off.
+
+    Call before TensorFlow is imported (values already set in the
+    environment win). The start-up lines that no log level reaches are
+    hidden as train.py hides them (`import_tensorflow_quietly`).
+    """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", level)
+    from epsilon_tf.cli.common import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
 
 def cpu_model():
