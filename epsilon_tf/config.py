@@ -386,7 +386,9 @@ RELEASE_PRESET = {
     "batch_size": 64,
     "epochs": 4,
     "label_weight": 2.0,
-    "fusion_init": 0.1,
+    "gpa_layers": 0,
+    "grouping": "groups",
+    "fusion_init": 0.3,
 }
 
 
