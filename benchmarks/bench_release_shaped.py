@@ -8,7 +8,7 @@ validation images, then evaluated on the test split (ZSL: the 81 unseen
 concepts; GZSL: all 1,006 labels) with the LESA protocol, printed side by
 side with ESZSL and chance fitted on the same data in the same run.
 
-    python -m benchmarks.bench_release_shaped            # about 8 min on 2 cores
+    python -m benchmarks.bench_release_shaped            # about 8 min, 2 cores
     python -m benchmarks.bench_release_shaped --epochs=1 --runs=full
 
 Needs `../shared/data/nus_wide` (or `--label_dir`); the world is written
