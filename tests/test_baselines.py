@@ -548,6 +548,8 @@ def test_export_and_fresh_process_reload(kind, tmp_path):
                            precision="bfloat16")
 
 
+@pytest.mark.slow  # 30 s of subprocesses; the experiments' --quick test
+# trains both baselines through the same configs in the default run.
 def test_train_py_selects_the_model_by_flag(tmp_path):
     """`train.py --model=biam`: BiAM's batch of 32 unless set, trained,
     evaluated, saved and exported; the export CLI re-exports it."""

@@ -120,7 +120,11 @@ def run(script, args):
     return proc.stdout
 
 
-@pytest.mark.parametrize("release", ["lesa", "biam"])
+# The BiAM case is slow-marked (30 s) to keep the default suite within
+# its 15 minutes; its reader has unit tests in test_biam_hdf5.py.
+@pytest.mark.parametrize(
+    "release", ["lesa", pytest.param("biam", marks=pytest.mark.slow)]
+)
 def test_train_and_eval_from_release_files(tmp_path, release):
     space, tags, unseen = write_label_dir(tmp_path / "labels")
     if release == "lesa":
