@@ -1,0 +1,72 @@
+"""The recorded tuning runs keep the configuration they were measured with.
+
+BUILD_NOTES.md quotes held-out figures by run name
+(`python -m benchmarks.tune_release_shaped --runs=NAME`); a run must not
+change meaning when the shipped RELEASE_PRESET moves on.
+"""
+
+import pytest
+
+from benchmarks.tune_release_shaped import RUNS, run_configs
+from epsilon_tf.config import RELEASE_PRESET, preset_configs
+
+SHAPE = (196, 512)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_every_run_builds_valid_configs(name):
+    model, loss, train = run_configs(name, SHAPE)
+    assert model.feature_shape == SHAPE
+    assert set(train) <= {"learning_rate", "batch_size", "mixed_precision"}
+
+
+def test_preset_is_the_shipped_preset():
+    model, loss, train = run_configs("preset", SHAPE)
+    shipped_model, shipped_loss, shipped_train = preset_configs(
+        RELEASE_PRESET, SHAPE)
+    assert (model, loss) == (shipped_model, shipped_loss)
+    assert train == {"learning_rate": shipped_train.learning_rate,
+                     "batch_size": shipped_train.batch_size}
+
+
+def test_session_5_selection_is_what_ships():
+    # BUILD_NOTES: `preset_l0_groups_f0.3` was selected and shipped.
+    assert run_configs("preset_l0_groups_f0.3", SHAPE)[:2] == run_configs(
+        "preset", SHAPE)[:2]
+
+
+@pytest.mark.parametrize("name, fields", [
+    # The session-4 preset: one encoder block, grouping over tokens, the
+    # fusion weight starting at 0.1, the label term mu = 2.
+    ("preset_f0.1", dict(gpa_layers=1, grouping="tokens", fusion_init=0.1)),
+    ("preset_l0_f0.3", dict(gpa_layers=0, grouping="tokens",
+                            fusion_init=0.3)),
+    ("preset_l0", dict(gpa_layers=0, grouping="tokens", fusion_init=0.1)),
+    # Session 3: before the fusion start was moved (0.5, the default).
+    ("preset_lw2", dict(gpa_layers=1, grouping="tokens", fusion_init=0.5)),
+    ("preset_gpa", dict(branches="gpa", gpa_layers=1)),
+])
+def test_pinned_runs_keep_their_model(name, fields):
+    model, _, train = run_configs(name, SHAPE)
+    assert {k: getattr(model, k) for k in fields} == fields
+    assert model.hidden_dim == 128 and model.token_norm == "standardize"
+    assert train == {"learning_rate": 3e-3, "batch_size": 64}
+
+
+@pytest.mark.parametrize("name, weights", [
+    ("preset_lw0", (0.0, 0.0)),
+    ("preset_lw1", (1.0, 0.0)),
+    ("preset_f0.1", (2.0, 0.0)),
+    ("preset_bw1", (2.0, 1.0)),
+    ("preset_l0_f0.3_lw4", (4.0, 0.0)),
+])
+def test_pinned_runs_keep_their_loss(name, weights):
+    loss = run_configs(name, SHAPE)[1]
+    assert (loss.label_weight, loss.branch_weight) == weights
+
+
+def test_runs_without_a_preset_use_the_package_defaults():
+    model, loss, train = run_configs("d128", SHAPE)
+    assert (model.hidden_dim, model.token_norm, loss.label_weight) == (
+        128, "layer", 0.0)
+    assert train == {}
