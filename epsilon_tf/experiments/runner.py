@@ -54,13 +54,19 @@ def base_configs(options, source):
 
 
 def experiment_source(options, progress=False):
-    """The `DatasetSource` of the experiment options (`--ks` applied)."""
+    """The `DatasetSource` of the experiment options (`--ks` applied).
+
+    Splits small enough are served from memory after their first read
+    (`data.memory_cache`: the same examples in the same order, so the
+    same results); the built-in world is, release features are not.
+    """
+    from epsilon_tf.data.memory_cache import cache_in_memory
     from epsilon_tf.data.sources import make_source
 
     source = make_source(options["data"], progress=progress)
     if options["ks"]:
         source = dataclasses.replace(source, eval_ks=options["ks"])
-    return source
+    return cache_in_memory(source)
 
 
 def _read(path):

@@ -1,0 +1,185 @@
+"""Splits served from memory give the reader's stream, element for element.
+
+The reference is the reader itself: the same split read from its files,
+for several file orders (files_seed) and global seeds, through the whole
+input pipeline (carve, shuffle, batch), and through training.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import tiny
+
+from epsilon_tf.data import memory_cache
+from epsilon_tf.data.native_tfrecord import native_source, write_native_split
+from epsilon_tf.data.pipeline import make_dataset
+
+
+def _write_sharded(directory, per_shard=64, ids=None):
+    """The tiny world as native TFRecords in several shards per split."""
+    from epsilon_tf.data.synthetic import synthetic_label_space
+
+    space = synthetic_label_space(tiny.world())
+    space.save(directory)
+    for split, names, label_set in (
+        ("train", space.subset("seen").names, "seen"),
+        ("test", space.names, "all"),
+    ):
+        split_ids, feats, labels = tiny.arrays(split)
+        if ids is not None:
+            split_ids = ids(split_ids)
+        write_native_split(
+            directory, split, zip(split_ids, feats, labels, strict=True),
+            tiny.world().feature_shape, label_names=names,
+            feature_dtype="float16", label_set=label_set,
+            examples_per_shard=per_shard,
+        )
+    return native_source(directory, space)
+
+
+def _stream(reader, **kwargs):
+    (whole,) = reader.dataset(**kwargs).batch(10_000).as_numpy_iterator()
+    return whole
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    return _write_sharded(tmp_path)
+
+
+def test_same_stream_for_every_file_order(sharded):
+    cached = memory_cache.cache_in_memory(sharded)
+    train, cached_train = sharded.split("train"), cached.split("train")
+    assert len(train.files) == 7 and cached_train.files == train.files
+    seen_orders = set()
+    for global_seed in (0, 5):
+        tf.random.set_seed(global_seed)
+        for files_seed in (None, 3):
+            # Twice each: the first read fills the memory, the second is
+            # served from it.
+            for _ in range(2):
+                want = _stream(train, files_seed=files_seed)
+                got = _stream(cached_train, files_seed=files_seed)
+                _assert_same(got, want)
+            seen_orders.add(tuple(want["image_id"]))
+    # The seeds did change the order (the test would pass trivially
+    # otherwise), and the memory keeps one order per file order.
+    assert len(seen_orders) == 3
+    assert len(cached_train.memory.orders) == 3
+    _assert_same(_stream(cached.split("test")), _stream(sharded.split("test")))
+
+
+def test_reads_each_file_order_once(sharded):
+    cached = memory_cache.cache_in_memory(sharded)
+    reader = cached.split("train").memory.reader
+    calls = []
+    original = reader.make_dataset
+
+    def counting(files_seed=None, input_context=None):
+        calls.append(files_seed)
+        return original(files_seed, input_context)
+
+    reader.make_dataset = counting
+    tf.random.set_seed(1)
+    for _ in range(3):
+        for files_seed in (None, 7):
+            _stream(cached.split("train"), files_seed=files_seed)
+    assert calls == [None, 7]
+
+
+def test_same_batches_through_the_pipeline(sharded):
+    cached = memory_cache.cache_in_memory(sharded)
+    tf.random.set_seed(2)
+    for subset in ("train", "validation"):
+        for seed in (None, 11):
+            kwargs = dict(subset=subset, shuffle_seed=seed,
+                          shuffle_buffer=100)
+            want = list(make_dataset(sharded.split("train"), 32, **kwargs)
+                        .as_numpy_iterator())
+            got = list(make_dataset(cached.split("train"), 32, **kwargs)
+                       .as_numpy_iterator())
+            assert len(got) == len(want) > 0
+            for a, b in zip(got, want, strict=True):
+                _assert_same(a, b)
+
+
+def test_sharded_input_reads_the_files():
+    class Context:
+        num_input_pipelines = 2
+        input_pipeline_id = 1
+
+    calls = []
+
+    class Reader:
+        files = ("a",)
+
+        def dataset(self, files_seed=None, input_context=None):
+            calls.append(input_context)
+            return "from the files"
+
+    memory = memory_cache._SplitMemory(Reader())
+    assert memory.dataset(None, Context()) == "from the files"
+    assert calls and not memory.orders
+
+
+def test_duplicate_image_ids_are_read_from_the_files(tmp_path):
+    source = _write_sharded(tmp_path, ids=lambda ids: [
+        "same" if i < 2 else image_id for i, image_id in enumerate(ids)
+    ])
+    cached = memory_cache.cache_in_memory(source)
+    train = cached.split("train")
+    tf.random.set_seed(0)
+    _assert_same(_stream(train, files_seed=3),
+                 _stream(source.split("train"), files_seed=3))
+    assert train.memory.disabled and train.memory.rows is None
+
+
+def test_only_small_file_splits_are_held(sharded):
+    # 400 + 120 images of 16 x 16 float32 features and 30 / 38 labels.
+    size = sum(memory_cache.decoded_bytes(r, sharded)
+               for r in sharded.splits.values())
+    assert size == 400 * (4 * (256 + 30) + 64) + 120 * (4 * (256 + 38) + 64)
+    assert memory_cache.cache_in_memory(sharded, max_bytes=size - 1) is sharded
+    assert memory_cache.cache_in_memory(sharded, max_bytes=size) is not sharded
+    arrays = tiny.in_memory_source()
+    assert memory_cache.cache_in_memory(arrays) is arrays
+    unknown = dataclasses.replace(sharded, splits={
+        **sharded.splits,
+        "train": dataclasses.replace(sharded.split("train"),
+                                     num_examples=None),
+    })
+    assert memory_cache.cache_in_memory(unknown) is unknown
+
+
+def test_training_is_bit_for_bit_the_same(sharded, tmp_path):
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.training.trainer import Trainer
+
+    results = []
+    for name, source in (("files", sharded),
+                         ("memory", memory_cache.cache_in_memory(sharded))):
+        trainer = Trainer(
+            tiny.model_config(model="lesa"), LossConfig(),
+            TrainConfig(model_dir=str(tmp_path / name), epochs=1,
+                        batch_size=32, warmup_steps=5, verbose=0,
+                        summary_images=0, pr_curve_labels=0),
+            source,
+        )
+        training = trainer.train()
+        trainer.restore_best()
+        result = trainer.evaluate_test(progress=False)
+        results.append((training, result,
+                        [np.array(v) for v in trainer.model.weights]))
+    (ta, ra, wa), (tb, rb, wb) = results
+    assert ta == tb
+    assert ra["zsl"] == rb["zsl"] and ra["gzsl"] == rb["gzsl"]
+    for x, y in zip(wa, wb, strict=True):
+        np.testing.assert_array_equal(x, y)
