@@ -239,3 +239,43 @@ def test_job_layout_shares_the_cores():
     assert job_layout(0, cores=16) == (MAX_AUTO_JOBS, 16 // MAX_AUTO_JOBS)
     assert job_layout(1, cores=2) == (1, 2)
     assert job_layout(3, cores=2) == (3, 1)
+
+
+def test_a_failed_worker_run_stops_the_others_and_reraises(monkeypatch):
+    # ProcessPoolExecutor.shutdown() drops its process table; the runner
+    # must terminate the workers it saw before, and re-raise the run's own
+    # error (it used to raise AttributeError from the empty table).
+    from concurrent import futures
+
+    from epsilon_tf.experiments import runner
+    from epsilon_tf.experiments.plan import Run
+
+    terminated = []
+
+    class Process:
+        def __init__(self, name):
+            self.name = name
+
+        def terminate(self):
+            terminated.append(self.name)
+
+    class Pool:
+        def __init__(self, **kwargs):
+            self._processes = {1: Process("a"), 2: Process("b")}
+
+        def submit(self, fn, key, seed):
+            future = futures.Future()
+            future.set_exception(ValueError(f"run {key} failed"))
+            return future
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            self._processes = None
+
+    monkeypatch.setattr(runner.futures, "ProcessPoolExecutor", Pool)
+    experiments = runner.Experiments.__new__(runner.Experiments)
+    experiments.jobs, experiments.threads = 2, 1
+    experiments.options, experiments.log = {}, lambda *a: None
+    todo = [(Run("x", "X"), 0), (Run("y", "Y"), 0)]
+    with pytest.raises(ValueError, match=r"run [xy] failed"):
+        list(experiments._execute(todo))
+    assert sorted(terminated) == ["a", "b"]

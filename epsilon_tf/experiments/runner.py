@@ -258,8 +258,11 @@ class Experiments:
         except BaseException:
             # An error or Ctrl-C: stop the other runs now (their
             # checkpoints are whole; the next invocation resumes them).
+            # (Taken before `shutdown`, which may drop its process table.)
+            processes = list((getattr(pool, "_processes", None) or {})
+                             .values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for process in list(getattr(pool, "_processes", {}).values()):
+            for process in processes:
                 process.terminate()
             raise
         pool.shutdown()
