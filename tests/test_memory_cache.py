@@ -13,6 +13,7 @@ import tensorflow as tf
 from helpers import tiny
 
 from epsilon_tf.data import memory_cache
+from epsilon_tf.data.base import SplitReader
 from epsilon_tf.data.native_tfrecord import native_source, write_native_split
 from epsilon_tf.data.pipeline import make_dataset
 
@@ -71,7 +72,7 @@ def test_same_stream_for_every_file_order(sharded):
                 _assert_same(got, want)
             seen_orders.add(tuple(want["image_id"]))
     # The seeds did change the order (the test would pass trivially
-    # otherwise), and the memory keeps one order per file order.
+    # otherwise); the memory keeps one order per (files_seed, file order).
     assert len(seen_orders) == 3
     assert len(cached_train.memory.orders) == 3
     _assert_same(_stream(cached.split("test")), _stream(sharded.split("test")))
@@ -109,6 +110,30 @@ def test_same_batches_through_the_pipeline(sharded):
             assert len(got) == len(want) > 0
             for a, b in zip(got, want, strict=True):
                 _assert_same(a, b)
+
+
+def test_an_order_set_by_files_seed_alone(tmp_path):
+    # BiAM's NUS-WIDE reader: one file, its images permuted by files_seed
+    # (the file order is the same for every seed).
+    path = tmp_path / "one.h5"
+    path.write_bytes(b"")
+    ids = np.array([f"img{i}".encode() for i in range(20)])
+    features = np.arange(20 * 6, dtype=np.float32).reshape(20, 2, 3)
+
+    def make(files_seed=None, input_context=None):
+        order = np.arange(20)
+        if files_seed is not None:
+            order = np.random.default_rng(files_seed).permutation(order)
+        return tf.data.Dataset.from_tensor_slices({
+            "image_id": ids[order], "features": features[order],
+            "labels": np.ones((20, 1), np.float32)})
+
+    reader = SplitReader("train", "seen", make, 20, files=(str(path),))
+    cached = memory_cache.cached_split(reader)
+    for files_seed in (None, 1, 2, 1, None):
+        got = _stream(cached, files_seed=files_seed)
+        _assert_same(got, _stream(reader, files_seed=files_seed))
+    assert len(cached.memory.orders) == 3
 
 
 def test_sharded_input_reads_the_files():

@@ -10,13 +10,14 @@ examples of a small split instead, and serves every later read from
 memory, **element for element the same stream as the reader's**:
 
 - the element values are the reader's (decoded once);
-- the order is the reader's for that file order. Every reader of the
-  package orders a split by its file order (`shard_files`: the files
-  shuffled with `files_seed` under the global seed at the time of the
-  call) and then deterministically within it. The cache computes that file
-  order the same way (a few names, no records) and reads the split through
-  the reader once for each file order it has not seen, recording which
-  image comes where.
+- the order is the reader's for that `files_seed` and file order. Every
+  reader of the package orders a split by its `files_seed` alone (BiAM's
+  NUS-WIDE file: a NumPy permutation of its images) or by its file order
+  (`shard_files`: the files shuffled with `files_seed` under the global
+  seed at the time of the call), deterministically within it. The cache
+  computes that file order the same way (a few names, no records) and
+  reads the split through the reader once for each (`files_seed`, file
+  order) it has not seen, recording which image comes where.
 
 So a run trains on the very batches it would have read from the files, and
 its results are bit for bit the same (`tests/test_memory_cache.py`). A
@@ -63,12 +64,14 @@ class _SplitMemory:
         self.reader = reader
         self.rows = None  # {"image_id", "features", "labels"} arrays
         self.row_of = None  # image id (bytes) -> row
-        self.orders = {}  # tuple of file names -> int array of rows
+        self.orders = {}  # `order_key` -> int array of rows
         self.disabled = False
 
-    def file_order(self, files_seed):
+    def order_key(self, files_seed):
+        """What the reader's order depends on: `files_seed` and the file
+        order it gives under the current global seed."""
         files = shard_files(self.reader.files, files_seed, None)
-        return tuple(files.as_numpy_iterator())
+        return files_seed, tuple(files.as_numpy_iterator())
 
     def _read(self, files_seed):
         """One pass of the reader; returns the rows in its order."""
@@ -107,7 +110,7 @@ class _SplitMemory:
                    and input_context.num_input_pipelines > 1)
         if self.disabled or sharded:
             return self.reader.dataset(files_seed, input_context)
-        key = self.file_order(files_seed)
+        key = self.order_key(files_seed)
         order = self.orders.get(key)
         if order is None:
             try:
