@@ -70,6 +70,25 @@ def test_bench_train_step():
     assert "FLOPs per example" in out
 
 
+def test_bench_experiment_runs(tmp_path):
+    from helpers import tiny
+
+    data = tiny.write_native(tmp_path / "data")
+    maps = []
+    for extra in ((), ("--no_cache",)):
+        out = _run("bench_experiment_runs", "--runs=lesa,epsilon_gfp",
+                   "--steps_per_epoch=2", f"--output_dir={tmp_path / 'o'}",
+                   "--dataset=synthetic", "--data_format=native",
+                   f"--data_dir={data}", *extra)
+        assert out.startswith("machine: ")
+        rows = re.findall(r"^(\w+) +[\d.]+ s  ZSL mAP (\S+)  GZSL mAP (\S+)$",
+                          out, re.MULTILINE)
+        assert [r[0] for r in rows] == ["lesa", "epsilon_gfp"], out
+        maps.append(rows)
+    # The same results from memory as from the files, to the last digit.
+    assert maps[0] == maps[1]
+
+
 def test_bench_attention():
     out = _run("bench_attention", "--batch=2", "--repeats=1", "--calls=1",
                "--num_labels=20")
