@@ -185,26 +185,8 @@ def test_only_small_file_splits_are_held(sharded):
 
 
 def test_training_is_bit_for_bit_the_same(sharded, tmp_path):
-    from epsilon_tf.config import LossConfig, TrainConfig
-    from epsilon_tf.training.trainer import Trainer
-
-    results = []
-    for name, source in (("files", sharded),
-                         ("memory", memory_cache.cache_in_memory(sharded))):
-        trainer = Trainer(
-            tiny.model_config(model="lesa"), LossConfig(),
-            TrainConfig(model_dir=str(tmp_path / name), epochs=1,
-                        batch_size=32, warmup_steps=5, verbose=0,
-                        summary_images=0, pr_curve_labels=0),
-            source,
-        )
-        training = trainer.train()
-        trainer.restore_best()
-        result = trainer.evaluate_test(progress=False)
-        results.append((training, result,
-                        [np.array(v) for v in trainer.model.weights]))
-    (ta, ra, wa), (tb, rb, wb) = results
-    assert ta == tb
-    assert ra["zsl"] == rb["zsl"] and ra["gzsl"] == rb["gzsl"]
-    for x, y in zip(wa, wb, strict=True):
-        np.testing.assert_array_equal(x, y)
+    tiny.assert_same_run(
+        tiny.train_one_epoch(sharded, tmp_path / "files", model="lesa"),
+        tiny.train_one_epoch(memory_cache.cache_in_memory(sharded),
+                             tmp_path / "memory", model="lesa"),
+    )

@@ -97,29 +97,9 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(
 
 def test_same_seed_same_numbers_in_process(tmp_path):
     """Two runs in one process with the same seed: identical results."""
-    from epsilon_tf.config import LossConfig, TrainConfig
-    from epsilon_tf.training.trainer import Trainer
-
     source = tiny.in_memory_source()
-    results = []
-    for name in ("a", "b"):
-        trainer = Trainer(
-            tiny.model_config(), LossConfig(),
-            TrainConfig(model_dir=str(tmp_path / name), epochs=1,
-                        batch_size=32, warmup_steps=5, verbose=0,
-                        summary_images=0, pr_curve_labels=0),
-            source,
-        )
-        training = trainer.train()
-        trainer.restore_best()
-        result = trainer.evaluate_test(progress=False)
-        weights = [np.array(v) for v in trainer.model.weights]
-        results.append((training, result, weights))
-    (ta, ra, wa), (tb, rb, wb) = results
-    assert ta == tb
-    assert ra["zsl"] == rb["zsl"] and ra["gzsl"] == rb["gzsl"]
-    for x, y in zip(wa, wb, strict=True):
-        np.testing.assert_array_equal(x, y)
+    tiny.assert_same_run(
+        *(tiny.train_one_epoch(source, tmp_path / name) for name in "ab"))
 
 
 def test_resume_after_finishing_changes_nothing(tmp_path):

@@ -58,7 +58,7 @@ class _NotCacheable(Exception):
 
 
 class _SplitMemory:
-    """The rows of one split and, per file order, the order of its rows."""
+    """The rows of one split and, per `order_key`, the order of its rows."""
 
     def __init__(self, reader):
         self.reader = reader
@@ -126,7 +126,8 @@ class _SplitMemory:
 
 def cached_split(reader):
     """A `SplitReader` that serves `reader`'s stream from memory after the
-    first read of each file order (see the module docstring)."""
+    first read of each (`files_seed`, file order) (see the module
+    docstring)."""
     memory = _SplitMemory(reader)
     cached = SplitReader(
         name=reader.name,

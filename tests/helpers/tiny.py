@@ -82,6 +82,37 @@ def in_memory_source(transform=None):
     )
 
 
+def train_one_epoch(source, model_dir, **model_overrides):
+    """One epoch of the tiny model on `source`, evaluated on its test split.
+
+    Returns `(training, result, weights)`: the trainer's summary, the test
+    result of the best checkpoint and every model weight as an array.
+    """
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.training.trainer import Trainer
+
+    trainer = Trainer(
+        model_config(**model_overrides), LossConfig(),
+        TrainConfig(model_dir=str(model_dir), epochs=1, batch_size=32,
+                    warmup_steps=5, verbose=0, summary_images=0,
+                    pr_curve_labels=0),
+        source,
+    )
+    training = trainer.train()
+    trainer.restore_best()
+    result = trainer.evaluate_test(progress=False)
+    return training, result, [np.array(v) for v in trainer.model.weights]
+
+
+def assert_same_run(first, second):
+    """Two `train_one_epoch` outputs are the same, bit for bit."""
+    (ta, ra, wa), (tb, rb, wb) = first, second
+    assert ta == tb
+    assert ra["zsl"] == rb["zsl"] and ra["gzsl"] == rb["gzsl"]
+    for x, y in zip(wa, wb, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def write_native(directory):
     """Writes the tiny world as native TFRecords (float32) + label space."""
     from epsilon_tf.data.native_tfrecord import write_native_split
