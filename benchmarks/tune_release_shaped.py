@@ -47,16 +47,16 @@ from epsilon_tf.config import (
     preset_configs,
 )
 
-# RELEASE_PRESET as it stood when the runs below were measured: from
-# session 3 (the per-label term, mu = 2) and from session 4 (the fusion
-# weight starting at 0.1) until session 5's selection.
-PRESET_S3 = {
+# RELEASE_PRESET as it stood when the runs below were measured: once the
+# per-label term (mu = 2) was added (commit 20a4cb8), and once the fusion
+# weight started at a = 0.1 (318f435), until the selection of 717ddad.
+PRESET_MU2 = {
     "token_norm": "standardize", "gfp_input": "features",
     "gfp_pooled_norm": True, "gfp_blocks": 0, "num_global": 1,
     "hidden_dim": 128, "gpa_heads": 4, "learning_rate": 3e-3,
     "batch_size": 64, "epochs": 4, "label_weight": 2.0,
 }
-PRESET_S4 = {**PRESET_S3, "fusion_init": 0.1}
+PRESET_MU2_A01 = {**PRESET_MU2, "fusion_init": 0.1}
 _NO_DROPOUT = {"token_dropout": 0.0, "dropout": 0.0}
 
 
@@ -81,39 +81,40 @@ RUNS = {
     # (BUILD_NOTES.md gives the figures), so it keeps reproducing them
     # after the shipped preset moves on.
     "preset": ({"preset": RELEASE_PRESET}, {}, {}),
-    "preset_lw0": _on(PRESET_S3, loss={"label_weight": 0.0}),
-    "preset_lw1": _on(PRESET_S3, loss={"label_weight": 1.0}),
-    "preset_lw2": _on(PRESET_S3, loss={"label_weight": 2.0}),
-    "preset_gfp": _on(PRESET_S3, branches="gfp"),
-    "preset_f0.2": _on(PRESET_S3, fusion_init=0.2),
-    "preset_f0.1": _on(PRESET_S3, fusion_init=0.1),
-    "preset_gfp_lw0": _on(PRESET_S3, loss={"label_weight": 0.0},
+    "preset_lw0": _on(PRESET_MU2, loss={"label_weight": 0.0}),
+    "preset_lw1": _on(PRESET_MU2, loss={"label_weight": 1.0}),
+    "preset_lw2": _on(PRESET_MU2, loss={"label_weight": 2.0}),
+    "preset_gfp": _on(PRESET_MU2, branches="gfp"),
+    "preset_f0.2": _on(PRESET_MU2, fusion_init=0.2),
+    "preset_f0.1": _on(PRESET_MU2, fusion_init=0.1),
+    "preset_gfp_lw0": _on(PRESET_MU2, loss={"label_weight": 0.0},
                           branches="gfp"),
     # Deep supervision: the ranking objective on each branch alone too.
-    "preset_bw0.5": _on(PRESET_S4, loss={"branch_weight": 0.5}),
-    "preset_bw1": _on(PRESET_S4, loss={"branch_weight": 1.0}),
-    "preset_f0.05": _on(PRESET_S4, fusion_init=0.05),
+    "preset_bw0.5": _on(PRESET_MU2_A01, loss={"branch_weight": 0.5}),
+    "preset_bw1": _on(PRESET_MU2_A01, loss={"branch_weight": 1.0}),
+    "preset_f0.05": _on(PRESET_MU2_A01, fusion_init=0.05),
     # GPA's own settings (session 5): alone and in the full model.
-    "preset_gpa": _on(PRESET_S4, branches="gpa"),
-    "preset_gpa_l0": _on(PRESET_S4, branches="gpa", gpa_layers=0),
-    "preset_gpa_nodrop": _on(PRESET_S4, branches="gpa", **_NO_DROPOUT),
-    "preset_l0": _on(PRESET_S4, gpa_layers=0),
-    "preset_nodrop": _on(PRESET_S4, **_NO_DROPOUT),
-    "preset_temp": _on(PRESET_S4, fusion_temperature=True),
-    "preset_l0_f0.2": _on(PRESET_S4, gpa_layers=0, fusion_init=0.2),
-    "preset_l0_f0.3": _on(PRESET_S4, gpa_layers=0, fusion_init=0.3),
-    "preset_l0_f0.5": _on(PRESET_S4, gpa_layers=0, fusion_init=0.5),
-    "preset_l0_f0.3_lw4": _on(PRESET_S4, loss={"label_weight": 4.0},
+    "preset_gpa": _on(PRESET_MU2_A01, branches="gpa"),
+    "preset_gpa_l0": _on(PRESET_MU2_A01, branches="gpa", gpa_layers=0),
+    "preset_gpa_nodrop": _on(PRESET_MU2_A01, branches="gpa", **_NO_DROPOUT),
+    "preset_l0": _on(PRESET_MU2_A01, gpa_layers=0),
+    "preset_nodrop": _on(PRESET_MU2_A01, **_NO_DROPOUT),
+    "preset_temp": _on(PRESET_MU2_A01, fusion_temperature=True),
+    "preset_l0_f0.2": _on(PRESET_MU2_A01, gpa_layers=0, fusion_init=0.2),
+    "preset_l0_f0.3": _on(PRESET_MU2_A01, gpa_layers=0, fusion_init=0.3),
+    "preset_l0_f0.5": _on(PRESET_MU2_A01, gpa_layers=0, fusion_init=0.5),
+    "preset_l0_f0.3_lw4": _on(PRESET_MU2_A01, loss={"label_weight": 4.0},
                               gpa_layers=0, fusion_init=0.3),
-    # Selected in session 5: RELEASE_PRESET since then.
-    "preset_l0_groups_f0.3": _on(PRESET_S4, gpa_layers=0, grouping="groups",
-                                 fusion_init=0.3),
-    "preset_l0_f0.3_temp": _on(PRESET_S4, gpa_layers=0, fusion_init=0.3,
+    # Selected in 717ddad: RELEASE_PRESET since then.
+    "preset_l0_groups_f0.3": _on(PRESET_MU2_A01, gpa_layers=0,
+                                 grouping="groups", fusion_init=0.3),
+    "preset_l0_f0.3_temp": _on(PRESET_MU2_A01, gpa_layers=0, fusion_init=0.3,
                                fusion_temperature=True),
-    "preset_l0_g3": _on(PRESET_S4, gpa_layers=0, num_prompts=3),
-    "preset_l0_groups": _on(PRESET_S4, gpa_layers=0, grouping="groups"),
-    "preset_l0_temp": _on(PRESET_S4, gpa_layers=0, fusion_temperature=True),
-    "preset_l0_nodrop": _on(PRESET_S4, gpa_layers=0, **_NO_DROPOUT),
+    "preset_l0_g3": _on(PRESET_MU2_A01, gpa_layers=0, num_prompts=3),
+    "preset_l0_groups": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups"),
+    "preset_l0_temp": _on(PRESET_MU2_A01, gpa_layers=0,
+                          fusion_temperature=True),
+    "preset_l0_nodrop": _on(PRESET_MU2_A01, gpa_layers=0, **_NO_DROPOUT),
 }
 
 

@@ -29,20 +29,20 @@ def test_preset_is_the_shipped_preset():
                      "batch_size": shipped_train.batch_size}
 
 
-def test_session_5_selection_is_what_ships():
+def test_the_last_selection_is_what_ships():
     # BUILD_NOTES: `preset_l0_groups_f0.3` was selected and shipped.
     assert run_configs("preset_l0_groups_f0.3", SHAPE)[:2] == run_configs(
         "preset", SHAPE)[:2]
 
 
 @pytest.mark.parametrize("name, fields", [
-    # The session-4 preset: one encoder block, grouping over tokens, the
-    # fusion weight starting at 0.1, the label term mu = 2.
+    # The preset before 717ddad: one encoder block, grouping over tokens,
+    # the fusion weight starting at 0.1, the label term mu = 2.
     ("preset_f0.1", dict(gpa_layers=1, grouping="tokens", fusion_init=0.1)),
     ("preset_l0_f0.3", dict(gpa_layers=0, grouping="tokens",
                             fusion_init=0.3)),
     ("preset_l0", dict(gpa_layers=0, grouping="tokens", fusion_init=0.1)),
-    # Session 3: before the fusion start was moved (0.5, the default).
+    # Before the fusion start was moved (0.5, the default).
     ("preset_lw2", dict(gpa_layers=1, grouping="tokens", fusion_init=0.5)),
     ("preset_gpa", dict(branches="gpa", gpa_layers=1)),
 ])
