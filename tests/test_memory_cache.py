@@ -184,6 +184,7 @@ def test_only_small_file_splits_are_held(sharded):
     assert memory_cache.cache_in_memory(unknown) is unknown
 
 
+@pytest.mark.slow  # 11 s; the batches themselves are compared above
 def test_training_is_bit_for_bit_the_same(sharded, tmp_path):
     tiny.assert_same_run(
         tiny.train_one_epoch(sharded, tmp_path / "files", model="lesa"),
