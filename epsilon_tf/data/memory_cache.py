@@ -129,14 +129,7 @@ def cached_split(reader):
     first read of each (`files_seed`, file order) (see the module
     docstring)."""
     memory = _SplitMemory(reader)
-    cached = SplitReader(
-        name=reader.name,
-        label_set=reader.label_set,
-        make_dataset=memory.dataset,
-        num_examples=reader.num_examples,
-        files=reader.files,
-        counter=reader.counter,
-    )
+    cached = dataclasses.replace(reader, make_dataset=memory.dataset)
     # Reader extras the trainer and the checks read (`metadata`,
     # `skip_report`, ...).
     fields = {f.name for f in dataclasses.fields(SplitReader)}
