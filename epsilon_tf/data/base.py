@@ -28,6 +28,28 @@ from epsilon_tf.labels import LabelSpace
 LABEL_SETS = ("seen", "all")
 
 
+def stream_options():
+    """The `tf.data.Options` every split's stream carries: no autotune
+    model thread.
+
+    TensorFlow 2.21's autotuner runs a model thread per iterator that
+    sleeps between optimizations for a period that doubles up to 60 s, and
+    an iterator's destructor waits for that thread without waking it
+    (`RootDataset::Iterator::~Iterator` joins the thread while
+    `Model::OptimizeLoop` sits in its timed wait; seen with gdb). Every
+    exhausted epoch or validation pass then stalls, doing nothing, for up
+    to the current period: about 7 s of a 24 s epoch on the built-in world
+    (`python -m benchmarks.bench_experiment_runs --autotune`, side by
+    side; BUILD_NOTES). Without autotune, `AUTOTUNE` parallelism is fixed
+    at min(16, cores) and
+    `prefetch(AUTOTUNE)` sizes its buffer with its own tuner; the elements
+    and their order are the same (every map is deterministic).
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
 @dataclasses.dataclass
 class SplitReader:
     """One split of a dataset, read lazily.
@@ -62,8 +84,10 @@ class SplitReader:
             )
 
     def dataset(self, files_seed=None, input_context=None):
-        """The split as an unbatched `tf.data.Dataset` of examples."""
-        return self.make_dataset(files_seed, input_context)
+        """The split as an unbatched `tf.data.Dataset` of examples (with
+        `stream_options`, inherited by every pipeline built on it)."""
+        return self.make_dataset(files_seed, input_context).with_options(
+            stream_options())
 
     def example_count(self):
         """`num_examples`, counted once with `counter` when not known.
