@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
+# pytest-xdist workers for `make test` (the suite leaves about a third of
+# two cores idle when run serially: subprocess start-ups, TensorFlow
+# tracing, waits on child commands; BUILD_NOTES "Test suite").
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-slow lint bench clean
 
@@ -22,7 +26,7 @@ demo: $(STAMP)
 	$(PY) eval.py --saved_model=$(DEMO_DIR)/export/$$(ls $(DEMO_DIR)/export | grep -E '^[0-9]+$$' | sort -n | tail -1) --metrics_out=$(DEMO_DIR)/saved_model_metrics.json
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

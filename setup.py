@@ -26,6 +26,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "scikit-learn>=1.4",
             "ruff>=0.6",
             "psutil>=5.9",
