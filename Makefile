@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
 # pytest-xdist workers for `make test` (the suite leaves about a third of
 # two cores idle when run serially: subprocess start-ups, TensorFlow
-# tracing, waits on child commands; BUILD_NOTES "Test suite").
+# tracing, waits on child commands; BUILD_NOTES, "Session 7").
 TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-slow lint bench clean
