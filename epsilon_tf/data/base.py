@@ -33,17 +33,18 @@ def stream_options():
     model thread.
 
     TensorFlow 2.21's autotuner runs a model thread per iterator that
-    sleeps between optimizations for a period that doubles up to 60 s, and
-    an iterator's destructor waits for that thread without waking it
-    (`RootDataset::Iterator::~Iterator` joins the thread while
-    `Model::OptimizeLoop` sits in its timed wait; seen with gdb). Every
-    exhausted epoch or validation pass then stalls, doing nothing, for up
-    to the current period: about 7 s of a 24 s epoch on the built-in world
-    (`python -m benchmarks.bench_experiment_runs --autotune`, side by
-    side; BUILD_NOTES). Without autotune, `AUTOTUNE` parallelism is fixed
-    at min(16, cores) and
-    `prefetch(AUTOTUNE)` sizes its buffer with its own tuner; the elements
-    and their order are the same (every map is deterministic).
+    sleeps between optimizations for a period that grows (to at most a
+    minute in the TensorFlow sources read), and an iterator's destructor
+    waits for that thread without waking it (gdb, during a stall:
+    `RootDataset::Iterator::~Iterator` waiting while `Model::OptimizeLoop`
+    sits in its timed wait). Every exhausted epoch or validation pass then
+    stalls, doing nothing, for up to the current period: about 7 s of a
+    24 s epoch on the built-in world (`python -m
+    benchmarks.bench_experiment_runs --autotune`, side by side;
+    BUILD_NOTES). Without autotune, `AUTOTUNE` parallelism is fixed at
+    min(16, cores) and `prefetch(AUTOTUNE)` sizes its buffer with its own
+    tuner; the elements and their order are the same (every map is
+    deterministic).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
