@@ -15,12 +15,7 @@ from epsilon_tf.training.task import Task
 
 
 def _native_source(directory):
-    from epsilon_tf.config import DataConfig
-    from epsilon_tf.data.sources import make_source
-
-    tiny.write_native(directory)
-    return make_source(DataConfig(dataset="synthetic", data_format="native",
-                                  data_dir=str(directory)), progress=False)
+    return tiny.native_source(tiny.write_native(directory))
 
 
 @pytest.fixture(params=["in_memory", "native", "memory_cache"])

@@ -221,11 +221,7 @@ def test_best_checkpoint_is_published_atomically(tmp_path):
 
 
 def _native_task(data_dir):
-    from epsilon_tf.config import DataConfig
-    from epsilon_tf.data.sources import make_source
-
-    source = make_source(DataConfig(dataset="synthetic", data_format="native",
-                                    data_dir=str(data_dir)), progress=False)
+    source = tiny.native_source(data_dir)
     return Task(tiny.model_config(), LossConfig(), TrainConfig(),
                 source.label_space, source=source)
 

@@ -134,6 +134,16 @@ def write_native(directory):
     return str(directory)
 
 
+def native_source(data_dir):
+    """The `DatasetSource` of a `write_native` directory, as train.py's
+    `--data_format=native` opens it."""
+    from epsilon_tf.config import DataConfig
+    from epsilon_tf.data.sources import make_source
+
+    return make_source(DataConfig(dataset="synthetic", data_format="native",
+                                  data_dir=str(data_dir)), progress=False)
+
+
 def train_command(data_dir, model_dir, *extra, script="train.py"):
     return [
         PYTHON, str(ROOT / script), *BASE_FLAGS, f"--data_dir={data_dir}",
