@@ -17,6 +17,7 @@ from epsilon_tf.config import (
     ModelConfig,
     TrainConfig,
 )
+from epsilon_tf.errors import CommandLineError
 
 FLAGS = flags.FLAGS
 
@@ -399,8 +400,6 @@ def train_configs():
 
 
 def _command_line_error(message):
-    from epsilon_tf.cli.common import CommandLineError
-
     return CommandLineError(message)
 
 
@@ -529,8 +528,6 @@ def define_progress_flags():
 
 
 def _fail(name, value, requirement):
-    from epsilon_tf.cli.common import CommandLineError
-
     raise CommandLineError(
         f"--{name} must be {requirement}. Received: --{name}={value}"
     )
@@ -552,8 +549,6 @@ def _float_check(name, ok, requirement):
 
 
 def _shape_flag():
-    from epsilon_tf.cli.common import CommandLineError
-
     try:
         return _shape(FLAGS.feature_shape, "feature_shape")
     except flags.ValidationError as e:
@@ -567,8 +562,6 @@ def _existing(name, kind):
     value = getattr(FLAGS, name)
     if not value:
         return
-    from epsilon_tf.cli.common import CommandLineError
-
     if kind == "dir":
         if not os.path.exists(value):
             raise CommandLineError(f"--{name}: directory not found: {value}")
@@ -590,8 +583,6 @@ def _existing(name, kind):
 def check_writable_dir(name, path):
     """--name=path must be a directory, or creatable as one, and writable."""
     import os
-
-    from epsilon_tf.cli.common import CommandLineError
 
     if not path:
         raise CommandLineError(f"--{name} must not be empty")
@@ -618,8 +609,6 @@ def check_writable_dir(name, path):
 
 def check_data_flags():
     """Checks the data flags' values before anything is read or written."""
-    from epsilon_tf.cli.common import CommandLineError
-
     _shape_flag()
     ks_value_checked()
     _existing("data_dir", "dir")
@@ -644,8 +633,6 @@ def check_data_flags():
 
 def ks_value_checked():
     """`ks_value()` with its error as a `CommandLineError`."""
-    from epsilon_tf.cli.common import CommandLineError
-
     try:
         return ks_value()
     except flags.ValidationError as e:
@@ -661,8 +648,6 @@ def check_train_flags():
     Runs before any side effect (no data built, no directory written, no
     TensorFlow imported).
     """
-    from epsilon_tf.cli.common import CommandLineError
-
     check_data_flags()
     for name in ("epochs", "batch_size", "shuffle_buffer", "keep_checkpoints",
                  "export_top_k", "hidden_dim", "num_prompts", "gpa_heads",
@@ -740,8 +725,6 @@ def selected_metric():
 
 
 def _check_select_metric():
-    from epsilon_tf.cli.common import CommandLineError
-
     ks = _eval_ks()
     choices = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
     if selected_metric() not in choices:

@@ -24,14 +24,12 @@ import contextlib
 import os
 import sys
 
+from epsilon_tf.errors import USER_ERRORS, CommandLineError
+
 TRACEBACK_ENV = "EPSILON_TRACEBACK"
 TF_LOGS_ENV = "EPSILON_TF_LOGS"
 DEBUG_FLAG = "--debug"
 EXIT_CODE = 1
-
-
-class CommandLineError(ValueError):
-    """A flag or argument value that cannot work (says which and why)."""
 
 
 def _truthy(name):
@@ -104,23 +102,14 @@ def user_error_types():
     """The exception types that are a user's mistake, not a bug."""
     import pickle
 
-    types = [
-        CommandLineError,
+    return (
+        *USER_ERRORS,
         OSError,  # FileNotFoundError, IsADirectoryError, PermissionError...
         ValueError,
         KeyError,
         pickle.UnpicklingError,
         EOFError,
-    ]
-    if "epsilon_tf.data.pipeline" in sys.modules:
-        from epsilon_tf.data.pipeline import InputDataError
-
-        types.append(InputDataError)
-    if "epsilon_tf.training.trainer" in sys.modules:
-        from epsilon_tf.training.trainer import TrainingDivergedError
-
-        types.append(TrainingDivergedError)
-    return tuple(types)
+    )
 
 
 def one_line(error):

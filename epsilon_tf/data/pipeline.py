@@ -8,6 +8,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from epsilon_tf import _validation as check
+from epsilon_tf.errors import InputDataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10_000
@@ -32,13 +33,6 @@ _NON_FINITE_RE = re.compile(
 # wrapped in an OpError with the Python traceback as text.
 _PYTHON_ERRORS = []
 _PYTHON_ERRORS_LOCK = threading.Lock()
-
-
-class InputDataError(ValueError):
-    """The input data is unusable (e.g. NaN or Inf features).
-
-    The message names the offending file or record and image id.
-    """
 
 
 def remember_data_error(message):

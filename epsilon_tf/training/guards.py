@@ -11,8 +11,7 @@ entry point; this module keeps the trainer's name for it.
 """
 
 from epsilon_tf.cli.common import EXIT_CODE, clean_exit, user_error_types
-from epsilon_tf.data.pipeline import InputDataError
-from epsilon_tf.training.trainer import TrainingDivergedError
+from epsilon_tf.errors import InputDataError, TrainingDivergedError
 
 USER_ERRORS = (TrainingDivergedError, InputDataError, *user_error_types())
 

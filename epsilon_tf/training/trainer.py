@@ -21,7 +21,8 @@ from epsilon_tf.config import (
     trajectory_free_train_fields,
     write_json,
 )
-from epsilon_tf.data.pipeline import InputDataError, input_errors, make_dataset
+from epsilon_tf.data.pipeline import input_errors, make_dataset
+from epsilon_tf.errors import InputDataError, TrainingDivergedError
 from epsilon_tf.models import fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
@@ -42,10 +43,6 @@ from epsilon_tf.training.task import LOSS_TERMS, Task
 RESUMABLE_DATA_CHANGES = frozenset({"cache_dir", "skip_corrupt"})
 RESUMABLE_CHANGES = trajectory_free_train_fields()
 SUMMARY_EVERY_STEPS = 10
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss (or the gradient norm) became NaN or infinite."""
 
 
 def _log(verbose, *args):
