@@ -16,10 +16,12 @@ The test split of nus_like is never read. Each configuration is one
 `train_and_evaluate` run (the same trainer, schedule, checkpoint selection
 and ESZSL baseline as train.py), printed beside ESZSL.
 
-    python -m benchmarks.tune_release_shaped --runs=default,center \\
+    python -m research.tune_release_shaped --runs=default,center \\
         --epochs=2 --max_train=4000
 
-`--runs=` (empty) only writes the task. `--num_train`, `--num_test`,
+The task, and each run's model directory, are written under `--work_dir`
+(default: `cache/research` under the repository root). `--runs=` (empty)
+only writes the task. `--num_train`, `--num_test`,
 `--held_out` and `--min_positives` make a smaller world and task (smoke
 runs; not the figures of BUILD_NOTES.md).
 """
@@ -34,9 +36,7 @@ import time
 import numpy as np
 
 from benchmarks.common import (
-    TUNE_DIR,
     add_size_arguments,
-    held_out_dir,
     nus_like_source,
     quiet_tensorflow,
 )
@@ -46,6 +46,7 @@ from epsilon_tf.config import (
     ModelConfig,
     preset_configs,
 )
+from research.common import add_work_dir_argument, held_out_dir
 
 # RELEASE_PRESET as it stood when the runs below were measured: once the
 # per-label term (mu = 2) was added (commit 20a4cb8), and once the fusion
@@ -205,7 +206,7 @@ def main(argv=None):
     parser.add_argument("--max_train", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache_dir", default="cache")
-    parser.add_argument("--work_dir", default=TUNE_DIR)
+    add_work_dir_argument(parser)
     parser.add_argument("--out", default=None, help="JSON lines of results")
     parser.add_argument("--baseline", type=int, default=1,
                         help="fit ESZSL beside the first run")
