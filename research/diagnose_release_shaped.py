@@ -1,7 +1,7 @@
 """In-memory learning-speed diagnosis on the label-held-out task.
 
-The exploration loop behind the table in BUILD_NOTES.md ("Learning on
-release-shaped data"): a plain training loop (AdamW, warmup + cosine, the
+The exploration loop behind the diagnosis table in docs/tuning.md ("Why
+Epsilon learned slowly"): a plain training loop (AdamW, warmup + cosine, the
 package's RankingLoss) over the held-out task that
 `research/tune_release_shaped.py --max_train=4000` writes first (train
 split of nus_like only: 844 tags train, 81 tags held out, the validation

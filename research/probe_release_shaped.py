@@ -1,5 +1,5 @@
 """Linear probe on the label-held-out task: the reference that located
-the slow learning (BUILD_NOTES.md, "Learning on release-shaped data").
+the slow learning (docs/tuning.md, "Why Epsilon learned slowly").
 
 A single Dense map from mean+max pooled region features to the word space,
 trained with the package's hinge ranking loss on the held-out task of

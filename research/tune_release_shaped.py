@@ -1,9 +1,10 @@
 """Model selection on the nus_like benchmark without touching its test split.
 
 How the shipped defaults for release-shaped data were chosen
-(BUILD_NOTES.md, "Learning on release-shaped data"). Zero-shot transfer
-cannot be validated on seen labels alone, so this script builds a
-*label-held-out validation task from the training split only*:
+(BUILD_NOTES.md, "Learning on release-shaped data"; every run in
+docs/tuning.md). Zero-shot transfer cannot be validated on seen labels
+alone, so this script builds a *label-held-out validation task from the
+training split only*:
 
 - images: the training images in the trainer's validation bucket (10% by
   a hash of the image id) become the "tune-test" images; the rest train;
@@ -23,7 +24,7 @@ The task, and each run's model directory, are written under `--work_dir`
 (default: `cache/research` under the repository root). `--runs=` (empty)
 only writes the task. `--num_train`, `--num_test`,
 `--held_out` and `--min_positives` make a smaller world and task (smoke
-runs; not the figures of BUILD_NOTES.md).
+runs; not the figures of docs/tuning.md).
 """
 
 import argparse
@@ -79,7 +80,7 @@ RUNS = {
                   "token_norm": "none"}, {}, {}),
     # "preset" is the shipped RELEASE_PRESET, whatever it is today. Every
     # other preset_* run is pinned to the preset it was measured against
-    # (BUILD_NOTES.md gives the figures), so it keeps reproducing them
+    # (docs/tuning.md gives the figures), so it keeps reproducing them
     # after the shipped preset moves on.
     "preset": ({"preset": RELEASE_PRESET}, {}, {}),
     "preset_lw0": _on(PRESET_MU2, loss={"label_weight": 0.0}),

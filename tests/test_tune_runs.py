@@ -1,6 +1,6 @@
 """The recorded tuning runs keep the configuration they were measured with.
 
-BUILD_NOTES.md quotes held-out figures by run name
+docs/tuning.md quotes held-out figures by run name
 (`python -m research.tune_release_shaped --runs=NAME`); a run must not
 change meaning when the shipped RELEASE_PRESET moves on.
 """
