@@ -1,19 +1,18 @@
 """The experiments' trained runs in one process, with or without the
-in-memory splits (`epsilon_tf.data.memory_cache`), or with tf.data's
-autotuner back on (`epsilon_tf.data.base.stream_options`).
+in-memory splits (`epsilon_tf.data.memory_cache`).
 
 Trains the named runs of `python -m epsilon_tf.experiments` one after the
 other in this process, as one worker does (seed `--seed`, the default
 budget on the built-in world, `--threads` TensorFlow threads), and prints
 each run's wall time, the CPU time it used and its test mAPs. The first
 run pays the reads that later runs are served from memory. Start two of
-these at once, one with `--no_cache` (or `--autotune`), for the
-side-by-side figures of BUILD_NOTES.md ("Session 6", "Session 7"); the
-mAPs must agree to the last digit. Not a test.
+these at once, one with `--no_cache`, for the side-by-side figures of
+BUILD_NOTES.md ("Experiments"); the mAPs must agree to the last digit.
+Not a test.
 
-    python -m benchmarks.bench_experiment_runs --output_dir=/tmp/a &
-    python -m benchmarks.bench_experiment_runs --output_dir=/tmp/b \\
-        --no_cache        # or --autotune
+    python -m benchmarks.bench_experiment_runs --output_dir=runs/cache_on &
+    python -m benchmarks.bench_experiment_runs --output_dir=runs/cache_off \\
+        --no_cache
 
 Other arguments go to the experiments' own flags (the data flags of
 train.py, e.g. `--data_format=native --data_dir=...`).
@@ -37,10 +36,6 @@ def main(argv=None):
                         help="Emptied first.")
     parser.add_argument("--no_cache", action="store_true",
                         help="Read every split from its files each time.")
-    parser.add_argument("--autotune", action="store_true",
-                        help="tf.data's autotuner on, as before session 7 "
-                             "(its model thread stalls every iterator's "
-                             "teardown).")
     parser.add_argument("--steps_per_epoch", type=int, default=None,
                         help="Fewer steps (smoke runs).")
     args, experiment_flags = parser.parse_known_args(argv)
@@ -49,7 +44,7 @@ def main(argv=None):
     from absl import flags as absl_flags
 
     from epsilon_tf import flags as epsilon_flags
-    from epsilon_tf.data import base, memory_cache
+    from epsilon_tf.data import memory_cache
     from epsilon_tf.experiments import workers
     from epsilon_tf.experiments.runner import Experiments, experiment_source
 
@@ -63,15 +58,6 @@ def main(argv=None):
     options = epsilon_flags.experiment_options()
     if args.no_cache:
         memory_cache.cache_in_memory = lambda source, max_bytes=0: source
-    if args.autotune:
-        stream_options = base.stream_options
-
-        def with_autotune():
-            options = stream_options()
-            options.autotune.enabled = True
-            return options
-
-        base.stream_options = with_autotune
     shutil.rmtree(args.output_dir, ignore_errors=True)
     os.makedirs(args.output_dir)
     experiments = Experiments(options, experiment_source(options),
@@ -79,9 +65,8 @@ def main(argv=None):
     import tensorflow as tf
 
     print(machine_line(tf))
-    print(f"cache: {'off' if args.no_cache else 'on'}, tf.data autotune: "
-          f"{'on' if args.autotune else 'off'}, {args.threads} thread(s), "
-          f"seed {args.seed}", flush=True)
+    print(f"cache: {'off' if args.no_cache else 'on'}, "
+          f"{args.threads} thread(s), seed {args.seed}", flush=True)
     plan = {run.key: run for run in experiments.runs}
     for key in args.runs.split(","):
         start, cpu = time.time(), time.process_time()

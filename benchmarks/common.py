@@ -9,15 +9,6 @@ import os
 import platform
 import threading
 
-# Where `tune_release_shaped` writes its label-held-out task, and the
-# arrays `diagnose_release_shaped` caches for itself and
-# `probe_release_shaped` (BUILD_NOTES.md, "Learning on release-shaped
-# data").
-TUNE_DIR = "/tmp/epsilon_tune"
-TUNE_MAX_TRAIN = 4000
-DIAGNOSIS_ARRAYS = "/tmp/diag_arrays.npz"
-PROBE_POOLED = "/tmp/diag_pooled.npz"
-
 
 def quiet_tensorflow(level="3"):
     """Keras on TensorFlow, TensorFlow imported with its C++ logs off.
@@ -174,41 +165,12 @@ def nus_like_source(cache_dir, label_dir=None, num_train=None, num_test=None):
     )
 
 
-def held_out_dir(work_dir, max_train, seed):
-    """The directory of `tune_release_shaped`'s label-held-out task."""
-    return os.path.join(work_dir, f"heldout-{max_train}-{seed}")
-
-
 def add_size_arguments(parser):
     """`--num_train` and `--num_test` of the nus_like world (smoke runs)."""
     parser.add_argument("--num_train", type=int, default=None,
                         help="nus_like training images (default: 8,000).")
     parser.add_argument("--num_test", type=int, default=None,
                         help="nus_like test images (default: 2,000).")
-
-
-def add_held_out_arguments(parser, example):
-    """The run specs, `--task_dir` and `--arrays` of the scripts that
-    explore `tune_release_shaped`'s label-held-out task."""
-    parser.add_argument("runs", nargs="*",
-                        help=f"NAME:{{settings}}, e.g. \"{example}\"")
-    parser.add_argument(
-        "--task_dir", default=held_out_dir(TUNE_DIR, TUNE_MAX_TRAIN, 0),
-        help="The held-out task (default: --max_train=4000, seed 0).",
-    )
-    parser.add_argument("--arrays", default=DIAGNOSIS_ARRAYS,
-                        help="Cache of the task's arrays.")
-
-
-def run_specs(runs):
-    """[(name, settings dict)] of "NAME:{python dict}" arguments."""
-    import ast
-
-    specs = []
-    for run in runs:
-        name, settings = run.split(":", 1) if ":" in run else (run, "{}")
-        specs.append((name, ast.literal_eval(settings)))
-    return specs
 
 
 # The trainer's step on random inputs, timed by bench_train_step and

@@ -10,134 +10,13 @@ when the function is called, and do not count.
 module of the package, else to `pkg` itself (its `__init__`). The implicit
 import of a parent package when a submodule is loaded is not an edge: a
 package `__init__` that re-exports its submodules is the normal layout.
+The graph is `benchmarks.structure`'s (`python -m benchmarks.structure`
+prints it beside the other structure figures).
 """
-
-import ast
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGE = "epsilon_tf"
-
-
-def module_files(root=ROOT, package=PACKAGE):
-    """{dotted module name: path} of every module of `package`."""
-    out = {}
-    for path in sorted((root / package).rglob("*.py")):
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        out[".".join(parts)] = path
-    return out
-
-
-def _is_package(path):
-    return path.name == "__init__.py"
-
-
-def _module_level_imports(tree):
-    """Import/ImportFrom nodes that run when the module is loaded."""
-    found = []
-
-    def visit(node):
-        for child in ast.iter_child_nodes(node):
-            if isinstance(
-                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
-            ):
-                continue
-            if isinstance(child, (ast.Import, ast.ImportFrom)):
-                found.append(child)
-            visit(child)
-
-    visit(tree)
-    return found
-
-
-def _resolve_from(name, path, node):
-    """The absolute module name an ImportFrom node imports from."""
-    if not node.level:
-        return node.module
-    base = name.split(".")
-    if not _is_package(path):
-        base = base[:-1]
-    base = base[: len(base) - (node.level - 1)]
-    if node.module:
-        base = base + node.module.split(".")
-    return ".".join(base)
-
-
-def import_graph(modules):
-    """{module: sorted epsilon_tf modules it imports at module level}."""
-    graph = {}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        targets = set()
-        for node in _module_level_imports(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name in modules:
-                        targets.add(alias.name)
-                continue
-            source = _resolve_from(name, path, node)
-            for alias in node.names:
-                full = f"{source}.{alias.name}"
-                if full in modules:
-                    targets.add(full)
-                elif source in modules:
-                    targets.add(source)
-        targets.discard(name)
-        graph[name] = sorted(targets)
-    return graph
-
-
-def find_cycles(graph):
-    """Every strongly connected component with a cycle, each sorted."""
-    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
-    counter = [0]
-
-    def strongconnect(v):
-        # Iterative Tarjan: (node, iterator over its successors).
-        work = [(v, iter(graph.get(v, ())))]
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        while work:
-            node, successors = work[-1]
-            advanced = False
-            for w in successors:
-                if w not in index:
-                    index[w] = low[w] = counter[0]
-                    counter[0] += 1
-                    stack.append(w)
-                    on_stack.add(w)
-                    work.append((w, iter(graph.get(w, ()))))
-                    advanced = True
-                    break
-                if w in on_stack:
-                    low[node] = min(low[node], index[w])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    component.append(w)
-                    if w == node:
-                        break
-                if len(component) > 1 or node in graph.get(node, ()):
-                    cycles.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            strongconnect(v)
-    return sorted(cycles)
+from benchmarks.structure import find_cycles, import_graph, module_files
 
 
 def test_the_scan_sees_the_package():

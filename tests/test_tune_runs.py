@@ -1,14 +1,14 @@
 """The recorded tuning runs keep the configuration they were measured with.
 
-BUILD_NOTES.md quotes held-out figures by run name
-(`python -m benchmarks.tune_release_shaped --runs=NAME`); a run must not
+docs/tuning.md quotes held-out figures by run name
+(`python -m research.tune_release_shaped --runs=NAME`); a run must not
 change meaning when the shipped RELEASE_PRESET moves on.
 """
 
 import pytest
 
-from benchmarks.tune_release_shaped import RUNS, run_configs
 from epsilon_tf.config import RELEASE_PRESET, preset_configs
+from research.tune_release_shaped import RUNS, run_configs
 
 SHAPE = (196, 512)
 

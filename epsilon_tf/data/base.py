@@ -39,12 +39,11 @@ def stream_options():
     `RootDataset::Iterator::~Iterator` waiting while `Model::OptimizeLoop`
     sits in its timed wait). Every exhausted epoch or validation pass then
     stalls, doing nothing, for up to the current period: about 7 s of a
-    24 s epoch on the built-in world (`python -m
-    benchmarks.bench_experiment_runs --autotune`, side by side;
-    BUILD_NOTES). Without autotune, `AUTOTUNE` parallelism is fixed at
-    min(16, cores) and `prefetch(AUTOTUNE)` sizes its buffer with its own
-    tuner; the elements and their order are the same (every map is
-    deterministic).
+    24 s epoch on the built-in world (measured side by side, BUILD_NOTES
+    and docs/history.md, "Session 7"). Without autotune, `AUTOTUNE`
+    parallelism is fixed at min(16, cores) and `prefetch(AUTOTUNE)` sizes
+    its buffer with its own tuner; the elements and their order are the
+    same (every map is deterministic).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

@@ -20,8 +20,8 @@ from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report, workers
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
 from epsilon_tf.flags import dataset_preset
+from epsilon_tf.layers.grid_convolution import infer_grid
 from epsilon_tf.training.run_dir import RunDir
-from epsilon_tf.visualization.heatmaps import infer_grid
 
 RESULT = "result.json"
 DEFAULT_EPOCHS, QUICK_EPOCHS, QUICK_STEPS = 4, 1, 3

@@ -1,12 +1,40 @@
-"""`GridConvolution`: a 2-D convolution over the region grid of tokens."""
+"""`GridConvolution`: a 2-D convolution over the region grid of tokens.
+
+`infer_grid` and `grid_of` lay the row-major region tokens out on their
+grid (the heatmaps of `epsilon_tf.visualization` draw on the same layout).
+"""
+
+import math
 
 import keras
 from keras import layers, ops
 
 from epsilon_tf import _validation as check
-from epsilon_tf.visualization.heatmaps import infer_grid
 
 ORDERS = ("conv_bn_relu", "conv_relu_bn")
+
+
+def infer_grid(num_regions, grid_shape=None):
+    """The (rows, cols) layout of `num_regions` region tokens.
+
+    Args:
+        num_regions: int. N, the tokens of one image.
+        grid_shape: tuple (rows, cols) or None. Used as given when its
+            product is N; otherwise a square grid when N is a perfect
+            square, else a single row (1, N).
+    """
+    if grid_shape is not None:
+        rows, cols = (int(v) for v in grid_shape)
+        if rows * cols != num_regions:
+            raise ValueError(
+                f"`grid_shape` {tuple(grid_shape)} does not hold "
+                f"{num_regions} regions"
+            )
+        return rows, cols
+    side = math.isqrt(int(num_regions))
+    if side * side == num_regions:
+        return side, side
+    return 1, int(num_regions)
 
 
 def grid_of(num_regions, grid_shape=None):

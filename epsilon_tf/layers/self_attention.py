@@ -18,8 +18,8 @@ other call is `MultiHeadAttention.call`.
 On a 2-core AMD EPYC, forward + backward in training (dropout 0.1) takes
 0.75x Keras' time at GPA's shape ([64, 56, 128], 4 heads) and 0.47x at
 BiAM's ([64, 49, 256], 8 heads, scores returned); Epsilon's whole train
-step at the synthetic world's shape, 0.85x
-(`python -m benchmarks.bench_attention`).
+step at the synthetic world's shape, 0.85x (measured once with a
+side-by-side script since retired; BUILD_NOTES.md, "Training").
 """
 
 import keras
@@ -39,9 +39,9 @@ class SelfAttention(layers.MultiHeadAttention):
 
     The attribute `fused` (True; not part of the config) chooses the
     fused self-attention path; False sends every call to
-    `MultiHeadAttention.call`, which `benchmarks/bench_attention.py`
-    uses to time the old path in the same model. Set it before the
-    first call that a `tf.function` traces.
+    `MultiHeadAttention.call` (the tests compare the two paths in the
+    same model). Set it before the first call that a `tf.function`
+    traces.
 
     Example:
 

@@ -94,7 +94,7 @@ def as_label_array(labels, shape, name="labels", check_int8=True):
     """`labels` as int8 [shape], validated; int8 inputs are not copied.
 
     With `check_int8=False` an int8 input is returned unchecked (the caller
-    checks it, e.g. in `_scan`).
+    checks it, e.g. in `top_k.scan`).
     """
     if isinstance(labels, np.memmap):
         labels = labels.view(np.ndarray)

@@ -46,34 +46,37 @@ Memory: besides the inputs, a per-thread sort buffer of `block_size` label
 columns (by default at most `DEFAULT_MEMORY_BUDGET_BYTES` over all
 threads), small row blocks, and about 20 bytes per +1 label.
 
-The input checks (and the row-block size) live in `metrics.checks`;
+The input checks (and the row-block size) live in `metrics.checks`; the
+scan and the top-K in `metrics.top_k`; BiAM's pooled AP in
+`metrics.biam_ap`; the thread-pool blocks in `metrics.blocks`;
 `metrics.score_buffer.ScoreBuffer` gathers score rows batch by batch.
 """
 
-import concurrent.futures
-import os
 import threading
 
 import numpy as np
 
+from epsilon_tf.metrics.biam_ap import (
+    BIAM_POOLED_AP,
+    biam_pooled_average_precision,
+)
+from epsilon_tf.metrics.blocks import (
+    as_slice,
+    resolve_threads,
+    spans,
+    thread_map,
+)
 from epsilon_tf.metrics.checks import (
     as_label_array,
     as_score_array,
-    block_rows,
     check_k,
     check_ks,
     check_positive_int_or_none,
-    raise_bad_labels,
-    raise_non_finite,
     rows_per_block,
 )
+from epsilon_tf.metrics.top_k import TopK, scan, top_k_block
 
 VARIANTS = ("lesa", "biam_openimages")
-# What "map" means under `variant="biam_openimages"`, in its results.
-BIAM_POOLED_AP = (
-    "BiAM's pooled AP (util_openimages.compute_AP): per label, one AP over "
-    "every annotated entry of the images annotated for it"
-)
 
 # Working memory of the AP sort buffers (all threads together) when no
 # `block_size` is given.
@@ -82,278 +85,6 @@ DEFAULT_MEMORY_BUDGET_BYTES = 256 * 2**20
 _MAX_LABEL_BLOCK = 128
 # Bytes of one transposition tile (stays in L2).
 _TILE_BYTES = 256 * 2**10
-
-
-# ---------------------------------------------------------------------------
-# Scan.
-# ---------------------------------------------------------------------------
-
-
-def _resolve_threads(num_threads):
-    """`num_threads`, or by default every CPU (at most 8).
-
-    NumPy's sorts and partitions release the GIL, so label blocks run in
-    parallel: on this project's 2-core machine 2 threads took 0.82 s
-    against 1.29 s for 1 at NUS-WIDE GZSL size (BUILD_NOTES.md). On a
-    machine busy with other work, pass `num_threads=1`.
-    """
-    num_threads = check_positive_int_or_none(num_threads, "num_threads")
-    if num_threads is None:
-        num_threads = max(1, min(8, os.cpu_count() or 1))
-    return num_threads
-
-
-def _scan(scores, labels=None, top_k=(), num_threads=1):
-    """One pass over row blocks: validation, positives and top-K thresholds.
-
-    Validates `scores` (finite) and `labels` (in {-1, 0, 1}), lists every
-    +1 entry and, for each `(ks, cols)` in `top_k`, fills a `_TopK` with
-    each image's K-th largest scores over the labels `cols` (None: all).
-
-    Returns `((img, col, score), [_TopK, ...])`: the +1 entries in
-    row-major order (intp, intp, scores dtype; empty without `labels`).
-    """
-    n = scores.shape[0]
-    groups = [_TopK(scores, ks, cols, None) for ks, cols in top_k]
-    step = rows_per_block(scores)
-    local = threading.local()
-
-    def work(span):
-        a, b = span
-        s_b = scores[a:b]
-        # One reduction: NaN/inf make the sum non-finite (an overflow of
-        # finite values is told apart by the exact check).
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(s_b, axis=None)
-        if not np.isfinite(total) and not np.isfinite(s_b).all():
-            raise_non_finite(scores)
-        if labels is None:
-            return None
-        l_b = labels[a:b]
-        if l_b.min() < -1 or l_b.max() > 1:
-            raise_bad_labels(labels)
-        bufs = getattr(local, "bufs", None)
-        if bufs is None:
-            bufs = local.bufs = [g.new_buffer(step) for g in groups]
-        flat = np.flatnonzero(l_b == 1)
-        img, col = np.divmod(flat, scores.shape[1])
-        # 1-D indexing is much faster than 2-D fancy indexing.
-        q = s_b.reshape(-1)[flat]
-        # True positives of this block's top-K, while it is in cache.
-        tp = [
-            g.fill(s_b, l_b, a, buf) + g.count(img, col, q, a)
-            for g, buf in zip(groups, bufs, strict=True)
-        ]
-        img += a
-        return img, col, q, tp
-
-    results = _map(work, _spans(n, step), num_threads)
-    if labels is None:
-        return None, groups
-    for t, group in enumerate(groups):
-        group.tp = np.sum([r[3][t] for r in results], axis=0)
-    positives = (
-        _concat([r[0] for r in results], np.intp),
-        _concat([r[1] for r in results], np.intp),
-        _concat([r[2] for r in results], scores.dtype),
-    )
-    return positives, groups
-
-
-def _concat(parts, dtype):
-    if not parts:
-        return np.empty(0, dtype=dtype)
-    return np.concatenate(parts)
-
-
-# ---------------------------------------------------------------------------
-# Helpers.
-# ---------------------------------------------------------------------------
-
-
-def _map(fn, items, num_threads):
-    """`[fn(x) for x in items]`, on a thread pool when `num_threads > 1`."""
-    items = list(items)
-    if num_threads <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    workers = min(num_threads, len(items))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))
-
-
-def _spans(total, size):
-    return [(s, min(total, s + size)) for s in range(0, total, size)]
-
-
-def _as_slice(index):
-    """A slice equal to the increasing index array `index` when contiguous."""
-    if index.size and index[-1] - index[0] == index.size - 1:
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
-
-
-def _num_cols(array, cols):
-    if cols is None:
-        return array.shape[1]
-    if isinstance(cols, slice):
-        return len(range(*cols.indices(array.shape[1])))
-    return len(cols)
-
-
-# ---------------------------------------------------------------------------
-# Top-K.
-# ---------------------------------------------------------------------------
-
-
-def _stable_top_mask(block, kth, k):
-    """Mask of each row's top-`k`, given its k-th largest value `kth`.
-
-    Scores above `kth` are in; among scores equal to it, the lowest label
-    indices fill the remaining places (the stable-sort rule).
-    """
-    kth = kth[:, None]
-    above = block > kth
-    equal = block == kth
-    need = k - np.count_nonzero(above, axis=1)
-    return above | (equal & (np.cumsum(equal, axis=1) <= need[:, None]))
-
-
-def _top_k_block(block, k):
-    """Top-`k` label indices of each row of `block`, stable tie-break."""
-    rows, num_labels = block.shape
-    m = k + 1
-    if m >= num_labels:
-        return np.argsort(-block, axis=1, kind="stable")[:, :k]
-    # The m largest (unordered, ties at the boundary arbitrary) ...
-    cand = np.argpartition(block, num_labels - m, axis=1)[:, num_labels - m :]
-    # ... ordered by (-score, index).
-    cand.sort(axis=1)
-    vals = np.take_along_axis(block, cand, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    cand = np.take_along_axis(cand, order, axis=1)
-    vals = np.take_along_axis(vals, order, axis=1)
-    # Every score above the m-th largest is a candidate, so the first k
-    # candidates are exact unless the k-th ties with the m-th: then equal
-    # scores outside the candidates may have lower indices. Redo those rows
-    # with the lowest-index rule.
-    redo = np.flatnonzero(vals[:, k - 1] == vals[:, m - 1])
-    if redo.size:
-        sub = block[redo]
-        chosen = _stable_top_mask(sub, vals[redo, k - 1], k)
-        idx = np.nonzero(chosen)[1].reshape(redo.size, k)
-        sel = np.take_along_axis(sub, idx, axis=1)
-        order = np.argsort(-sel, axis=1, kind="stable")
-        cand[redo, :k] = np.take_along_axis(idx, order, axis=1)
-    return cand[:, :k]
-
-
-class _TopK:
-    """Top-K true positives over the labels `cols` (None: all), per K.
-
-    `fill` handles a row block: `np.partition` of a reused copy gives each
-    image's K-th and (K+1)-th largest scores. When the (K+1)-th is
-    smaller, the top-K is exactly {scores >= K-th}, so its true positives
-    are the +1 entries at or above that threshold (`count`). Images where
-    they tie are counted at once on their full rows with the lowest-index
-    rule (the stable-sort tie-break), and their threshold is set to +inf
-    so that `count` skips them. `tp` accumulates the counts per K.
-    """
-
-    def __init__(self, scores, ks, cols, rows):
-        self.ks = ks
-        self.cols = cols
-        self.rows = rows  # None: every image; else sorted image indices.
-        self.num_labels = _num_cols(scores, cols)
-        self.num_rows = scores.shape[0] if rows is None else len(rows)
-        self.dtype = scores.dtype
-        self.thresholds = np.empty((self.num_rows, len(ks)), self.dtype)
-        self.tp = np.zeros(len(ks), dtype=np.int64)
-        self.label_mask = None
-        if cols is not None:
-            self.label_mask = np.zeros(scores.shape[1], dtype=bool)
-            self.label_mask[cols] = True
-
-    def count(self, row, col, score, start=0):
-        """TP per K among +1 entries (row, label, score).
-
-        `row` indexes the rows of this object from `start`; `col` is a label
-        of the whole score matrix (entries outside `cols` are ignored).
-        """
-        if self.label_mask is not None:
-            inside = self.label_mask[col]
-            row, score = row[inside], score[inside]
-        thresholds = self.thresholds[start:][row]
-        return np.array(
-            [
-                np.count_nonzero(score >= thresholds[:, t])
-                for t in range(len(self.ks))
-            ],
-            dtype=np.int64,
-        )
-
-    def new_buffer(self, rows):
-        return np.empty((rows, self.num_labels), dtype=self.dtype)
-
-    def fill(self, s_b, l_b, start, buf):
-        """Rows `start:start + len(s_b)`; returns their redone TP per K."""
-        block = s_b if self.cols is None else s_b[:, self.cols]
-        num_labels = self.num_labels
-        kmax = max(self.ks)
-        top = buf[: block.shape[0]]
-        np.copyto(top, block)
-        if kmax >= num_labels:
-            top.sort(axis=1)
-        else:
-            m = kmax + 1
-            top.partition(num_labels - m, axis=1)
-            top = top[:, num_labels - m :]
-            top.sort(axis=1)
-        top = top[:, ::-1]  # descending
-        thresholds = self.thresholds[start : start + block.shape[0]]
-        redo_tp = np.zeros(len(self.ks), dtype=np.int64)
-        for t, k in enumerate(self.ks):
-            kth = top[:, k - 1]
-            thresholds[:, t] = kth
-            if k == top.shape[1]:
-                continue  # every label is in the top-K
-            redo = np.flatnonzero(top[:, k] == kth)
-            if redo.size:
-                chosen = _stable_top_mask(block[redo], kth[redo], k)
-                lab = l_b[redo]
-                if self.cols is not None:
-                    lab = lab[:, self.cols]
-                redo_tp[t] = np.count_nonzero(chosen & (lab == 1))
-                thresholds[redo, t] = np.inf
-        return redo_tp
-
-    def run(self, scores, labels, num_threads):
-        """Fills and counts the images `self.rows` (a subset)."""
-        if self.num_rows == 0:
-            return self
-        size = block_rows(self.num_labels * self.dtype.itemsize)
-        local = threading.local()
-
-        def work(span):
-            a, b = span
-            r = self.rows[a:b]
-            buf = getattr(local, "buf", None)
-            if buf is None:
-                buf = local.buf = self.new_buffer(min(size, self.num_rows))
-            return self.fill(scores[r], labels[r], a, buf)
-
-        results = _map(work, _spans(self.num_rows, size), num_threads)
-        self.tp = np.sum(results, axis=0, dtype=np.int64)
-        return self
-
-    def add_positives(self, pos_img, pos_col, pos_score):
-        """Counts the +1 entries (image, label, score) of `self.rows`."""
-        if self.num_rows:
-            row = np.searchsorted(self.rows, pos_img)
-            self.tp = self.tp + self.count(row, pos_col, pos_score)
-        return self
-
-    def true_positives(self):
-        return {k: int(tp) for k, tp in zip(self.ks, self.tp, strict=True)}
 
 
 def _prf(tp, npos, num_rows, k):
@@ -463,108 +194,15 @@ def _average_precision(
         if buf is None:
             buf = local.buf = np.empty((block_size, n), dtype=scores.dtype)
         buf = buf[: j1 - j0]
-        _fill_block(scores, labels, _as_slice(col_ids[j0:j1]), keep, buf)
+        _fill_block(scores, labels, as_slice(col_ids[j0:j1]), keep, buf)
         buf.sort(axis=1)  # ascending; unannotated (-inf) first
         for j in labs:
             s, e = starts[j], ends[j]
             annotated_ge = n - np.searchsorted(buf[j - j0], q[s:e], "left")
             ap[j] = np.sum(positive_ge[s:e] / annotated_ge) / (e - s)
 
-    _map(work, _spans(num, block_size), num_threads)
+    thread_map(work, spans(num, block_size), num_threads)
     return ap, npos
-
-
-def _annotated_entries(scores, labels, cols, rows):
-    """Every annotated (+1/-1) entry of the images `rows` over `cols`.
-
-    Returns `(score, positive, col, row_len)`: the entries in row-major
-    order (score in the scores' dtype, positive bool, col indexing into
-    `cols`) and the number of entries of each of those images.
-    """
-    cols = slice(None) if cols is None else _as_slice(cols)
-    step = rows_per_block(scores)
-    parts = []
-    for a in range(0, rows.size, step):
-        r = _as_slice(rows[a : a + step])
-        l_b = np.asarray(labels[r][:, cols])
-        flat = np.flatnonzero(l_b)
-        row, col = np.divmod(flat, l_b.shape[1])
-        s_b = np.asarray(scores[r][:, cols])
-        parts.append(
-            (
-                s_b.reshape(-1)[flat],
-                l_b.reshape(-1)[flat] == 1,
-                col,
-                np.bincount(row, minlength=l_b.shape[0]),
-            )
-        )
-    return (
-        _concat([p[0] for p in parts], scores.dtype),
-        _concat([p[1] for p in parts], bool),
-        _concat([p[2] for p in parts], np.intp),
-        _concat([p[3] for p in parts], np.intp),
-    )
-
-
-def _pooled_ap(score, positive):
-    """AP of one pool of entries, tied scores grouped as scikit-learn does.
-
-    `(1 / p) * sum over positives q of (#positives >= q) / (#entries >= q)`.
-    """
-    q = score[positive]
-    if q.size == 0:
-        return 0.0
-    entries = np.sort(score)
-    entries_ge = score.size - np.searchsorted(entries, q, "left")
-    positives_ge = q.size - np.searchsorted(np.sort(q), q, "left")
-    return float(np.sum(positives_ge / entries_ge) / q.size)
-
-
-def _biam_pooled_average_precision(scores, labels, cols, keep, num_threads):
-    """BiAM's Open Images AP (`util_openimages.compute_AP`), per label.
-
-    For label j the images kept (`keep`) whose entry for j is annotated
-    are taken; every annotated entry of every label in `cols` of those
-    images is pooled, and one AP is computed over that pool (`_pooled_ap`).
-    A label without a positive in its pool (in particular one annotated
-    on no kept image) gets 0.
-
-    Cost: the pools hold `sum over images of (annotated entries)^2`
-    entries; labels annotated on the same images share one pool, so a
-    fully annotated matrix costs one sort.
-
-    Returns:
-        `(ap, annotated)`: float64 [num cols] and bool [num cols], True for
-        the labels annotated on at least one kept image.
-    """
-    rows = np.flatnonzero(keep)
-    num = _num_cols(scores, cols)
-    score, positive, col, row_len = _annotated_entries(
-        scores, labels, cols, rows
-    )
-    row_start = np.cumsum(row_len) - row_len
-    entry_row = np.repeat(np.arange(rows.size), row_len)
-    by_col = np.argsort(col, kind="stable")  # rows ascending within a label
-    col_rows = entry_row[by_col]
-    col_end = np.cumsum(np.bincount(col, minlength=num))
-    col_start = np.concatenate([[0], col_end[:-1]])
-    pools = {}  # the images of a pool -> the labels sharing it
-    for j in range(num):
-        pool_rows = col_rows[col_start[j] : col_end[j]]
-        if pool_rows.size:
-            pools.setdefault(pool_rows.tobytes(), (pool_rows, []))[1].append(j)
-    ap = np.zeros(num, dtype=np.float64)
-
-    def work(pool):
-        pool_rows, members = pool
-        lengths = row_len[pool_rows]
-        offsets = np.cumsum(lengths) - lengths
-        index = np.repeat(row_start[pool_rows] - offsets, lengths)
-        index += np.arange(index.size)
-        ap[members] = _pooled_ap(score[index], positive[index])
-
-    _map(work, pools.values(), num_threads)
-    return ap, col_end > col_start
 
 
 # ---------------------------------------------------------------------------
@@ -598,14 +236,15 @@ def top_k_indices(scores, k, num_threads=None):
     """
     scores = as_score_array(scores)
     k = check_k(k, scores.shape[1])
-    num_threads = _resolve_threads(num_threads)
-    _scan(scores, num_threads=num_threads)
+    num_threads = resolve_threads(num_threads)
+    scan(scores, num_threads=num_threads)
     out = np.empty((scores.shape[0], k), dtype=np.int64)
 
     def work(span):
-        out[span[0] : span[1]] = _top_k_block(scores[span[0] : span[1]], k)
+        out[span[0] : span[1]] = top_k_block(scores[span[0] : span[1]], k)
 
-    _map(work, _spans(scores.shape[0], rows_per_block(scores)), num_threads)
+    row_spans = spans(scores.shape[0], rows_per_block(scores))
+    thread_map(work, row_spans, num_threads)
     return out
 
 
@@ -637,8 +276,8 @@ def precision_recall_f1_at_k(scores, labels, k, num_threads=None):
     scores = as_score_array(scores)
     labels = as_label_array(labels, scores.shape, check_int8=False)
     k = check_k(k, scores.shape[1])
-    num_threads = _resolve_threads(num_threads)
-    (pos_img, _, pos_score), (top,) = _scan(
+    num_threads = resolve_threads(num_threads)
+    (pos_img, _, pos_score), (top,) = scan(
         scores, labels, [((k,), None)], num_threads
     )
     tp = top.true_positives()
@@ -679,8 +318,8 @@ def average_precision_per_label(
     scores = as_score_array(scores)
     labels = as_label_array(labels, scores.shape, check_int8=False)
     block_size = check_positive_int_or_none(block_size, "block_size")
-    num_threads = _resolve_threads(num_threads)
-    (_, pos_col, pos_score), _ = _scan(scores, labels, (), num_threads)
+    num_threads = resolve_threads(num_threads)
+    (_, pos_col, pos_score), _ = scan(scores, labels, (), num_threads)
     ap, _ = _average_precision(
         scores,
         labels,
@@ -817,7 +456,7 @@ def evaluate_scores(
     labels = as_label_array(labels, scores.shape, check_int8=False)
     num_images, num_labels = scores.shape
     block_size = check_positive_int_or_none(block_size, "block_size")
-    num_threads = _resolve_threads(num_threads)
+    num_threads = resolve_threads(num_threads)
     if unseen_mask is None:
         groups = [("all", None)]
         ks = check_ks(ks, num_labels)
@@ -842,10 +481,10 @@ def evaluate_scores(
     if variant == "lesa":
         # Every image counts: the top-K thresholds come with the first pass.
         top_k = [
-            (ks, None if cols is None else _as_slice(cols))
+            (ks, None if cols is None else as_slice(cols))
             for _, cols in groups
         ]
-    (img, col, q), tops = _scan(scores, labels, top_k, num_threads)
+    (img, col, q), tops = scan(scores, labels, top_k, num_threads)
     if variant == "lesa":
         # A label's AP does not depend on the other labels: one pass over
         # all of them serves ZSL and GZSL.
@@ -869,13 +508,13 @@ def evaluate_scores(
             # Only the images with a +1 among these labels.
             keep = np.zeros(num_images, dtype=bool)
             keep[g_img] = True
-            ap, annotated = _biam_pooled_average_precision(
+            ap, annotated = biam_pooled_average_precision(
                 scores, labels, cols, keep, num_threads
             )
-            top = _TopK(
+            top = TopK(
                 scores,
                 ks,
-                None if cols is None else _as_slice(cols),
+                None if cols is None else as_slice(cols),
                 np.flatnonzero(keep),
             )
             top.run(scores, labels, num_threads)

@@ -1,8 +1,13 @@
-"""Group-assignment maps as RGB tiles laid over the region grid (NumPy)."""
+"""Group-assignment maps as RGB tiles laid over the region grid (NumPy).
 
-import math
+The grid's layout, `infer_grid`, belongs to the layers that convolve over
+it (`epsilon_tf.layers.grid_convolution`); it is imported here for the
+panels and their users.
+"""
 
 import numpy as np
+
+from epsilon_tf.layers.grid_convolution import infer_grid
 
 # A perceptually ordered dark-blue -> green -> yellow ramp (viridis anchors).
 _RAMP = np.array(
@@ -39,29 +44,6 @@ def colorize(values):
         [np.interp(v, stops, _RAMP[:, c]) for c in range(3)], axis=-1
     )
     return np.round(rgb).astype(np.uint8)
-
-
-def infer_grid(num_regions, grid_shape=None):
-    """The (rows, cols) layout of `num_regions` region tokens.
-
-    Args:
-        num_regions: int. N, the tokens of one image.
-        grid_shape: tuple (rows, cols) or None. Used as given when its
-            product is N; otherwise a square grid when N is a perfect
-            square, else a single row (1, N).
-    """
-    if grid_shape is not None:
-        rows, cols = (int(v) for v in grid_shape)
-        if rows * cols != num_regions:
-            raise ValueError(
-                f"`grid_shape` {tuple(grid_shape)} does not hold "
-                f"{num_regions} regions"
-            )
-        return rows, cols
-    side = math.isqrt(int(num_regions))
-    if side * side == num_regions:
-        return side, side
-    return 1, int(num_regions)
 
 
 def feature_energy(features):

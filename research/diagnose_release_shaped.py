@@ -1,15 +1,15 @@
 """In-memory learning-speed diagnosis on the label-held-out task.
 
-The exploration loop behind the table in BUILD_NOTES.md ("Learning on
-release-shaped data"): a plain training loop (AdamW, warmup + cosine, the
+The exploration loop behind the diagnosis table in docs/tuning.md ("Why
+Epsilon learned slowly"): a plain training loop (AdamW, warmup + cosine, the
 package's RankingLoss) over the held-out task that
-`benchmarks/tune_release_shaped.py --max_train=4000` writes first (train
+`research/tune_release_shaped.py --max_train=4000` writes first (train
 split of nus_like only: 844 tags train, 81 tags held out, the validation
 bucket's images as tune-test). It prints, every quarter of the run, the
 training loss, the seen-tag mAP and the held-out-tag (ZSL) mAP, in %.
 
-    python -m benchmarks.tune_release_shaped --max_train=4000 --runs=
-    python -m benchmarks.diagnose_release_shaped \\
+    python -m research.tune_release_shaped --max_train=4000 --runs=
+    python -m research.diagnose_release_shaped \\
         "gfp:{'branches':'gfp','gfp_input':'features','gfp_pooled_norm':True}"
 
 Each argument is NAME:{ModelConfig fields, plus 'lr', 'steps', 'batch',
@@ -18,8 +18,9 @@ linear probe on standardized mean+max pooled features (the reference
 that located the problem: ESZSL's input).
 
 `--task_dir` is the task (default: the one of `--max_train=4000`, seed
-0), `--arrays` the cache of its arrays in memory order, which
-`probe_release_shaped` reads too.
+0, under `--work_dir`, itself `cache/research` by default), `--arrays`
+the cache of its arrays in memory order (default:
+`WORK_DIR/diag_arrays.npz`), which `probe_release_shaped` reads too.
 """
 
 import argparse
@@ -28,7 +29,11 @@ import os
 import sys
 import time
 
-from benchmarks.common import add_held_out_arguments, run_specs
+from research.common import (
+    add_held_out_arguments,
+    held_out_paths,
+    run_specs,
+)
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -61,6 +66,7 @@ def load(task_dir, cache):
 
         Ftr, Ltr = arr("train")
         Fte, Lte = arr("test")
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
         np.savez(cache, Ftr=Ftr, Ltr=Ltr, Fte=Fte, Lte=Lte)
     z = np.load(cache)
     return space, z["Ftr"], z["Ltr"], z["Fte"], z["Lte"]
@@ -165,7 +171,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_held_out_arguments(parser, "d128:{'steps':200}")
     args = parser.parse_args(argv)
-    data = load(args.task_dir, args.arrays)
+    data = load(*held_out_paths(args))
     print("loaded", data[1].shape, data[3].shape, flush=True)
     for name, settings in run_specs(args.runs):
         run(data, name, **settings)

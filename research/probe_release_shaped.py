@@ -1,17 +1,18 @@
 """Linear probe on the label-held-out task: the reference that located
-the slow learning (BUILD_NOTES.md, "Learning on release-shaped data").
+the slow learning (docs/tuning.md, "Why Epsilon learned slowly").
 
 A single Dense map from mean+max pooled region features to the word space,
 trained with the package's hinge ranking loss on the held-out task of
-`python -m benchmarks.tune_release_shaped --max_train=4000` (run
-`python -m benchmarks.diagnose_release_shaped` once first: it caches the
-arrays, `--arrays`; the pooled arrays are cached in `--pooled`).
+`python -m research.tune_release_shaped --max_train=4000` (run
+`python -m research.diagnose_release_shaped` once first: it caches the
+arrays, `--arrays`; the pooled arrays are cached in `--pooled`; both
+default to files under `--work_dir`, `cache/research` by default).
 Options per run: feats ("std": standardized on the training images, as
 ESZSL does, or "raw"), norm (cosine scoring), scale, loss ("hinge",
 "smooth", "sq", "bce"), lr, steps, labels ("raw", "center", "whiten"),
 hidden, ln, M (vectors, max over them).
 
-    python -m benchmarks.probe_release_shaped "std:{}" "raw:{'feats':'raw'}"
+    python -m research.probe_release_shaped "std:{}" "raw:{'feats':'raw'}"
 """
 
 import argparse
@@ -19,9 +20,9 @@ import json
 import os
 import sys
 
-from benchmarks.common import (
-    PROBE_POOLED,
+from research.common import (
     add_held_out_arguments,
+    held_out_paths,
     run_specs,
 )
 
@@ -54,6 +55,7 @@ def load(task_dir, arrays, pooled):
                 out.append(np.concatenate([f.mean(1), f.max(1)], 1))
             return np.concatenate(out)
 
+        os.makedirs(os.path.dirname(os.path.abspath(pooled)), exist_ok=True)
         np.savez(
             pooled, Xtr=pool(z["Ftr"]), Ytr=z["Ltr"], Xte=pool(z["Fte"]),
             Yte=z["Lte"],
@@ -160,9 +162,14 @@ def run(
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_held_out_arguments(parser, "raw:{'feats':'raw'}")
-    parser.add_argument("--pooled", default=PROBE_POOLED)
+    parser.add_argument(
+        "--pooled", default=None,
+        help="Cache of the pooled arrays (default: "
+             "WORK_DIR/diag_pooled.npz).",
+    )
     args = parser.parse_args(argv)
-    data = load(args.task_dir, args.arrays, args.pooled)
+    pooled = args.pooled or os.path.join(args.work_dir, "diag_pooled.npz")
+    data = load(*held_out_paths(args), pooled)
     for name, settings in run_specs(args.runs):
         run(data, name, **settings)
     return 0

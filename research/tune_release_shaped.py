@@ -1,9 +1,10 @@
 """Model selection on the nus_like benchmark without touching its test split.
 
 How the shipped defaults for release-shaped data were chosen
-(BUILD_NOTES.md, "Learning on release-shaped data"). Zero-shot transfer
-cannot be validated on seen labels alone, so this script builds a
-*label-held-out validation task from the training split only*:
+(BUILD_NOTES.md, "Learning on release-shaped data"; every run in
+docs/tuning.md). Zero-shot transfer cannot be validated on seen labels
+alone, so this script builds a *label-held-out validation task from the
+training split only*:
 
 - images: the training images in the trainer's validation bucket (10% by
   a hash of the image id) become the "tune-test" images; the rest train;
@@ -16,12 +17,14 @@ The test split of nus_like is never read. Each configuration is one
 `train_and_evaluate` run (the same trainer, schedule, checkpoint selection
 and ESZSL baseline as train.py), printed beside ESZSL.
 
-    python -m benchmarks.tune_release_shaped --runs=default,center \\
+    python -m research.tune_release_shaped --runs=default,center \\
         --epochs=2 --max_train=4000
 
-`--runs=` (empty) only writes the task. `--num_train`, `--num_test`,
+The task, and each run's model directory, are written under `--work_dir`
+(default: `cache/research` under the repository root). `--runs=` (empty)
+only writes the task. `--num_train`, `--num_test`,
 `--held_out` and `--min_positives` make a smaller world and task (smoke
-runs; not the figures of BUILD_NOTES.md).
+runs; not the figures of docs/tuning.md).
 """
 
 import argparse
@@ -34,9 +37,7 @@ import time
 import numpy as np
 
 from benchmarks.common import (
-    TUNE_DIR,
     add_size_arguments,
-    held_out_dir,
     nus_like_source,
     quiet_tensorflow,
 )
@@ -46,6 +47,7 @@ from epsilon_tf.config import (
     ModelConfig,
     preset_configs,
 )
+from research.common import add_work_dir_argument, held_out_dir
 
 # RELEASE_PRESET as it stood when the runs below were measured: once the
 # per-label term (mu = 2) was added (commit 20a4cb8), and once the fusion
@@ -78,7 +80,7 @@ RUNS = {
                   "token_norm": "none"}, {}, {}),
     # "preset" is the shipped RELEASE_PRESET, whatever it is today. Every
     # other preset_* run is pinned to the preset it was measured against
-    # (BUILD_NOTES.md gives the figures), so it keeps reproducing them
+    # (docs/tuning.md gives the figures), so it keeps reproducing them
     # after the shipped preset moves on.
     "preset": ({"preset": RELEASE_PRESET}, {}, {}),
     "preset_lw0": _on(PRESET_MU2, loss={"label_weight": 0.0}),
@@ -205,7 +207,7 @@ def main(argv=None):
     parser.add_argument("--max_train", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache_dir", default="cache")
-    parser.add_argument("--work_dir", default=TUNE_DIR)
+    add_work_dir_argument(parser)
     parser.add_argument("--out", default=None, help="JSON lines of results")
     parser.add_argument("--baseline", type=int, default=1,
                         help="fit ESZSL beside the first run")
