@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data import lesa_tfrecord as lt
+from epsilon_tf.data.readers import lesa_tfrecord as lt
 from epsilon_tf.labels import LabelSpace
 
 # A tiny NUS-WIDE: TagList ["t0", "c1", "t2", "t3", "c0"], concepts
@@ -149,7 +149,7 @@ def test_nus_wide_real_shape_two_records(tmp_path):
 
 
 def test_nus_wide_with_the_real_vocabulary(shared_data, tmp_path):
-    from epsilon_tf.data.label_files import (
+    from epsilon_tf.data.readers.label_files import (
         nus_wide_label_space,
         nus_wide_seen_tag_indices,
     )

@@ -14,13 +14,16 @@ from helpers import tiny
 
 from epsilon_tf.data import memory_cache
 from epsilon_tf.data.base import SplitReader
-from epsilon_tf.data.native_tfrecord import native_source, write_native_split
 from epsilon_tf.data.pipeline import make_dataset
+from epsilon_tf.data.readers.native_tfrecord import (
+    native_source,
+    write_native_split,
+)
 
 
 def _write_sharded(directory, per_shard=64, ids=None):
     """The tiny world as native TFRecords in several shards per split."""
-    from epsilon_tf.data.synthetic import synthetic_label_space
+    from epsilon_tf.data.worlds.synthetic import synthetic_label_space
 
     space = synthetic_label_space(tiny.world())
     space.save(directory)

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data import native_tfrecord as nt
 from epsilon_tf.data.base import SplitReader, example_signature
 from epsilon_tf.data.convert import convert_split
+from epsilon_tf.data.readers import native_tfrecord as nt
 from epsilon_tf.labels import LabelSpace
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -399,7 +399,7 @@ def test_convert_split_from_any_reader(tmp_path):
 
 def test_bad_label_values_are_refused_with_their_position(tmp_path):
     from epsilon_tf.data.base import first_invalid_label
-    from epsilon_tf.data.in_memory import array_split
+    from epsilon_tf.data.readers.in_memory import array_split
 
     assert first_invalid_label(np.array([1, 0, -1, 1.0])) is None
     assert first_invalid_label(np.array([[1, 0], [0.5, 2]])) == (2, 0.5)

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data.synthetic import (
+from epsilon_tf.data.worlds.synthetic import (
     SyntheticConfig,
     generate_split,
     synthetic_label_space,

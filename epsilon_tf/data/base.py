@@ -67,7 +67,8 @@ class SplitReader:
         files: tuple of str. The files the split reads (for messages).
         counter: callable or None. Counts the examples when `num_examples`
             is not known up front (a cheap pass over the files, cached;
-            see `epsilon_tf.data.record_count`); used by `example_count`.
+            see `epsilon_tf.data.records.record_count`); used by
+            `example_count`.
     """
 
     name: str

@@ -68,8 +68,8 @@ def convert_split(
     ...               label_space=space)
     """
     # TensorFlow only when called, after `common.prepare` in `main`.
-    from epsilon_tf.data.native_tfrecord import NativeWriter
     from epsilon_tf.data.pipeline import input_errors
+    from epsilon_tf.data.readers.native_tfrecord import NativeWriter
 
     ds = split_reader.dataset()
     spec = ds.element_spec

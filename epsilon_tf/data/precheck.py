@@ -15,7 +15,7 @@ import glob
 import os
 import zlib
 
-from epsilon_tf.data.safe_pickle import load_pickle
+from epsilon_tf.data.readers.safe_pickle import load_pickle
 
 # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
 _RECORD_OVERHEAD = 16

@@ -3,15 +3,16 @@
 import functools
 import os
 
-from epsilon_tf.data import label_files, record_count
 from epsilon_tf.data.base import DatasetSource
 from epsilon_tf.data.catalog import EVAL_KS
-from epsilon_tf.data.lesa_tfrecord import (
+from epsilon_tf.data.precheck import expand_pattern
+from epsilon_tf.data.readers import label_files
+from epsilon_tf.data.readers.lesa_tfrecord import (
     detect_compression,
     lesa_nus_wide_split,
     lesa_open_images_split,
 )
-from epsilon_tf.data.precheck import expand_pattern
+from epsilon_tf.data.records import record_count
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -81,7 +82,7 @@ def _nus_wide(cfg, shape):
                 )
     else:
         # h5py only when the BiAM files are read.
-        from epsilon_tf.data.biam_hdf5 import biam_nus_wide_split
+        from epsilon_tf.data.readers.biam_hdf5 import biam_nus_wide_split
 
         for split, pattern in (("train", cfg.train_files),
                                ("test", cfg.test_files)):
@@ -129,7 +130,7 @@ def _open_images(cfg, shape):
             )
         else:
             # h5py only when the BiAM files are read.
-            from epsilon_tf.data.biam_hdf5 import biam_open_images_split
+            from epsilon_tf.data.readers.biam_hdf5 import biam_open_images_split
 
             splits[split] = biam_open_images_split(
                 files, split, space, top, feature_shape=shape,
@@ -155,7 +156,7 @@ def _count_examples(cfg, files):
         kind = "tfrecord" if cfg.skip_corrupt else "tfrecord_strict"
     else:
         # h5py only when the BiAM files are read.
-        from epsilon_tf.data.biam_hdf5 import count_open_images_chunk
+        from epsilon_tf.data.readers.biam_hdf5 import count_open_images_chunk
 
         count, kind = count_open_images_chunk, "biam_open_images"
     try:

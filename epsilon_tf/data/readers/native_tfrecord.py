@@ -42,7 +42,7 @@ from epsilon_tf.data.base import (
     shard_files,
 )
 from epsilon_tf.data.pipeline import checked_map
-from epsilon_tf.data.record_stream import (
+from epsilon_tf.data.records.stream import (
     RECORD_OVERHEAD,
     SkipReport,
     apply_record_checks,

@@ -37,7 +37,8 @@ from epsilon_tf.data.base import (
     first_invalid_label,
     shard_files,
 )
-from epsilon_tf.data.lesa_tfrecord import (
+from epsilon_tf.data.pipeline import remember_data_error
+from epsilon_tf.data.readers.lesa_tfrecord import (
     DEFAULT_FEATURE_SHAPE,
     OPEN_IMAGES_NUM_UNSEEN,
     check_feature_shape,
@@ -45,9 +46,8 @@ from epsilon_tf.data.lesa_tfrecord import (
     resolve_files,
     space_permutation,
 )
-from epsilon_tf.data.pipeline import remember_data_error
-from epsilon_tf.data.record_stream import SkipReport
-from epsilon_tf.data.safe_pickle import load_pickle
+from epsilon_tf.data.readers.safe_pickle import load_pickle
+from epsilon_tf.data.records.stream import SkipReport
 
 _MAX_CYCLE = 8
 _OI_SUFFIXES = ("-features", "-seenlabels", "-unseenlabels")

@@ -48,8 +48,8 @@ import tensorflow as tf
 from epsilon_tf.data import precheck
 from epsilon_tf.data.base import SplitReader, shard_files
 from epsilon_tf.data.pipeline import checked_map
-from epsilon_tf.data.record_count import decompressed_chunks
-from epsilon_tf.data.record_stream import (
+from epsilon_tf.data.records.record_count import decompressed_chunks
+from epsilon_tf.data.records.stream import (
     SkipReport,
     apply_record_checks,
     byte_length_check,
