@@ -216,7 +216,7 @@ def test_import_check_needs_no_tensorflow():
         "import sys; import epsilon_tf.cli.common, epsilon_tf.flags, "
         "epsilon_tf.data.precheck, epsilon_tf.export, "
         "epsilon_tf.data.readers.safe_pickle, epsilon_tf.cli.evaluate, "
-        "epsilon_tf.data.convert, epsilon_tf.data.catalog; "
+        "epsilon_tf.tools.convert, epsilon_tf.data.catalog; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,

@@ -57,10 +57,10 @@ ILLUSTRATIVE = {
     "epsilon_tf.data.readers.label_files.open_images_label_space": _RELEASE,
     "epsilon_tf.data.readers.lesa_tfrecord.lesa_nus_wide_split": _RELEASE,
     "epsilon_tf.data.readers.lesa_tfrecord.lesa_open_images_split": _RELEASE,
-    "epsilon_tf.data.readers.native_tfrecord.NativeWriter": _CONTEXT,
+    "epsilon_tf.data.readers.native_writer.NativeWriter": _CONTEXT,
     "epsilon_tf.data.readers.native_tfrecord.native_source": _NATIVE_DIR,
     "epsilon_tf.data.readers.native_tfrecord.native_split": _NATIVE_DIR,
-    "epsilon_tf.data.readers.native_tfrecord.write_native_split": _CONTEXT,
+    "epsilon_tf.data.readers.native_writer.write_native_split": _CONTEXT,
     "epsilon_tf.data.pipeline.input_errors": "a source and a model",
     "epsilon_tf.data.readers.safe_pickle.load_pickle": _RELEASE,
     "epsilon_tf.data.worlds.synthetic.synthetic_source": (

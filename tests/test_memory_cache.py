@@ -15,10 +15,8 @@ from helpers import tiny
 from epsilon_tf.data import memory_cache
 from epsilon_tf.data.base import SplitReader
 from epsilon_tf.data.pipeline import make_dataset
-from epsilon_tf.data.readers.native_tfrecord import (
-    native_source,
-    write_native_split,
-)
+from epsilon_tf.data.readers.native_tfrecord import native_source
+from epsilon_tf.data.readers.native_writer import write_native_split
 
 
 def _write_sharded(directory, per_shard=64, ids=None):

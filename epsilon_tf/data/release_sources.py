@@ -5,14 +5,14 @@ import os
 
 from epsilon_tf.data.base import DatasetSource
 from epsilon_tf.data.catalog import EVAL_KS
-from epsilon_tf.data.precheck import expand_pattern
 from epsilon_tf.data.readers import label_files
 from epsilon_tf.data.readers.lesa_tfrecord import (
-    detect_compression,
     lesa_nus_wide_split,
     lesa_open_images_split,
 )
 from epsilon_tf.data.records import record_count
+from epsilon_tf.data.records.compression import detect_compression
+from epsilon_tf.data.records.files import expand_files
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -59,7 +59,7 @@ def _word_vectors(cfg, default_name=None):
 
 def _files(pattern, flag):
     """The files of a glob pattern, or of a comma-separated list of them."""
-    return expand_pattern(pattern, flag)
+    return expand_files(pattern, flag)
 
 
 def _nus_wide(cfg, shape):

@@ -115,7 +115,7 @@ def assert_same_run(first, second):
 
 def write_native(directory):
     """Writes the tiny world as native TFRecords (float32) + label space."""
-    from epsilon_tf.data.readers.native_tfrecord import write_native_split
+    from epsilon_tf.data.readers.native_writer import write_native_split
     from epsilon_tf.data.worlds.synthetic import (
         generate_split,
         synthetic_label_space,
