@@ -137,6 +137,22 @@ def test_an_order_set_by_files_seed_alone(tmp_path):
     assert len(cached.memory.orders) == 3
 
 
+def test_the_reader_fields_come_along(sharded):
+    """The cached split is the reader's `SplitReader` with `make_dataset`
+    and `memory` replaced: every other declared field is the reader's."""
+    reader = sharded.split("train")
+    cached = memory_cache.cached_split(reader)
+    assert cached.metadata is reader.metadata
+    assert cached.metadata["num_examples"] == reader.num_examples
+    assert cached.skip_report is reader.skip_report
+    assert cached.files == reader.files and len(cached.files) > 1
+    assert cached.memory.reader is reader and reader.memory is None
+    assert cached.make_dataset != reader.make_dataset
+    # Nothing rides on the instance outside the declared fields.
+    declared = {f.name for f in dataclasses.fields(SplitReader)}
+    assert set(vars(cached)) == declared == set(vars(reader))
+
+
 def test_sharded_input_reads_the_files():
     class Context:
         num_input_pipelines = 2
