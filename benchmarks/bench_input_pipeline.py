@@ -54,12 +54,10 @@ import tensorflow as tf
 # benchmarks.common once that script times the Task's step).
 from benchmarks.common import PeakRss, machine_line, mib, time_train_step
 from epsilon_tf.config import TrainConfig
-from epsilon_tf.data.lesa_tfrecord import lesa_nus_wide_split
-from epsilon_tf.data.native_tfrecord import (
-    NativeWriter,
-    native_split,
-)
 from epsilon_tf.data.pipeline import make_dataset
+from epsilon_tf.data.readers.lesa_tfrecord import lesa_nus_wide_split
+from epsilon_tf.data.readers.native_tfrecord import native_split
+from epsilon_tf.data.readers.native_writer import NativeWriter
 from epsilon_tf.labels import LabelSpace
 
 FEATURE_SHAPE = (196, 512)

@@ -153,7 +153,7 @@ def nus_like_source(cache_dir, label_dir=None, num_train=None, num_test=None):
         ))
     import dataclasses
 
-    from epsilon_tf.data import nus_like
+    from epsilon_tf.data.worlds import nus_like
 
     config = nus_like.NusLikeConfig(
         label_dir=label_dir or nus_like.default_label_dir()

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from epsilon_tf.config import ModelConfig  # noqa: E402
-from epsilon_tf.data.native_tfrecord import native_source  # noqa: E402
+from epsilon_tf.data.readers.native_tfrecord import native_source  # noqa: E402
 from epsilon_tf.labels import LabelSpace  # noqa: E402
 from epsilon_tf.losses.ranking import RankingLoss  # noqa: E402
 from epsilon_tf.metrics.ranking_metrics import (  # noqa: E402

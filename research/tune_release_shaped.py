@@ -143,8 +143,9 @@ def _held_out_task(cache_dir, work_dir, max_train, seed=0, sizes=(None, None),
     """Native splits of the label-held-out task (written once)."""
     import tensorflow as tf
 
-    from epsilon_tf.data.native_tfrecord import NativeWriter, native_source
     from epsilon_tf.data.pipeline import in_validation
+    from epsilon_tf.data.readers.native_tfrecord import native_source
+    from epsilon_tf.data.readers.native_writer import NativeWriter
     from epsilon_tf.labels import LabelSpace
 
     source = nus_like_source(cache_dir, None, *sizes)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from epsilon_tf.data import biam_hdf5 as bh
+from epsilon_tf.data.readers import biam_hdf5 as bh
 from epsilon_tf.labels import LabelSpace
 
 NAMES = ["actor_0001_2124494179", "beach_0002_3021", "sky_0003_77"]

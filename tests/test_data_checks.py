@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from helpers import release
 
-from epsilon_tf.data import lesa_tfrecord as lt
 from epsilon_tf.data import precheck
-from epsilon_tf.data.record_stream import SkipReport
+from epsilon_tf.data.readers import lesa_tfrecord as lt
+from epsilon_tf.data.records.stream import SkipReport
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def lesa(tmp_path_factory):
 
 
 def _reader(paths, files, **kwargs):
-    from epsilon_tf.data import label_files
+    from epsilon_tf.data.readers import label_files
 
     tags = paths["labels"] / "TagList1k.txt"
     concepts = paths["labels"] / "Concepts81.txt"
@@ -90,8 +90,8 @@ def test_skip_corrupt_counts_a_truncated_file_once(lesa):
 
 
 def test_biam_reader_honours_skip_corrupt(tmp_path):
-    from epsilon_tf.data.biam_hdf5 import biam_nus_wide_split
     from epsilon_tf.data.pipeline import InputDataError, input_errors
+    from epsilon_tf.data.readers.biam_hdf5 import biam_nus_wide_split
 
     space, _ = release.label_dir(tmp_path / "labels")
     h5, names = release.write_biam(tmp_path, space, "train",
@@ -215,8 +215,8 @@ def test_import_check_needs_no_tensorflow():
     code = (
         "import sys; import epsilon_tf.cli.common, epsilon_tf.flags, "
         "epsilon_tf.data.precheck, epsilon_tf.export, "
-        "epsilon_tf.data.safe_pickle, epsilon_tf.cli.evaluate, "
-        "epsilon_tf.data.convert, epsilon_tf.data.catalog; "
+        "epsilon_tf.data.readers.safe_pickle, epsilon_tf.cli.evaluate, "
+        "epsilon_tf.tools.convert, epsilon_tf.data.catalog; "
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True,

@@ -46,23 +46,24 @@ MODULES = _modules_with_examples()
 # Docstring (doctest name) -> what its example needs that a test lacks.
 _RELEASE = "the release files (or their label files / word vectors)"
 _CONTEXT = "a label space, features or a model from context"
+_NATIVE_DIR = "a native data dir"
 ILLUSTRATIVE = {
     "epsilon_tf.baselines.eszsl.ESZSL": _CONTEXT,
     "epsilon_tf.cli.common.clean_exit": "a `main` function of a script",
-    "epsilon_tf.data.biam_hdf5.biam_nus_wide_split": _RELEASE,
-    "epsilon_tf.data.biam_hdf5.biam_open_images_split": _RELEASE,
+    "epsilon_tf.data.readers.biam_hdf5.biam_nus_wide_split": _RELEASE,
+    "epsilon_tf.data.readers.biam_hdf5.biam_open_images_split": _RELEASE,
     "epsilon_tf.data.convert.convert_split": _RELEASE,
-    "epsilon_tf.data.label_files.nus_wide_label_space": _RELEASE,
-    "epsilon_tf.data.label_files.open_images_label_space": _RELEASE,
-    "epsilon_tf.data.lesa_tfrecord.lesa_nus_wide_split": _RELEASE,
-    "epsilon_tf.data.lesa_tfrecord.lesa_open_images_split": _RELEASE,
-    "epsilon_tf.data.native_tfrecord.NativeWriter": _CONTEXT,
-    "epsilon_tf.data.native_tfrecord.native_source": "a native data dir",
-    "epsilon_tf.data.native_tfrecord.native_split": "a native data dir",
-    "epsilon_tf.data.native_tfrecord.write_native_split": _CONTEXT,
+    "epsilon_tf.data.readers.label_files.nus_wide_label_space": _RELEASE,
+    "epsilon_tf.data.readers.label_files.open_images_label_space": _RELEASE,
+    "epsilon_tf.data.readers.lesa_tfrecord.lesa_nus_wide_split": _RELEASE,
+    "epsilon_tf.data.readers.lesa_tfrecord.lesa_open_images_split": _RELEASE,
+    "epsilon_tf.data.readers.native_writer.NativeWriter": _CONTEXT,
+    "epsilon_tf.data.readers.native_tfrecord.native_source": _NATIVE_DIR,
+    "epsilon_tf.data.readers.native_tfrecord.native_split": _NATIVE_DIR,
+    "epsilon_tf.data.readers.native_writer.write_native_split": _CONTEXT,
     "epsilon_tf.data.pipeline.input_errors": "a source and a model",
-    "epsilon_tf.data.safe_pickle.load_pickle": _RELEASE,
-    "epsilon_tf.data.synthetic.synthetic_source": (
+    "epsilon_tf.data.readers.safe_pickle.load_pickle": _RELEASE,
+    "epsilon_tf.data.worlds.synthetic.synthetic_source": (
         "nothing, but it shows a dataset whose repr is not stable"
     ),
     "epsilon_tf.export.client": "a running TF Serving server",

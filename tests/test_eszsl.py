@@ -11,7 +11,7 @@ from epsilon_tf.baselines import (
     normal_equations,
     pool_features,
 )
-from epsilon_tf.data.synthetic import (
+from epsilon_tf.data.worlds.synthetic import (
     SyntheticConfig,
     generate_split,
     synthetic_label_space,

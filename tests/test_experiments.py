@@ -99,7 +99,7 @@ def test_figure1_png_and_claims(quick):
     import keras
     from PIL import Image
 
-    from epsilon_tf.data.native_tfrecord import native_source
+    from epsilon_tf.data.readers.native_tfrecord import native_source
     from epsilon_tf.experiments.figures import figure1_size
     from epsilon_tf.labels import LabelSpace
     from epsilon_tf.models import with_labels

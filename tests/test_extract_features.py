@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from epsilon_tf.data.native_tfrecord import native_split
+from epsilon_tf.data.readers.native_tfrecord import native_split
 from epsilon_tf.export.backbones import make_backbone
 from epsilon_tf.tools.extract_features import extract_features, main
 

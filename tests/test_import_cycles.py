@@ -24,10 +24,9 @@ def test_the_scan_sees_the_package():
     graph = import_graph(modules)
     # Known edges, so that a scan that finds nothing cannot pass.
     assert "epsilon_tf.metrics.ranking_metrics" in graph["epsilon_tf.metrics"]
-    assert "epsilon_tf.data.base" in graph["epsilon_tf.data.lesa_tfrecord"]
-    assert "epsilon_tf.data.record_stream" in (
-        graph["epsilon_tf.data.lesa_tfrecord"]
-    )
+    lesa = graph["epsilon_tf.data.readers.lesa_tfrecord"]
+    assert "epsilon_tf.data.base" in lesa
+    assert "epsilon_tf.data.records.stream" in lesa
     assert len(modules) > 50
 
 

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from epsilon_tf.data import label_files as lf
+from epsilon_tf.data.readers import label_files as lf
 
 BOM = "\ufeff"
 

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data import lesa_tfrecord as lt
+from epsilon_tf.data.readers import lesa_tfrecord as lt
+from epsilon_tf.data.records.compression import compression_from_name
 from epsilon_tf.labels import LabelSpace
 
 # A tiny NUS-WIDE: TagList ["t0", "c1", "t2", "t3", "c0"], concepts
@@ -70,7 +71,7 @@ def _read(reader, **kwargs):
     ],
 )
 def test_nus_wide_train_record_by_record(tmp_path, name, compression):
-    assert lt.compression_for_file(name) == (compression or "")
+    assert compression_from_name(name) == (compression or "")
     records, truth = _nus_records(5)
     path = _write(tmp_path / name, records, compression)
     reader = lt.lesa_nus_wide_split(
@@ -149,7 +150,7 @@ def test_nus_wide_real_shape_two_records(tmp_path):
 
 
 def test_nus_wide_with_the_real_vocabulary(shared_data, tmp_path):
-    from epsilon_tf.data.label_files import (
+    from epsilon_tf.data.readers.label_files import (
         nus_wide_label_space,
         nus_wide_seen_tag_indices,
     )

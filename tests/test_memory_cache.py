@@ -14,13 +14,14 @@ from helpers import tiny
 
 from epsilon_tf.data import memory_cache
 from epsilon_tf.data.base import SplitReader
-from epsilon_tf.data.native_tfrecord import native_source, write_native_split
 from epsilon_tf.data.pipeline import make_dataset
+from epsilon_tf.data.readers.native_tfrecord import native_source
+from epsilon_tf.data.readers.native_writer import write_native_split
 
 
 def _write_sharded(directory, per_shard=64, ids=None):
     """The tiny world as native TFRecords in several shards per split."""
-    from epsilon_tf.data.synthetic import synthetic_label_space
+    from epsilon_tf.data.worlds.synthetic import synthetic_label_space
 
     space = synthetic_label_space(tiny.world())
     space.save(directory)
@@ -134,6 +135,22 @@ def test_an_order_set_by_files_seed_alone(tmp_path):
         got = _stream(cached, files_seed=files_seed)
         _assert_same(got, _stream(reader, files_seed=files_seed))
     assert len(cached.memory.orders) == 3
+
+
+def test_the_reader_fields_come_along(sharded):
+    """The cached split is the reader's `SplitReader` with `make_dataset`
+    and `memory` replaced: every other declared field is the reader's."""
+    reader = sharded.split("train")
+    cached = memory_cache.cached_split(reader)
+    assert cached.metadata is reader.metadata
+    assert cached.metadata["num_examples"] == reader.num_examples
+    assert cached.skip_report is reader.skip_report
+    assert cached.files == reader.files and len(cached.files) > 1
+    assert cached.memory.reader is reader and reader.memory is None
+    assert cached.make_dataset != reader.make_dataset
+    # Nothing rides on the instance outside the declared fields.
+    declared = {f.name for f in dataclasses.fields(SplitReader)}
+    assert set(vars(cached)) == declared == set(vars(reader))
 
 
 def test_sharded_input_reads_the_files():

@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data import native_tfrecord as nt
 from epsilon_tf.data.base import SplitReader, example_signature
 from epsilon_tf.data.convert import convert_split
+from epsilon_tf.data.readers import native_tfrecord as nt
+from epsilon_tf.data.readers import native_writer as nw
 from epsilon_tf.labels import LabelSpace
 
 NAMES = ["a", "b", "c", "d", "e"]
@@ -42,7 +43,7 @@ def _by_id(examples):
 )
 def test_round_trip_record_by_record(tmp_path, dtype, compression):
     exs = _examples(10)
-    meta = nt.write_native_split(
+    meta = nw.write_native_split(
         tmp_path,
         "train",
         exs,
@@ -73,7 +74,7 @@ def test_round_trip_record_by_record(tmp_path, dtype, compression):
 
 def test_deterministic_interleave_order(tmp_path):
     exs = _examples(7)
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path, "train", exs, (4, 8), NAMES, examples_per_shard=3
     )
     ids = [
@@ -98,7 +99,7 @@ def test_deterministic_interleave_order(tmp_path):
 
 def test_real_feature_shape_two_records(tmp_path):
     exs = _examples(2, shape=(196, 512), num_labels=1006, seed=3)
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path,
         "test",
         exs,
@@ -116,7 +117,7 @@ def test_real_feature_shape_two_records(tmp_path):
 
 
 def test_sidecar_contents(tmp_path):
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path, "val", _examples(3), (4, 8), NAMES, compression="GZIP"
     )
     meta = json.loads((tmp_path / "val.json").read_text())
@@ -147,7 +148,7 @@ def test_writer_validates_examples(tmp_path, change, pattern):
     exs = _examples(2)
     exs[1].update(change)
     with pytest.raises(ValueError, match=pattern):
-        nt.write_native_split(tmp_path, "train", exs, (4, 8), NAMES)
+        nw.write_native_split(tmp_path, "train", exs, (4, 8), NAMES)
     # The failed write leaves no sidecar: the split is not readable.
     assert not (tmp_path / "train.json").exists()
     assert not list(tmp_path.glob("*.tmp"))
@@ -157,22 +158,22 @@ def test_writer_validates_examples(tmp_path, change, pattern):
 
 def test_writer_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="feature_dtype"):
-        nt.NativeWriter(tmp_path, "x", (4, 8), NAMES, feature_dtype="int8")
+        nw.NativeWriter(tmp_path, "x", (4, 8), NAMES, feature_dtype="int8")
     with pytest.raises(ValueError, match="compression"):
-        nt.NativeWriter(tmp_path, "x", (4, 8), NAMES, compression="LZ4")
+        nw.NativeWriter(tmp_path, "x", (4, 8), NAMES, compression="LZ4")
     with pytest.raises(ValueError, match="split"):
-        nt.NativeWriter(tmp_path, "../x", (4, 8), NAMES)
+        nw.NativeWriter(tmp_path, "../x", (4, 8), NAMES)
     with pytest.raises(ValueError, match="num_labels"):
-        nt.NativeWriter(tmp_path, "x", (4, 8))
+        nw.NativeWriter(tmp_path, "x", (4, 8))
 
 
 def test_existing_split_needs_overwrite(tmp_path):
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path, "train", _examples(5), (4, 8), NAMES, examples_per_shard=2
     )
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        nt.write_native_split(tmp_path, "train", _examples(1), (4, 8), NAMES)
-    nt.write_native_split(
+        nw.write_native_split(tmp_path, "train", _examples(1), (4, 8), NAMES)
+    nw.write_native_split(
         tmp_path, "train", _examples(1), (4, 8), NAMES, overwrite=True
     )
     assert sorted(p.name for p in tmp_path.glob("train-*")) == [
@@ -263,7 +264,7 @@ def test_skip_corrupt_counts_bad_records(tmp_path, caplog):
 
 
 def test_truncated_shard_is_reported_at_construction(tmp_path):
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path, "train", _examples(4), (4, 8), NAMES, examples_per_shard=2
     )
     shard = tmp_path / "train-00001.tfrecord"
@@ -278,7 +279,7 @@ def test_truncated_shard_is_reported_at_construction(tmp_path):
 
 @pytest.mark.parametrize("compression", ["ZLIB", None])
 def test_corrupt_shard_names_file_and_skip_counts(tmp_path, compression):
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path,
         "train",
         _examples(6),
@@ -304,7 +305,7 @@ def test_corrupt_shard_names_file_and_skip_counts(tmp_path, compression):
 
 
 def test_sharding_and_file_shuffling(tmp_path):
-    nt.write_native_split(
+    nw.write_native_split(
         tmp_path, "train", _examples(8), (4, 8), NAMES, examples_per_shard=2
     )
     reader = nt.native_split(tmp_path, "train")
@@ -336,8 +337,8 @@ def _space():
 
 def test_native_source_checks_label_names(tmp_path):
     space = _space()
-    nt.write_native_split(tmp_path, "train", _examples(3), (4, 8), NAMES)
-    nt.write_native_split(
+    nw.write_native_split(tmp_path, "train", _examples(3), (4, 8), NAMES)
+    nw.write_native_split(
         tmp_path,
         "test",
         _examples(2, num_labels=7),
@@ -399,7 +400,7 @@ def test_convert_split_from_any_reader(tmp_path):
 
 def test_bad_label_values_are_refused_with_their_position(tmp_path):
     from epsilon_tf.data.base import first_invalid_label
-    from epsilon_tf.data.in_memory import array_split
+    from epsilon_tf.data.readers.in_memory import array_split
 
     assert first_invalid_label(np.array([1, 0, -1, 1.0])) is None
     assert first_invalid_label(np.array([[1, 0], [0.5, 2]])) == (2, 0.5)
@@ -407,7 +408,7 @@ def test_bad_label_values_are_refused_with_their_position(tmp_path):
     image_id, features = example["image_id"], example["features"]
     labels = example["labels"].astype(np.float32)
     labels[3] = 2
-    with nt.NativeWriter(tmp_path, "train", (4, 8), NAMES) as writer:
+    with nw.NativeWriter(tmp_path, "train", (4, 8), NAMES) as writer:
         with pytest.raises(
             ValueError,
             match=r"labels must be -1, 0 or \+1. Received 2.0 at position 3",

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.skipif(
     reason="../shared/data/nus_wide is not present",
 )
 
-from epsilon_tf.data import label_files  # noqa: E402
-from epsilon_tf.data.nus_like import (  # noqa: E402
+from epsilon_tf.data.readers import label_files  # noqa: E402
+from epsilon_tf.data.worlds.nus_like import (  # noqa: E402
     NusLikeConfig,
     generate_split,
     nus_like_source,

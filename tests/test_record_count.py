@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from epsilon_tf.data import record_count
+from epsilon_tf.data.records import record_count
 
 
 def _write(path, sizes, compression=""):

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.data.synthetic import (
+from epsilon_tf.data.worlds.synthetic import (
     SyntheticConfig,
     generate_split,
     synthetic_label_space,
@@ -166,8 +166,8 @@ def test_train_and_eval_from_release_files(tmp_path, release):
 
 def test_converted_lesa_files_read_back_as_native(tmp_path):
     from epsilon_tf.config import DataConfig
-    from epsilon_tf.data.convert import main as convert_main
     from epsilon_tf.data.sources import make_source
+    from epsilon_tf.tools.convert import main as convert_main
 
     space, tags, _ = write_label_dir(tmp_path / "labels")
     write_lesa(tmp_path / "release", space, tags)

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from epsilon_tf.data.safe_pickle import (
+from epsilon_tf.data.readers.safe_pickle import (
     UnsafePickleError,
     load_pickle,
     loads_pickle,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from epsilon_tf.data.synthetic import (
+from epsilon_tf.data.worlds.synthetic import (
     SyntheticConfig,
     generate_split,
     synthetic_label_space,

@@ -7,8 +7,8 @@ import pytest
 
 from epsilon_tf.config import LossConfig, ModelConfig, TrainConfig
 from epsilon_tf.data.base import DatasetSource
-from epsilon_tf.data.in_memory import array_split
-from epsilon_tf.data.synthetic import (
+from epsilon_tf.data.readers.in_memory import array_split
+from epsilon_tf.data.worlds.synthetic import (
     SyntheticConfig,
     generate_split,
     synthetic_label_space,

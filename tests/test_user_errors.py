@@ -247,7 +247,7 @@ def _cases(tmp):
          "Received: -1"], "quiet",
     )
     cases["convert-truncated-input"] = (
-        [PYTHON, "-m", "epsilon_tf.data.convert", "--format=lesa_nus_wide",
+        [PYTHON, "-m", "epsilon_tf.tools.convert", "--format=lesa_nus_wide",
          f"--inputs={truncated}", "--split=train",
          f"--label_dir={paths['labels']}", f"--out={tmp / 'converted'}",
          f"--feature_shape={release.FEATURE_SHAPE}"],

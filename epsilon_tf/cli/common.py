@@ -2,7 +2,7 @@
 and one-line errors.
 
 Every CLI (`train.py`, `eval.py`, `python -m epsilon_tf.export`,
-`python -m epsilon_tf.data.convert`,
+`python -m epsilon_tf.tools.convert`,
 `python -m epsilon_tf.tools.extract_features`) calls `prepare()` first,
 before anything imports TensorFlow, and runs its work inside
 `clean_exit(program)`:

@@ -18,7 +18,7 @@ A `DatasetSource` bundles the label space with one `SplitReader` per split
 
 import dataclasses
 import errno
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -66,7 +66,18 @@ class SplitReader:
         files: tuple of str. The files the split reads (for messages).
         counter: callable or None. Counts the examples when `num_examples`
             is not known up front (a cheap pass over the files, cached;
-            see `epsilon_tf.data.record_count`); used by `example_count`.
+            see `epsilon_tf.data.records.record_count`); used by
+            `example_count`.
+        skip_report: `records.stream.SkipReport` or None. What a reader
+            built with `skip_corrupt=True` skipped (the file readers always
+            attach one; None for in-memory splits).
+        compressions: dict str -> str. Each file's detected compression
+            ("", "ZLIB" or "GZIP"), for readers that detect it per file
+            (LESA); empty otherwise.
+        metadata: dict or None. The split's stored description (the
+            native format's sidecar), when it has one.
+        memory: object or None. The in-memory copy that serves the split
+            (`memory_cache.cached_split`), when it is served from memory.
     """
 
     name: str
@@ -75,6 +86,10 @@ class SplitReader:
     num_examples: Optional[int] = None
     files: tuple = ()
     counter: Optional[Callable] = None
+    skip_report: Optional[Any] = None
+    compressions: dict = dataclasses.field(default_factory=dict)
+    metadata: Optional[dict] = None
+    memory: Optional[Any] = None
 
     def __post_init__(self):
         if self.label_set not in LABEL_SETS:
@@ -131,7 +146,7 @@ class DatasetSource:
 def first_invalid_label(labels):
     """`(position, value)` of the first label not -1, 0 or +1, else None.
 
-    The host-side check of the label values (`record_stream.
+    The host-side check of the label values (`records.stream.
     label_values_check` is the in-graph one); `position` indexes the
     flattened array.
     """

@@ -31,7 +31,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.base import SplitReader, shard_files
+from epsilon_tf.data.base import shard_files
 from epsilon_tf.data.pipeline import input_errors
 
 # Decoded bytes (float32 features and labels) a source may hold in memory
@@ -129,15 +129,9 @@ def cached_split(reader):
     first read of each (`files_seed`, file order) (see the module
     docstring)."""
     memory = _SplitMemory(reader)
-    cached = dataclasses.replace(reader, make_dataset=memory.dataset)
-    # Reader extras the trainer and the checks read (`metadata`,
-    # `skip_report`, ...).
-    fields = {f.name for f in dataclasses.fields(SplitReader)}
-    for name, value in vars(reader).items():
-        if name not in fields:
-            setattr(cached, name, value)
-    cached.memory = memory
-    return cached
+    return dataclasses.replace(
+        reader, make_dataset=memory.dataset, memory=memory
+    )
 
 
 def cache_in_memory(source, max_bytes=DEFAULT_MAX_BYTES):

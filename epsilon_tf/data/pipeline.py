@@ -1,13 +1,19 @@
-"""The `tf.data` input pipeline: split carving, shuffle, batch, prefetch."""
+"""The `tf.data` input pipeline: split carving, shuffle, batch, prefetch.
+
+The top of `epsilon_tf.data`: it consumes the readers' `SplitReader`s
+(`base`) and turns the errors of their checks into `InputDataError`s
+(`input_errors`); the machinery those checks share with it
+(`records.checks`) lies below the readers, so no reader imports this
+module.
+"""
 
 import contextlib
 import re
-import threading
 
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config
 
 from epsilon_tf import _validation as check
+from epsilon_tf.data.records.checks import checked_map, take_data_error
 from epsilon_tf.errors import InputDataError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -28,27 +34,6 @@ _ASSERT_RE = re.compile(r"assertion failed: \[(.*?)\](?=\s*(?:\n|\[\[|$))",
 _NON_FINITE_RE = re.compile(
     re.escape(NON_FINITE_MESSAGE) + r"[^\]\n]*must be finite"
 )
-# The message of the last data error raised in Python inside a tf.data
-# pipeline (a generator or a py_function), which TensorFlow re-raises
-# wrapped in an OpError with the Python traceback as text.
-_PYTHON_ERRORS = []
-_PYTHON_ERRORS_LOCK = threading.Lock()
-
-
-def remember_data_error(message):
-    """Notes a data error raised in Python inside a `tf.data` pipeline.
-
-    `input_errors()` then reports this message instead of TensorFlow's
-    wrapped one (which carries the Python traceback as text).
-    """
-    with _PYTHON_ERRORS_LOCK:
-        _PYTHON_ERRORS.clear()
-        _PYTHON_ERRORS.append(" ".join(str(message).split()))
-
-
-def _take_python_error():
-    with _PYTHON_ERRORS_LOCK:
-        return _PYTHON_ERRORS.pop() if _PYTHON_ERRORS else None
 
 
 def input_data_error(error):
@@ -59,7 +44,7 @@ def input_data_error(error):
     graph details; this pulls out the one line that matters.
     """
     text = getattr(error, "message", None) or str(error)
-    remembered = _take_python_error()
+    remembered = take_data_error()
     # Only when this error carries it (a stale one from an error caught
     # elsewhere is dropped).
     if remembered is not None and remembered[:200] in " ".join(text.split()):
@@ -89,32 +74,6 @@ def input_errors():
         if clear is None:
             raise
         raise clear from None
-
-
-def parallel_calls():
-    """`num_parallel_calls` for a map whose function has checks.
-
-    Under op determinism (`TrainConfig.deterministic`, the default)
-    tf.data's `make_deterministic` rewrite turns every parallel map whose
-    function holds a stateful op (`Assert`, `py_function`) into a plain
-    `MapDataset`, but keeps the `use_unbounded_threadpool` attribute that
-    op does not have, and TensorFlow then logs a ~750-character
-    "NodeDef mentions attribute use_unbounded_threadpool" error each time
-    the pipeline is instantiated. Such a map runs sequentially under
-    determinism anyway, so ask for that directly (None); without
-    determinism it runs in parallel (AUTOTUNE).
-    """
-    if tf_config.is_op_determinism_enabled():
-        return None
-    return AUTOTUNE
-
-
-def checked_map(ds, fn):
-    """`ds.map(fn)` for a function with checks (see `parallel_calls`)."""
-    calls = parallel_calls()
-    if calls is None:
-        return ds.map(fn)
-    return ds.map(fn, num_parallel_calls=calls, deterministic=True)
 
 
 def in_validation(image_id, validation_fraction):

@@ -3,15 +3,16 @@
 import functools
 import os
 
-from epsilon_tf.data import label_files, record_count
 from epsilon_tf.data.base import DatasetSource
 from epsilon_tf.data.catalog import EVAL_KS
-from epsilon_tf.data.lesa_tfrecord import (
-    detect_compression,
+from epsilon_tf.data.readers import label_files
+from epsilon_tf.data.readers.lesa_tfrecord import (
     lesa_nus_wide_split,
     lesa_open_images_split,
 )
-from epsilon_tf.data.precheck import expand_pattern
+from epsilon_tf.data.records import record_count
+from epsilon_tf.data.records.compression import detect_compression
+from epsilon_tf.data.records.files import expand_files
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -56,9 +57,12 @@ def _word_vectors(cfg, default_name=None):
     )
 
 
-def _files(pattern, flag):
-    """The files of a glob pattern, or of a comma-separated list of them."""
-    return expand_pattern(pattern, flag)
+def _biam_hdf5():
+    """The BiAM reader module, imported (with h5py) only when BiAM files
+    are read."""
+    from epsilon_tf.data.readers import biam_hdf5
+
+    return biam_hdf5
 
 
 def _nus_wide(cfg, shape):
@@ -75,19 +79,16 @@ def _nus_wide(cfg, shape):
                                ("test", cfg.test_files)):
             if pattern:
                 splits[split] = lesa_nus_wide_split(
-                    _files(pattern, f"{split}_files"), split, space,
+                    expand_files(pattern, f"{split}_files"), split, space,
                     seen_tags, feature_shape=shape,
                     skip_corrupt=cfg.skip_corrupt, num_tags=num_tags,
                 )
     else:
-        # h5py only when the BiAM files are read.
-        from epsilon_tf.data.biam_hdf5 import biam_nus_wide_split
-
         for split, pattern in (("train", cfg.train_files),
                                ("test", cfg.test_files)):
             if not pattern:
                 continue
-            files = _files(pattern, f"{split}_files")
+            files = expand_files(pattern, f"{split}_files")
             if len(files) != 1:
                 raise ValueError(
                     f"--{split}_files must name one BiAM NUS-WIDE .h5 file. "
@@ -100,7 +101,7 @@ def _nus_wide(cfg, shape):
                     "('{split}' in it is replaced by train/test)"
                 )
             names = cfg.names_file.replace("{split}", split)
-            splits[split] = biam_nus_wide_split(
+            splits[split] = _biam_hdf5().biam_nus_wide_split(
                 files[0], names, split, space, feature_shape=shape,
                 skip_corrupt=cfg.skip_corrupt,
             )
@@ -121,17 +122,14 @@ def _open_images(cfg, shape):
                            ("test", cfg.test_files)):
         if not pattern:
             continue
-        files = _files(pattern, f"{split}_files")
+        files = expand_files(pattern, f"{split}_files")
         if cfg.data_format == "lesa":
             splits[split] = lesa_open_images_split(
                 files, split, space, top, feature_shape=shape,
                 skip_corrupt=cfg.skip_corrupt, num_unseen_total=num_unseen,
             )
         else:
-            # h5py only when the BiAM files are read.
-            from epsilon_tf.data.biam_hdf5 import biam_open_images_split
-
-            splits[split] = biam_open_images_split(
+            splits[split] = _biam_hdf5().biam_open_images_split(
                 files, split, space, top, feature_shape=shape,
                 num_unseen_total=num_unseen, skip_corrupt=cfg.skip_corrupt,
             )
@@ -154,10 +152,8 @@ def _count_examples(cfg, files):
 
         kind = "tfrecord" if cfg.skip_corrupt else "tfrecord_strict"
     else:
-        # h5py only when the BiAM files are read.
-        from epsilon_tf.data.biam_hdf5 import count_open_images_chunk
-
-        count, kind = count_open_images_chunk, "biam_open_images"
+        count = _biam_hdf5().count_open_images_chunk
+        kind = "biam_open_images"
     try:
         return record_count.cached_count(files, count, cfg.cache_dir, kind)
     except (ValueError, KeyError, OSError):

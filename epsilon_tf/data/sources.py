@@ -2,11 +2,11 @@
 
 import os
 
-from epsilon_tf.data import nus_like
 from epsilon_tf.data.catalog import DATASETS, EVAL_KS, FORMATS
-from epsilon_tf.data.native_tfrecord import native_source
+from epsilon_tf.data.readers.native_tfrecord import native_source
 from epsilon_tf.data.release_sources import release_source
-from epsilon_tf.data.synthetic import synthetic_source
+from epsilon_tf.data.worlds import nus_like
+from epsilon_tf.data.worlds.synthetic import synthetic_source
 from epsilon_tf.labels import LabelSpace
 
 

@@ -1,7 +1,7 @@
 """Images -> region features in the project's native TFRecord format.
 
 Runs a frozen `keras.applications` backbone over a folder of images and
-writes one native split (`epsilon_tf.data.native_tfrecord`). VGG19
+writes one native split (`epsilon_tf.data.readers.native_writer`). VGG19
 `block5_conv4` at 224x224 with VGG preprocessing (the default) gives the
 196x512 features of the LESA/BiAM releases.
 
@@ -185,7 +185,7 @@ def extract_features(
         )
     # Every image and label checked: now TensorFlow.
     common.import_tensorflow_quietly()
-    from epsilon_tf.data.native_tfrecord import NativeWriter
+    from epsilon_tf.data.readers.native_writer import NativeWriter
     from epsilon_tf.export.backbones import make_backbone
 
     model, preprocess = make_backbone(backbone, weights, image_size)

@@ -26,14 +26,14 @@ MODEL_FLAGS = tiny.MODEL_FLAGS + [
 
 
 def world():
-    from epsilon_tf.data.synthetic import SyntheticConfig
+    from epsilon_tf.data.worlds.synthetic import SyntheticConfig
 
     return SyntheticConfig(**WORLD_KWARGS)
 
 
 def label_dir(directory):
     """Writes the label files; returns (space, tags)."""
-    from epsilon_tf.data.synthetic import synthetic_label_space
+    from epsilon_tf.data.worlds.synthetic import synthetic_label_space
 
     space = synthetic_label_space(world())
     seen = [space.names[i] for i in space.seen]
@@ -53,7 +53,7 @@ def label_dir(directory):
 
 def lesa_values(split, space, tags):
     """The LESA records' raw values {img_id, feature, label_1k, label_81}."""
-    from epsilon_tf.data.synthetic import generate_split
+    from epsilon_tf.data.worlds.synthetic import generate_split
 
     out = []
     seen_names = [space.names[i] for i in space.seen]
@@ -115,7 +115,7 @@ def write_biam(directory, space, split="train", drop_key=None):
     leaves one image's dataset out."""
     import h5py
 
-    from epsilon_tf.data.synthetic import generate_split
+    from epsilon_tf.data.worlds.synthetic import generate_split
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

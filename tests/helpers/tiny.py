@@ -39,7 +39,7 @@ NO_DROPOUT = ["--dropout=0", "--token_dropout=0"]
 
 
 def world():
-    from epsilon_tf.data.synthetic import SyntheticConfig
+    from epsilon_tf.data.worlds.synthetic import SyntheticConfig
 
     return SyntheticConfig(**WORLD_KWARGS)
 
@@ -54,7 +54,7 @@ def model_config(**overrides):
 
 def arrays(split):
     """(ids, features, labels) of one split of the tiny world."""
-    from epsilon_tf.data.synthetic import generate_split
+    from epsilon_tf.data.worlds.synthetic import generate_split
 
     ids, feats, labels = zip(*generate_split(world(), split), strict=True)
     return list(ids), np.stack(feats), np.stack(labels)
@@ -66,8 +66,8 @@ def in_memory_source(transform=None):
     `transform(split, ids, features, labels)` may edit the arrays first.
     """
     from epsilon_tf.data.base import DatasetSource
-    from epsilon_tf.data.in_memory import array_split
-    from epsilon_tf.data.synthetic import synthetic_label_space
+    from epsilon_tf.data.readers.in_memory import array_split
+    from epsilon_tf.data.worlds.synthetic import synthetic_label_space
 
     config = world()
     splits = {}
@@ -115,8 +115,11 @@ def assert_same_run(first, second):
 
 def write_native(directory):
     """Writes the tiny world as native TFRecords (float32) + label space."""
-    from epsilon_tf.data.native_tfrecord import write_native_split
-    from epsilon_tf.data.synthetic import generate_split, synthetic_label_space
+    from epsilon_tf.data.readers.native_writer import write_native_split
+    from epsilon_tf.data.worlds.synthetic import (
+        generate_split,
+        synthetic_label_space,
+    )
 
     config = world()
     space = synthetic_label_space(config)

@@ -41,7 +41,7 @@ import json
 import numpy as np
 
 from epsilon_tf import _validation as check
-from epsilon_tf.data.world_cache import (
+from epsilon_tf.data.worlds.world_cache import (
     GridWorld,
     WorldSpec,
     cached_world_source,

@@ -42,7 +42,7 @@ favour a model.
   GZSL protocol.
 
 Write-once cache: `nus_like_source` writes the world under
-`cache_dir/<key>/` (`epsilon_tf.data.world_cache`); the key covers the
+`cache_dir/<key>/` (`epsilon_tf.data.worlds.world_cache`); the key covers the
 config, the generator version and the bytes of the label files.
 """
 
@@ -55,8 +55,8 @@ import os
 import numpy as np
 
 from epsilon_tf import _validation as check
-from epsilon_tf.data import label_files
-from epsilon_tf.data.world_cache import (
+from epsilon_tf.data.readers import label_files
+from epsilon_tf.data.worlds.world_cache import (
     GridWorld,
     WorldSpec,
     cached_world_source,

@@ -1,8 +1,8 @@
 """Writes a generated benchmark once and reuses it: the built-in worlds.
 
-Both built-in benchmarks (`epsilon_tf.data.synthetic` and
-`epsilon_tf.data.nus_like`) are deterministic functions of a config. Each
-is written once into the project's native TFRecord format (float16
+Both built-in benchmarks (`epsilon_tf.data.worlds.synthetic` and
+`epsilon_tf.data.worlds.nus_like`) are deterministic functions of a
+config. Each is written once into the project's native TFRecord format (float16
 features, uncompressed) under `cache_dir/<cache key>/`: a "train" split
 (labels over the seen labels), a "test" split (labels over every label)
 and the label space. A complete cache is reused as is; an incomplete or
@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from epsilon_tf.data.base import DatasetSource
-from epsilon_tf.data.native_tfrecord import NativeWriter, native_split
+from epsilon_tf.data.readers.native_tfrecord import native_split
+from epsilon_tf.data.readers.native_writer import NativeWriter
 from epsilon_tf.labels import LabelSpace
 
 SPLIT_LABEL_SETS = {"train": "seen", "test": "all"}

@@ -37,17 +37,20 @@ from epsilon_tf.data.base import (
     first_invalid_label,
     shard_files,
 )
-from epsilon_tf.data.lesa_tfrecord import (
+from epsilon_tf.data.readers.release_layout import (
     DEFAULT_FEATURE_SHAPE,
     OPEN_IMAGES_NUM_UNSEEN,
-    check_feature_shape,
     check_top_unseen,
-    resolve_files,
+    label_set_for,
     space_permutation,
 )
-from epsilon_tf.data.pipeline import remember_data_error
-from epsilon_tf.data.record_stream import SkipReport
-from epsilon_tf.data.safe_pickle import load_pickle
+from epsilon_tf.data.readers.safe_pickle import load_pickle
+from epsilon_tf.data.records.checks import (
+    check_feature_shape,
+    remember_data_error,
+)
+from epsilon_tf.data.records.files import expand_files
+from epsilon_tf.data.records.stream import SkipReport
 
 _MAX_CYCLE = 8
 _OI_SUFFIXES = ("-features", "-seenlabels", "-unseenlabels")
@@ -141,14 +144,6 @@ def _arrange(perm, parts):
     return values if perm is None else values[perm]
 
 
-def _label_set_for(split):
-    if not isinstance(split, str) or not split:
-        raise ValueError(
-            f"`split` must be a non-empty str. Received: split={split!r}"
-        )
-    return "all" if split == "test" else "seen"
-
-
 # ---------------------------------------------------------------------------
 # NUS-WIDE
 
@@ -223,7 +218,7 @@ def biam_nus_wide_split(
     check_h5_file(h5_path)
     report = skip_report if skip_report is not None else SkipReport()
     shape = check_feature_shape(feature_shape)
-    label_set = _label_set_for(split)
+    label_set = label_set_for(split)
     names = read_image_names(names_pickle_path)
     if label_set == "all":
         num_labels = label_space.num_labels
@@ -268,15 +263,14 @@ def biam_nus_wide_split(
             lambda: generate(order), output_signature=signature
         )
 
-    reader = SplitReader(
+    return SplitReader(
         name=split,
         label_set=label_set,
         make_dataset=make_dataset,
         num_examples=len(names),
         files=(h5_path,),
+        skip_report=report,
     )
-    reader.skip_report = report
-    return reader
 
 
 # ---------------------------------------------------------------------------
@@ -352,12 +346,12 @@ def biam_open_images_split(
     ...     "train_features_lesa/*.h5", "train", space,
     ...     meta.top_unseen_indices)
     """
-    files = resolve_files(file_pattern_or_list)
+    files = expand_files(file_pattern_or_list)
     for file in files:
         check_h5_file(file)
     report = skip_report if skip_report is not None else SkipReport()
     shape = check_feature_shape(feature_shape)
-    label_set = _label_set_for(split)
+    label_set = label_set_for(split)
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
     if label_set == "all":
@@ -411,12 +405,11 @@ def biam_open_images_split(
             deterministic=True,
         )
 
-    reader = SplitReader(
+    return SplitReader(
         name=split,
         label_set=label_set,
         make_dataset=make_dataset,
         num_examples=None,
         files=tuple(files),
+        skip_report=report,
     )
-    reader.skip_report = report
-    return reader

@@ -1,8 +1,8 @@
 """Record streams of TFRecord files, with the file and record named.
 
-The machinery shared by the TFRecord readers (`native_tfrecord`,
-`lesa_tfrecord`): per-file `TFRecordDataset`s, interleaved, whose framing
-errors are caught per file and turned into an error (or, with
+The machinery shared by the TFRecord readers (`readers.native_tfrecord`,
+`readers.lesa_tfrecord`): per-file `TFRecordDataset`s, interleaved, whose
+framing errors are caught per file and turned into an error (or, with
 `skip_corrupt`, a logged and counted skip in a `SkipReport`) that names the
 file and the record index; per-record checks of raw-bytes features with
 the same kind of message; and the decoding of fixed-size raw features.
@@ -14,17 +14,15 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.pipeline import checked_map
+from epsilon_tf.data.records.checks import checked_map
+from epsilon_tf.data.records.framing import RECORD_OVERHEAD
 
-# TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
-RECORD_OVERHEAD = 16
 _READ_BUFFER = 4 << 20
 _MAX_CYCLE = 8
 
 logger = logging.getLogger(__name__)
 # The dataset functions below use explicit tf.cond: skip AutoGraph.
 no_autograph = tf.autograph.experimental.do_not_convert
-
 
 
 class SkipReport:

@@ -13,13 +13,13 @@ Open Images (`OI_*_feature_2018_04_ZLIB.tfrecords`):
     `unseen_label` (int32 x 2,594; only the 400 of `top_400_unseen.csv`
     are kept, in that order).
 
-Compression is detected per file from its first bytes (`detect_
-compression`): an uncompressed TFRecord starts with a length whose CRC
-follows it, a GZIP file with 1f 8b, a ZLIB stream with a valid two-byte
-zlib header. Only when none of these holds (a file corrupt from its first
-byte) does the name decide ("ZLIB" or "GZIP" in the base name, else none).
-A directory, an empty file and a file that holds no records are refused
-when the reader is built, naming the file.
+Compression is detected per file from its first bytes (`records.
+compression.detect_compression`): an uncompressed TFRecord starts with a
+length whose CRC follows it, a GZIP file with 1f 8b, a ZLIB stream with a
+valid two-byte zlib header. Only when none of these holds (a file corrupt
+from its first byte) does the name decide ("ZLIB" or "GZIP" in the base
+name, else none). A directory, an empty file and a file that holds no
+records are refused when the reader is built, naming the file.
 
 Errors name the file and the record index. Framing, CRC and decompression
 errors (`DataLossError` inside `TFRecordDataset`) are caught per file with
@@ -27,245 +27,53 @@ errors (`DataLossError` inside `TFRecordDataset`) are caught per file with
 read with the bytes the file holds: its size for an uncompressed file, or,
 for a ZLIB/GZIP file, the length of its decompressed stream, measured once
 per file (and cached) by a background Python thread that decompresses the
-file alongside the reader (one extra core and a second read of the file,
-first pass only). With `skip_corrupt=True` a bad record is skipped and a
-corrupt file's unreadable rest is dropped; each skip is logged with the
-running totals and counted in the reader's `skip_report`. A record after
-the first corrupt byte of a file cannot be recovered (TFRecord framing
-cannot resynchronize), so skips count files cut short, not lost records.
-One case no reader can detect: an uncompressed file cut exactly between
-two records is a valid, shorter TFRecord file (the format has no trailer);
-the native format records its sizes to catch that too.
+file alongside the reader (`records.verify`; one extra core and a second
+read of the file, first pass only). With `skip_corrupt=True` a bad record
+is skipped and a corrupt file's unreadable rest is dropped; each skip is
+logged with the running totals and counted in the reader's `skip_report`.
+A record after the first corrupt byte of a file cannot be recovered
+(TFRecord framing cannot resynchronize), so skips count files cut short,
+not lost records. One case no reader can detect: an uncompressed file cut
+exactly between two records is a valid, shorter TFRecord file (the format
+has no trailer); the native format records its sizes to catch that too.
 """
-
-import concurrent.futures
-import os
-import threading
 
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data import precheck
 from epsilon_tf.data.base import SplitReader, shard_files
-from epsilon_tf.data.pipeline import checked_map
-from epsilon_tf.data.record_count import decompressed_chunks
-from epsilon_tf.data.record_stream import (
+from epsilon_tf.data.readers.release_layout import (
+    DEFAULT_FEATURE_SHAPE,
+    NUS_WIDE_NUM_TAGS,
+    OPEN_IMAGES_NUM_UNSEEN,
+    check_top_unseen,
+    label_set_for,
+    space_permutation,
+)
+from epsilon_tf.data.records.checks import check_feature_shape, checked_map
+from epsilon_tf.data.records.compression import detect_compression
+from epsilon_tf.data.records.files import expand_files
+from epsilon_tf.data.records.stream import (
     SkipReport,
     apply_record_checks,
     byte_length_check,
     check_stream_end,
     decode_fixed,
-    file_stat,
     finish_examples,
     label_values_check,
     no_autograph,
     present_check,
     record_stream,
 )
-
-DEFAULT_FEATURE_SHAPE = (196, 512)
-NUS_WIDE_NUM_TAGS = 1000
-OPEN_IMAGES_NUM_UNSEEN = 2594
-_GLOB_CHARS = set("*?[")
-_CHUNK = 8 << 20
-
-
-# ---------------------------------------------------------------------------
-# Files and compression
-
-
-def compression_for_file(path):
-    """ "ZLIB", "GZIP" or "" from the file's base name (ZLIB wins).
-
-    Only a hint: `detect_compression` reads the file's first bytes.
-    """
-    return precheck.compression_from_name(path)
-
-
-_DETECTED = {}
-
-
-def detect_compression(path):
-    """ "ZLIB", "GZIP" or "" from a record file's first bytes.
-
-    Falls back to the name (`compression_for_file`) only when the first
-    bytes match no format (the file is then corrupt, and the reader says
-    so). Cached by the file's size and modification time.
-
-    Raises:
-        IsADirectoryError / ValueError: a directory, an empty file or a
-            file that holds no records, naming it.
-    """
-    path = os.fspath(path)
-    if tf.io.gfile.isdir(path):
-        raise IsADirectoryError(
-            f"{path} is a directory, not a record file (give the files, "
-            f"e.g. {os.path.join(path, '*.tfrecords')})"
-        )
-    key = (path, *file_stat(path))
-    if key not in _DETECTED:
-        head = b""
-        if key[1]:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                head = f.read(1 << 16)
-        _DETECTED[key] = precheck.compression_from_bytes(path, head, key[1])
-    return _DETECTED[key]
-
-
-def resolve_files(file_pattern_or_list):
-    """Expands a glob pattern / list of paths to an ordered list of files.
-
-    Args:
-        file_pattern_or_list: str (a path or a glob pattern) or a sequence
-            of paths (each may also be a pattern).
-
-    Returns:
-        list of str, patterns expanded in sorted order, duplicates kept
-        out.
-    """
-    if isinstance(file_pattern_or_list, (str, os.PathLike)):
-        items = [os.fspath(file_pattern_or_list)]
-    else:
-        items = [os.fspath(p) for p in file_pattern_or_list]
-    if not items:
-        raise ValueError("`file_pattern_or_list` is empty")
-    files = []
-    for item in items:
-        if _GLOB_CHARS & set(item):
-            matched = sorted(tf.io.gfile.glob(item))
-            if not matched:
-                raise FileNotFoundError(f"No files match {item}")
-            files.extend(matched)
-        else:
-            if not tf.io.gfile.exists(item):
-                raise FileNotFoundError(f"Record file not found: {item}")
-            files.append(item)
-    for file in files:
-        if tf.io.gfile.isdir(file):
-            raise IsADirectoryError(
-                f"{file} is a directory, not a record file (give the files, "
-                f"e.g. {os.path.join(file, '*')})"
-            )
-    seen = set()
-    return [f for f in files if not (f in seen or seen.add(f))]
-
-
-# ---------------------------------------------------------------------------
-# Stream-length verification of compressed files
-
-
-def compressed_stream_length(path, compression):
-    """Decompresses a ZLIB/GZIP file and measures its decompressed stream.
-
-    Args:
-        path: str. The file.
-        compression: str. "ZLIB" or "GZIP".
-
-    Returns:
-        `(num_bytes, problem)`: the decompressed length, and "" or a
-        description of what is wrong with the stream (truncated, corrupt).
-    """
-    total = 0
-    try:
-        with tf.io.gfile.GFile(path, "rb") as f:
-            for chunk in decompressed_chunks(f, compression, _CHUNK):
-                total += len(chunk)
-    except ValueError as e:
-        problem = str(e)
-        return total, problem[0].upper() + problem[1:] + "."
-    return total, ""
-
-
-class _StreamVerifier:
-    """Measures compressed files in background threads; caches by stat."""
-
-    def __init__(self, max_workers=4):
-        self._max_workers = max_workers
-        self._pool = None
-        self._futures = {}
-        self._lock = threading.Lock()
-
-    def _future(self, path, compression):
-        size, mtime = file_stat(path)
-        key = (path, compression, size, mtime)
-        with self._lock:
-            if key not in self._futures:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        self._max_workers,
-                        thread_name_prefix="epsilon_tf_record_check",
-                    )
-                self._futures[key] = self._pool.submit(
-                    compressed_stream_length, path, compression
-                )
-            return self._futures[key]
-
-    def start(self, path, compression):
-        if compression:
-            self._future(path, compression)
-
-    def expectation(self, path, compression):
-        if not compression:
-            size, _ = file_stat(path)
-            return size, -1, ""
-        num_bytes, problem = self._future(path, compression).result()
-        return num_bytes, -1, problem
-
-
-# One worker per file the interleave keeps open.
-_VERIFIER = _StreamVerifier(max_workers=8)
-
-
-def _start_verification(files_ds, compressions):
-    def py_start(filename):
-        name = filename.numpy().decode("utf-8")
-        _VERIFIER.start(name, compressions.get(name, ""))
-        return filename
-
-    @no_autograph
-    def start(filename):
-        out = tf.py_function(py_start, [filename], tf.string)
-        out.set_shape([])
-        return out
-
-    return files_ds.map(start)
-
+from epsilon_tf.data.records.verify import VERIFIER, start_verification
 
 # ---------------------------------------------------------------------------
 # Shared reader assembly
 
 
-def space_permutation(label_space):
-    """Gather indices putting `[seen values, unseen values]` in space order.
-
-    Returns None when the space already lists its seen labels first and
-    its unseen labels after them, in index order.
-    """
-    order = np.concatenate([label_space.seen, label_space.unseen])
-    if sorted(order.tolist()) != list(range(label_space.num_labels)):
-        raise ValueError(
-            "The label space's seen and unseen indices must together cover "
-            f"every label once. Received {len(label_space.seen)} seen + "
-            f"{len(label_space.unseen)} unseen for "
-            f"{label_space.num_labels} labels"
-        )
-    perm = np.argsort(order)
-    return None if np.array_equal(perm, np.arange(len(perm))) else perm
-
-
 def _labels_in_space_order(perm, parts):
     values = tf.concat(parts, axis=0)
     return values if perm is None else tf.gather(values, perm)
-
-
-def check_feature_shape(feature_shape):
-    shape = tuple(int(d) for d in feature_shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(
-            "`feature_shape` must be (num_regions, channels) with positive "
-            f"sizes. Received: feature_shape={feature_shape!r}"
-        )
-    return shape
 
 
 def _checked_example(elem, parsed, labels, checks, shape, skip_corrupt,
@@ -311,13 +119,13 @@ def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
     )
 
     def make_dataset(files_seed=None, input_context=None):
-        files_ds = _start_verification(
+        files_ds = start_verification(
             shard_files(files, files_seed, input_context), compressions
         )
         stream = record_stream(files_ds, graph_compression, len(files))
         stream = check_stream_end(
             stream,
-            _VERIFIER.expectation,
+            VERIFIER.expectation,
             skip_corrupt,
             report,
             hint,
@@ -328,30 +136,21 @@ def _build_reader(files, split, label_set, parse_fn, skip_corrupt, skip_report):
         )
         return finish_examples(ds, skip_corrupt)
 
-    reader = SplitReader(
+    return SplitReader(
         name=split,
         label_set=label_set,
         make_dataset=make_dataset,
         num_examples=None,
         files=tuple(files),
+        skip_report=report,
+        compressions=compressions,
     )
-    reader.skip_report = report
-    reader.compressions = compressions
-    return reader
 
 
 def _string_spec(keys):
     return {
         k: tf.io.FixedLenFeature([], tf.string, default_value="") for k in keys
     }
-
-
-def _label_set_for(split):
-    if not isinstance(split, str) or not split:
-        raise ValueError(
-            f"`split` must be a non-empty str. Received: split={split!r}"
-        )
-    return "all" if split == "test" else "seen"
 
 
 # ---------------------------------------------------------------------------
@@ -401,9 +200,9 @@ def lesa_nus_wide_split(
     ...     "TFRecords/NUS_WIDE_Train_full_feature_ZLIB.tfrecords", "train",
     ...     space, nus_wide_seen_tag_indices(tags_path, concepts_path))
     """
-    files = resolve_files(file_pattern_or_list)
+    files = expand_files(file_pattern_or_list)
     shape = check_feature_shape(feature_shape)
-    label_set = _label_set_for(split)
+    label_set = label_set_for(split)
     seen_index = np.asarray(tag_to_seen_index, dtype=np.int64).reshape(-1)
     if len(seen_index) != len(label_space.seen):
         raise ValueError(
@@ -478,31 +277,6 @@ def lesa_nus_wide_split(
 # Open Images
 
 
-def check_top_unseen(top_unseen_indices, label_space, num_unseen_total):
-    """The evaluated unseen columns as int64, checked against the space.
-
-    Args:
-        top_unseen_indices: ints. Indices into the release's full unseen
-            list (2,594 for Open Images) of the evaluated unseen labels.
-        label_space: `LabelSpace`. Must have one unseen label per index.
-        num_unseen_total: int. Length of the full unseen list.
-    """
-    top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
-    if len(top) != len(label_space.unseen):
-        raise ValueError(
-            "`top_unseen_indices` must have one entry per unseen label. "
-            f"Received {len(top)} entries for {len(label_space.unseen)} "
-            "unseen labels"
-        )
-    if top.size and (top.min() < 0 or top.max() >= num_unseen_total):
-        raise ValueError(
-            "`top_unseen_indices` must lie in [0, num_unseen_total="
-            f"{num_unseen_total}). Received: min={top.min()}, "
-            f"max={top.max()}"
-        )
-    return top
-
-
 def lesa_open_images_split(
     file_pattern_or_list,
     split,
@@ -547,9 +321,9 @@ def lesa_open_images_split(
     ...     "TFRecords/OI_seen_unseen_test_feature_2018_04_ZLIB.tfrecords",
     ...     "test", space, meta.top_unseen_indices)
     """
-    files = resolve_files(file_pattern_or_list)
+    files = expand_files(file_pattern_or_list)
     shape = check_feature_shape(feature_shape)
-    label_set = _label_set_for(split)
+    label_set = label_set_for(split)
     num_seen = len(label_space.seen)
     top = np.asarray(top_unseen_indices, dtype=np.int64).reshape(-1)
     if label_set == "all":

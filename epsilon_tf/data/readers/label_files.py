@@ -25,7 +25,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.safe_pickle import load_pickle
+from epsilon_tf.data.readers.safe_pickle import load_pickle
 from epsilon_tf.labels import LabelSpace
 
 logger = logging.getLogger(__name__)

@@ -18,58 +18,13 @@ import struct
 import sys
 import threading
 import time
-import zlib
 
 from epsilon_tf.config import write_json
+from epsilon_tf.data.records.compression import decompressed_chunks
+from epsilon_tf.data.records.framing import HEADER_BYTES
 
 CACHE_FILE = "record_counts.json"
-_CHUNK = 8 << 20
-_HEADER = 12  # uint64 length + uint32 masked crc of the length
 _LOCK = threading.Lock()
-
-
-def decompressed_chunks(f, compression, chunk_size=_CHUNK):
-    """Yields the bytes of an open file, decompressed by `compression`.
-
-    Args:
-        f: a binary file object.
-        compression: str. "" (none), "ZLIB" or "GZIP".
-        chunk_size: int. Bytes read (and at most produced) per step.
-
-    Yields:
-        bytes.
-
-    Raises:
-        ValueError: the stream is corrupt or ends without its end marker.
-    """
-    if not compression:
-        while True:
-            chunk = f.read(chunk_size)
-            if not chunk:
-                return
-            yield chunk
-    inflater = zlib.decompressobj(31 if compression == "GZIP" else 15)
-    offset = 0
-    while not inflater.eof:
-        chunk = f.read(chunk_size)
-        if not chunk:
-            raise ValueError(
-                f"its {compression} stream is truncated: the file ends "
-                f"after {offset} bytes without the end-of-stream marker"
-            )
-        buf = chunk
-        try:
-            while buf and not inflater.eof:
-                out = inflater.decompress(buf, chunk_size)
-                if out:
-                    yield out
-                buf = inflater.unconsumed_tail
-        except zlib.error as e:
-            raise ValueError(
-                f"its {compression} stream is corrupt within compressed "
-                f"bytes {offset}..{offset + len(chunk)} ({e})"
-            ) from None
-        offset += len(chunk)
 
 
 def count_records_in_stream(chunks):
@@ -93,10 +48,10 @@ def count_records_in_stream(chunks):
                 skip -= take
                 pos += take
                 continue
-            need = _HEADER - len(header)
+            need = HEADER_BYTES - len(header)
             header += chunk[pos : pos + need]
             pos += min(need, n - pos)
-            if len(header) == _HEADER:
+            if len(header) == HEADER_BYTES:
                 (length,) = struct.unpack("<Q", header[:8])
                 skip = length + 4
                 header = b""
@@ -144,12 +99,12 @@ def count_tfrecord_file(path, compression, strict=False):
             size = os.fstat(f.fileno()).st_size
             count, pos, complete = 0, 0, True
             while pos < size:
-                header = f.read(_HEADER)
-                if len(header) < _HEADER:
+                header = f.read(HEADER_BYTES)
+                if len(header) < HEADER_BYTES:
                     complete = False
                     break
                 (length,) = struct.unpack("<Q", header[:8])
-                pos += _HEADER + length + 4
+                pos += HEADER_BYTES + length + 4
                 if pos > size:
                     complete = False
                     break
