@@ -1,0 +1,2 @@
+"""Record-level machinery: globbing, compression, TFRecord framing and
+integrity, record streams and counts."""

@@ -1,0 +1,1 @@
+"""The generated worlds (synthetic, nus_like) and their write-once cache."""

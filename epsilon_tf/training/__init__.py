@@ -1,0 +1,1 @@
+"""A training run: task, trainer, checkpoints, evaluation, orchestration."""
