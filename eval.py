@@ -124,7 +124,8 @@ def main(argv):
         data_config = None
         if mode != "predictions":
             data_config = run_data_config(
-                mode, path, epsilon_flags.data_config(), _given_data_flags()
+                mode, path, epsilon_flags.data_config(),
+                epsilon_flags.given_data_fields()
             )
         run_evaluation(
             mode=mode,
@@ -139,16 +140,6 @@ def main(argv):
             examples=FLAGS.examples,
             examples_out=FLAGS.examples_out,
         )
-
-
-def _given_data_flags():
-    """The data flags given on the command line (they override the run's)."""
-    names = (
-        "dataset", "data_format", "cache_dir", "data_dir", "train_files",
-        "test_files", "label_dir", "word_vectors", "feature_shape",
-        "skip_corrupt", "names_file",
-    )
-    return {n for n in names if FLAGS[n].present}
 
 
 def run_main():

@@ -28,6 +28,8 @@ FLAGS = epsilon_flags.FLAGS
 def main(argv):
     with common.clean_exit(PROGRAM):
         common.refuse_arguments(argv)
+        if epsilon_flags.print_config():  # --print_config: no training
+            return
         # Every flag value, before anything is read, written or imported.
         epsilon_flags.check_train_flags()
         common.prepare(["--debug"] if FLAGS.debug else [])

@@ -43,19 +43,17 @@ def main(argv=None):
 
     from absl import flags as absl_flags
 
-    from epsilon_tf import flags as epsilon_flags
     from epsilon_tf.data import memory_cache
-    from epsilon_tf.experiments import workers
+    from epsilon_tf.experiments import cli, workers
     from epsilon_tf.experiments.runner import Experiments, experiment_source
 
     workers.set_threads(args.threads)
-    epsilon_flags.define_experiment_flags()
-    epsilon_flags.define_cli_flags()
+    cli.define_flags()
     extra = ([f"--steps_per_epoch={args.steps_per_epoch}"]
              if args.steps_per_epoch else [])
     absl_flags.FLAGS(["bench", f"--output_dir={args.output_dir}",
                       f"--seeds={args.seed}", *extra, *experiment_flags])
-    options = epsilon_flags.experiment_options()
+    options = cli.options()
     if args.no_cache:
         memory_cache.cache_in_memory = lambda source, max_bytes=0: source
     shutil.rmtree(args.output_dir, ignore_errors=True)

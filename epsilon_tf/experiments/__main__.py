@@ -16,20 +16,19 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from absl import app  # noqa: E402
 
-from epsilon_tf import flags as epsilon_flags  # noqa: E402
 from epsilon_tf.cli import common  # noqa: E402
+from epsilon_tf.experiments import cli  # noqa: E402
 
 PROGRAM = "python -m epsilon_tf.experiments"
-epsilon_flags.define_experiment_flags()
-epsilon_flags.define_cli_flags()
+cli.define_flags()
 
 
 def main(argv):
     with common.clean_exit(PROGRAM):
         common.refuse_arguments(argv)
-        options = epsilon_flags.experiment_options()
+        options = cli.options()
         # TensorFlow's C++ start-up lines stay hidden (as in train.py).
-        common.prepare(["--debug"] if epsilon_flags.FLAGS.debug else [])
+        common.prepare(["--debug"] if cli.FLAGS.debug else [])
         _run(options)
 
 

@@ -16,24 +16,27 @@ from epsilon_tf.config import (
     preset_configs,
     write_json,
 )
+from epsilon_tf.config.presets import (
+    DEFAULT_EPOCHS,
+    QUICK_EPOCHS,
+    QUICK_MODEL,
+    QUICK_STEPS,
+    dataset_preset,
+)
 from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report, workers
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
-from epsilon_tf.flags import dataset_preset
 from epsilon_tf.layers.grid_convolution import infer_grid
 from epsilon_tf.training.run_dir import RunDir
 
 RESULT = "result.json"
-DEFAULT_EPOCHS, QUICK_EPOCHS, QUICK_STEPS = 4, 1, 3
-QUICK_MODEL = dict(hidden_dim=16, gpa_heads=2, gfp_blocks=1,
-                   biam_channels=16, biam_heads=2)
 
 
 def base_configs(options, source):
     """The model, loss and training settings every run starts from.
 
     The built-in synthetic world keeps the demo's widths; every other
-    dataset starts from `RELEASE_PRESET`, as `train.py` does.
+    dataset starts from `presets.RELEASE`, as `train.py` does.
     """
     model, loss, preset_train = preset_configs(
         dataset_preset(source.name), source.feature_shape)
@@ -78,7 +81,7 @@ class Experiments:
     """The sweep of `python -m epsilon_tf.experiments` (see __main__).
 
     Args:
-        options: dict from `flags.experiment_options()`.
+        options: dict from `experiments.cli.options()`.
         source: `DatasetSource`.
         log: callable for the progress lines.
     """

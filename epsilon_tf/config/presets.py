@@ -1,0 +1,135 @@
+"""Every named preset, and each dataset's K, in one place.
+
+A preset is a plain dict of setting -> value (fields of `ModelConfig`,
+`LossConfig` and `TrainConfig`), applied to the settings a user did not
+give. `train.py` applies, in this order (a later one wins, a flag the user
+gave wins over all):
+
+1. the dataset's: `synthetic` for `--dataset=synthetic`, `release` for
+   every other dataset;
+2. the model's: `lesa` or `biam` with `--model=lesa|biam`.
+
+`--preset=NAME[,NAME...]` replaces that choice. `quick` is the smoke-run
+budget of `python -m epsilon_tf.experiments --quick` (tiny models, one
+short epoch); its `prompts` and `regularizer_weights` are the experiments'
+Figure 3 sweeps, not settings of one run.
+
+    python -c "from epsilon_tf.config import presets; print(presets.PRESETS)"
+
+Standard library only: importable before TensorFlow.
+"""
+
+from epsilon_tf.config.settings import SettingError
+
+# Defaults for the built-in synthetic benchmark: its features are 7x7x64
+# (not 14x14x512), and the demo must train, evaluate and export in minutes
+# on two CPU cores.
+SYNTHETIC = {
+    "hidden_dim": 128,
+    "gpa_heads": 4,
+    "batch_size": 64,
+    "epochs": 10,
+    "learning_rate": 1e-3,
+}
+
+# Settings for release-shaped data (VGG conv5 region features, 196x512,
+# GloVe-300 vocabularies): every non-synthetic dataset. Chosen on the
+# label-held-out validation task of the nus_like benchmark's training split
+# (`python -m research.tune_release_shaped`; BUILD_NOTES.md, "Learning on
+# release-shaped data"), never on a test split.
+RELEASE = {
+    "token_norm": "standardize",
+    "gfp_input": "features",
+    "gfp_pooled_norm": True,
+    "gfp_blocks": 0,
+    "num_global": 1,
+    "hidden_dim": 128,
+    "gpa_heads": 4,
+    "learning_rate": 3e-3,
+    "batch_size": 64,
+    "epochs": 4,
+    "label_weight": 2.0,
+    "gpa_layers": 0,
+    "grouping": "groups",
+    "fusion_init": 0.3,
+}
+
+# The baselines' own training settings (LESA's global_setting.py and
+# BiAM's scripts/train_nus.sh: batch 32, learning rate 1e-3, their ranking
+# loss without Epsilon's per-label term); they take precedence over the
+# dataset's preset.
+LESA = {"batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0}
+BIAM = {"batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0}
+
+# The experiments' smoke run (`--quick`): tiny models, one epoch of three
+# steps, and Figure 3 sweeps where each point but G = 1 reuses a main or
+# ablation run, so it stays within minutes.
+QUICK = {
+    "hidden_dim": 16,
+    "gpa_heads": 2,
+    "gfp_blocks": 1,
+    "biam_channels": 16,
+    "biam_heads": 2,
+    "epochs": 1,
+    "steps_per_epoch": 3,
+    "prompts": (1, 7),
+    "regularizer_weights": (0.0, 0.1),
+}
+
+PRESETS = {
+    "synthetic": SYNTHETIC,
+    "release": RELEASE,
+    "lesa": LESA,
+    "biam": BIAM,
+    "quick": QUICK,
+}
+
+# The model presets, applied after the dataset's.
+MODEL_PRESETS = {"lesa": LESA, "biam": BIAM}
+
+# The K of P/R/F1@K each dataset is reported at (the papers' choices).
+EVAL_KS = {
+    "synthetic": (3, 5),
+    "nus_like": (3, 5),
+    "nus_wide": (3, 5),
+    "open_images": (10, 20),
+}
+
+# The experiments' epochs per run without `--quick`.
+EXPERIMENT_EPOCHS = 4
+# `QUICK` split by what it sets, for the experiments' runner.
+QUICK_SWEEPS = {k: QUICK[k] for k in ("prompts", "regularizer_weights")}
+QUICK_MODEL = {
+    k: QUICK[k]
+    for k in ("hidden_dim", "gpa_heads", "gfp_blocks", "biam_channels",
+              "biam_heads")
+}
+DEFAULT_EPOCHS, QUICK_EPOCHS, QUICK_STEPS = (
+    EXPERIMENT_EPOCHS, QUICK["epochs"], QUICK["steps_per_epoch"]
+)
+
+
+def dataset_preset(dataset):
+    """The preset applied to unset settings for `dataset`."""
+    return SYNTHETIC if dataset == "synthetic" else RELEASE
+
+
+def default_preset_names(dataset, model="epsilon"):
+    """The presets applied for `dataset` and `model`, in order."""
+    names = ["synthetic" if dataset == "synthetic" else "release"]
+    if model in MODEL_PRESETS:
+        names.append(model)
+    return tuple(names)
+
+
+def merged(names):
+    """One dict of the presets `names` (a later one wins)."""
+    if not names or any(n not in PRESETS for n in names):
+        raise SettingError(
+            f"--preset must be comma-separated names of {', '.join(PRESETS)}"
+            f". Received: --preset={','.join(names)}"
+        )
+    out = {}
+    for name in names:
+        out.update(PRESETS[name])
+    return out
