@@ -138,7 +138,7 @@ def test_train_py_prints_the_divergence_cleanly(tmp_path):
 
 
 def test_clean_exit_prints_one_line(capsys):
-    from epsilon_tf.training.guards import clean_exit
+    from epsilon_tf.cli.common import clean_exit
 
     with pytest.raises(SystemExit) as info:
         with clean_exit("eval.py"):
