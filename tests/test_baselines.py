@@ -436,7 +436,7 @@ def test_relabel_reload_and_checkpoint(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["lesa", "biam"])
 def test_trainer_step_learns_and_resumes(kind, tmp_path):
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source()
     config = dataclasses.replace(
@@ -445,7 +445,7 @@ def test_trainer_step_learns_and_resumes(kind, tmp_path):
     train = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
                         warmup_steps=2, verbose=0, summary_images=0,
                         pr_curve_labels=0, steps_per_epoch=4)
-    trainer = Trainer(config, LossConfig(), train, source)
+    trainer = build_trainer(config, LossConfig(), train, source)
     assert model_kind(trainer.model) == kind
     it = iter(trainer._train_dataset(0, 0))
     first = {k: float(v) for k, v in trainer._distributed_step(it).items()}
@@ -473,7 +473,7 @@ def test_trainer_step_learns_and_resumes(kind, tmp_path):
     # Resume: a second trainer on the same model_dir continues, exactly.
     done = trainer.train()
     weights = [np.array(v) for v in trainer.model.weights]
-    again = Trainer(config, LossConfig(), train, source)
+    again = build_trainer(config, LossConfig(), train, source)
     assert again.train() == done
     for a, b in zip(weights, again.model.weights, strict=True):
         np.testing.assert_array_equal(a, np.array(b))

@@ -243,13 +243,13 @@ def test_empty_validation_carve_fails_before_training(tmp_path):
 
     from epsilon_tf.config import LossConfig, TrainConfig
     from epsilon_tf.data.pipeline import InputDataError
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     def same_ids(split, ids, feats, labels):
         return ["one id"] * len(ids), feats, labels
 
     source = tiny.in_memory_source(same_ids)
-    trainer = Trainer(
+    trainer = build_trainer(
         tiny.model_config(), LossConfig(),
         TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
                     verbose=0, summary_images=0),

@@ -42,12 +42,12 @@ def test_pipeline_names_the_record():
 
 
 def test_nan_feature_stops_training_with_a_clear_error(tmp_path):
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     # Image 40 is a training (not validation) image of the tiny world.
     source = tiny.in_memory_source(_poison("train", 40))
-    trainer = Trainer(tiny.model_config(), LossConfig(), _config(tmp_path),
-                      source)
+    trainer = build_trainer(tiny.model_config(), LossConfig(),
+                            _config(tmp_path), source)
     with pytest.raises(InputDataError) as info:
         trainer.train()
     message = str(info.value)
@@ -56,22 +56,23 @@ def test_nan_feature_stops_training_with_a_clear_error(tmp_path):
 
 
 def test_nan_feature_in_the_test_split(tmp_path):
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source(_poison("test", 3))
-    trainer = Trainer(tiny.model_config(), LossConfig(),
-                      _config(tmp_path, epochs=1), source)
+    trainer = build_trainer(tiny.model_config(), LossConfig(),
+                            _config(tmp_path, epochs=1), source)
     trainer.train()
     with pytest.raises(InputDataError, match="image_id test_000003"):
         trainer.evaluate_test(progress=False)
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
-    from epsilon_tf.training.trainer import Trainer, TrainingDivergedError
+    from epsilon_tf.errors import TrainingDivergedError
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source()
     config = _config(tmp_path, checkpoint_every_steps=2, keep_checkpoints=5)
-    trainer = Trainer(tiny.model_config(), LossConfig(), config, source)
+    trainer = build_trainer(tiny.model_config(), LossConfig(), config, source)
     terms = trainer.loss_fn.per_example_terms
     bad_from = 6  # the 7th step computes a NaN loss
 
@@ -98,7 +99,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
     assert latest.endswith("ckpt-6")
 
     # The checkpoint is complete and good: a fresh trainer restores it.
-    fresh = Trainer(tiny.model_config(), LossConfig(), config, source)
+    fresh = build_trainer(tiny.model_config(), LossConfig(), config, source)
     assert fresh.restore() == latest
     assert int(fresh.optimizer.iterations.numpy()) == bad_from
     assert int(fresh.step_in_epoch.numpy()) == bad_from
@@ -138,7 +139,7 @@ def test_train_py_prints_the_divergence_cleanly(tmp_path):
 
 
 def test_clean_exit_prints_one_line(capsys):
-    from epsilon_tf.training.guards import clean_exit
+    from epsilon_tf.cli.common import clean_exit
 
     with pytest.raises(SystemExit) as info:
         with clean_exit("eval.py"):

@@ -105,15 +105,15 @@ def test_same_seed_same_numbers_in_process(tmp_path):
 def test_resume_after_finishing_changes_nothing(tmp_path):
     """Rerunning a finished run restores it and trains no further."""
     from epsilon_tf.config import LossConfig, TrainConfig
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source()
     config = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
                          verbose=0, summary_images=0, pr_curve_labels=0)
-    first = Trainer(tiny.model_config(), LossConfig(), config, source)
+    first = build_trainer(tiny.model_config(), LossConfig(), config, source)
     done = first.train()
     weights = [np.array(v) for v in first.model.weights]
-    again = Trainer(tiny.model_config(), LossConfig(), config, source)
+    again = build_trainer(tiny.model_config(), LossConfig(), config, source)
     assert again.train() == done
     assert int(again.optimizer.iterations.numpy()) == tiny.STEPS_PER_EPOCH
     for x, v in zip(weights, again.model.weights, strict=True):
@@ -125,12 +125,12 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     import dataclasses
 
     from epsilon_tf.config import LossConfig, TrainConfig
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source()
     config = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
                          verbose=0, summary_images=0, pr_curve_labels=0)
-    Trainer(tiny.model_config(), LossConfig(), config, source).train()
+    build_trainer(tiny.model_config(), LossConfig(), config, source).train()
     changed = [
         (tiny.model_config(), LossConfig(),
          dataclasses.replace(config, learning_rate=0.01),
@@ -141,11 +141,11 @@ def test_resume_with_other_settings_is_refused(tmp_path):
          "diversity_weight: 0.1 -> 0.0"),
     ]
     for model_cfg, loss_cfg, train_cfg, message in changed:
-        trainer = Trainer(model_cfg, loss_cfg, train_cfg, source)
+        trainer = build_trainer(model_cfg, loss_cfg, train_cfg, source)
         with pytest.raises(ValueError, match=message):
             trainer.train()
     # Output and logging settings may change.
-    Trainer(
+    build_trainer(
         tiny.model_config(), LossConfig(),
         dataclasses.replace(config, verbose=1, export=False,
                             keep_checkpoints=5),

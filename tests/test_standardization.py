@@ -118,7 +118,7 @@ def test_release_preset_configs():
 
 def test_resume_keeps_fitted_statistics(tmp_path):
     """A fresh run fits the statistics; a resumed run restores them."""
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
     from tests.helpers import tiny
 
     source = tiny.in_memory_source()
@@ -129,11 +129,11 @@ def test_resume_keeps_fitted_statistics(tmp_path):
     train = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=32,
                         verbose=0, export=False, summary_images=0,
                         pr_curve_labels=0)
-    first = Trainer(config, LossConfig(), train, source)
+    first = build_trainer(config, LossConfig(), train, source)
     first.train()
     fitted = first.model.get_layer("token_norm").mean.numpy()
     assert np.abs(fitted).max() > 0  # not the zeros it was built with
-    second = Trainer(config, LossConfig(), train, source)
+    second = build_trainer(config, LossConfig(), train, source)
     second.restore()
     np.testing.assert_array_equal(
         second.model.get_layer("token_norm").mean.numpy(), fitted

@@ -80,13 +80,13 @@ def test_train_step_is_adamw_on_the_clipped_gradient(clip_norm):
 
 
 def test_the_trainer_steps_through_its_task(tmp_path):
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     source = tiny.in_memory_source()
     config = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=8,
                          verbose=0, summary_images=0, pr_curve_labels=0,
                          steps_per_epoch=2)
-    trainer = Trainer(tiny.model_config(), LossConfig(), config, source)
+    trainer = build_trainer(tiny.model_config(), LossConfig(), config, source)
     assert trainer.model is trainer.task.model
     assert trainer.optimizer is trainer.task.optimizer
     assert trainer.loss_fn is trainer.task.loss_fn

@@ -82,7 +82,7 @@ def test_run_writes_its_artifacts(trained):
 def test_mixed_bfloat16_trains_with_float32_loss_and_variables(tmp_path):
     import keras
 
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     world = SyntheticConfig(num_themes=2, num_seen=12, num_unseen=4,
                             num_train=128, num_test=32, grid_shape=(3, 3),
@@ -95,7 +95,7 @@ def test_mixed_bfloat16_trains_with_float32_loss_and_variables(tmp_path):
                               "seen", ids)},
     )
     try:
-        trainer = Trainer(
+        trainer = build_trainer(
             ModelConfig(hidden_dim=16, gpa_heads=2, num_prompts=2,
                         gfp_blocks=1),
             LossConfig(),

@@ -1,8 +1,8 @@
 """What `eval.py` does, with plain arguments (no flags).
 
-TensorFlow, Keras and what imports them are imported inside the
-functions that need them: evaluating a `--predictions` score matrix
-loads no TensorFlow at all.
+TensorFlow, Keras and what imports them come with `cli/scoring.py`,
+imported only when a model is scored: evaluating a `--predictions` score
+matrix loads no TensorFlow at all.
 """
 
 import dataclasses
@@ -14,6 +14,7 @@ import numpy as np
 from epsilon_tf.config import DataConfig, write_json
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
+from epsilon_tf.metrics.columns import settings_table
 from epsilon_tf.training import run_dir as run_dir_lib
 from epsilon_tf.visualization.examples import write_examples
 
@@ -210,75 +211,13 @@ def _check_labels(what, expected_dim, label_space):
 
 
 def print_metrics(result, ks, title):
-    blocks = [b for b in ("zsl", "gzsl", "all") if b in result]
-    cols = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
     print(title)
-    head = f"{'setting':<8} {'labels':>6} " + " ".join(f"{c:>7}" for c in cols)
-    print(head)
-    print("-" * len(head))
-    for b in blocks:
-        print(
-            f"{b.upper():<8} {result['n_labels'][b]:>6} "
-            + " ".join(f"{100 * result[b][c]:7.2f}" for c in cols)
-        )
+    for line in settings_table(result, ks):
+        print(line)
     print(f"(values in %, {result['n_images']} images, "
           f"variant={result.get('variant', 'lesa')})", flush=True)
     if "map_definition" in result:
         print(f"mAP: {result['map_definition']}", flush=True)
-
-
-def _source(data_config, progress):
-    # The readers import TensorFlow (not needed for --predictions).
-    from epsilon_tf.data.sources import make_source
-
-    return make_source(data_config, progress=progress)
-
-
-def _load_keras_model(model_dir):
-    import keras
-
-    import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
-
-    path = run_dir_lib.RunDir(model_dir).keras_model
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No trained model at {path}; train first (train.py "
-            f"--model_dir={model_dir})"
-        )
-    return keras.saving.load_model(path)
-
-
-def _keras_scores_fn(model_dir, label_space, model=None):
-    from epsilon_tf.models import with_labels
-    from epsilon_tf.training.evaluation import forward_scores
-
-    model = model if model is not None else _load_keras_model(model_dir)
-    return forward_scores(with_labels(model, label_space.vectors))
-
-
-def _saved_model_scores_fn(saved_model_dir, label_space):
-    import tensorflow as tf
-
-    if not os.path.exists(os.path.join(saved_model_dir, "saved_model.pb")):
-        raise FileNotFoundError(
-            f"No SavedModel at {saved_model_dir} (expected saved_model.pb; "
-            "give the numbered version directory)"
-        )
-    loaded = tf.saved_model.load(saved_model_dir)
-    if "score_labels" not in loaded.signatures:
-        raise ValueError(
-            f"{saved_model_dir} has no `score_labels` signature; export it "
-            "with `python -m epsilon_tf.export`"
-        )
-    signature = loaded.signatures["score_labels"]
-    vectors = tf.constant(label_space.vectors)
-
-    def scores_fn(features):
-        return signature(features=features, label_embeddings=vectors)[
-            "scores"
-        ]
-
-    return scores_fn
 
 
 def _export_precision(saved_model_dir):
@@ -335,7 +274,7 @@ def run_evaluation(
         )
         print_metrics(result, ks or (3, 5), f"Metrics of {path}")
     else:
-        from epsilon_tf.training.evaluation import evaluate_split
+        from epsilon_tf.cli import scoring  # TensorFlow: only from here on
 
         if source is None:
             if data_config is not None:
@@ -344,7 +283,7 @@ def run_evaluation(
                     f"{getattr(data_config, 'origin', 'the data flags')}",
                     flush=True,
                 )
-            source = _source(data_config, progress)
+            source = scoring.load_source(data_config, progress)
         if ks:
             source = dataclasses.replace(source, eval_ks=tuple(ks))
         if "test" not in source.splits:
@@ -356,11 +295,11 @@ def run_evaluation(
         model = None
         title = f"{source.name} test split, {path}"
         if mode == "model_dir":
-            model = _load_keras_model(path)
+            model = scoring.load_keras_model(path)
             _check_shape(
                 f"The model of {path}", model.input_shape[1:], source
             )
-            scores_fn = _keras_scores_fn(path, space, model)
+            scores_fn = scoring.keras_scores_fn(model, space)
         elif mode == "saved_model":
             info = read_export_info(path) or {}
             if info.get("feature_shape"):
@@ -370,26 +309,17 @@ def run_evaluation(
             _check_labels(
                 f"The SavedModel {path}", info.get("embedding_dim"), space
             )
-            scores_fn = _saved_model_scores_fn(path, space)
+            scores_fn = scoring.saved_model_scores_fn(path, space)
             precision = _export_precision(path)
             if precision == "bfloat16":
                 # Not the model's float32 numbers: say so wherever they go.
                 title += " (bfloat16 export: approximate scores)"
         else:
             raise ValueError(f"Unknown mode {mode!r}")
-        from epsilon_tf.data.pipeline import input_errors
-
-        with input_errors():  # NaN/Inf features: a message naming the image
-            result = evaluate_split(
-                scores_fn,
-                source.split("test"),
-                space,
-                ks=source.eval_ks,
-                batch_size=batch_size,
-                variant=variant,
-                memory_budget_bytes=memory_budget_bytes,
-                progress=progress,
-            )
+        result = scoring.evaluate_test_split(
+            scores_fn, source, batch_size=batch_size, variant=variant,
+            memory_budget_bytes=memory_budget_bytes, progress=progress,
+        )
         if mode == "saved_model":
             result["export_precision"] = precision
         print_metrics(result, source.eval_ks, title)

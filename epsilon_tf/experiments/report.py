@@ -1,13 +1,11 @@
-"""Tables of the experiments: mean ± std over seeds, best marked."""
+"""Summaries of the experiments: mean ± std over seeds, the best method.
+
+The markdown table itself is `metrics.columns.summary_markdown_table`.
+"""
 
 import numpy as np
 
-SETTINGS = ("zsl", "gzsl")
-
-
-def columns(ks):
-    """Metric keys in the papers' order: P, R, F1 at each K, then mAP."""
-    return [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")] + ["map"]
+from epsilon_tf.metrics.columns import SETTINGS, paper_columns
 
 
 def summarize(results, ks):
@@ -23,7 +21,7 @@ def summarize(results, ks):
     summary = {}
     for setting in SETTINGS:
         block = {}
-        for col in columns(ks):
+        for col in paper_columns(ks):
             values = [float(r[setting][col]) for r in results]
             block[col] = {
                 "mean": float(np.mean(values)),
@@ -41,38 +39,9 @@ def best_methods(table, ks):
     best = {}
     for setting in SETTINGS:
         best[setting] = {}
-        for col in columns(ks):
+        for col in paper_columns(ks):
             means = [(row["summary"][setting][col]["mean"], -i, row["method"])
                      for i, row in enumerate(table)]
             best[setting][col] = max(means)[2]
     return best
 
-
-def _cell(entry, bold):
-    text = f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
-    return f"**{text}**" if bold else text
-
-
-def markdown_table(table, ks, best):
-    """A Markdown table: a row per method and setting, best in bold."""
-    cols = columns(ks)
-    head = ["method", "setting"] + [
-        "mAP" if c == "map" else c.replace("p@", "P@").replace(
-            "r@", "R@").replace("f1@", "F1@") for c in cols
-    ]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + " --- |" * len(head)]
-    for setting in SETTINGS:
-        for row in table:
-            cells = [
-                _cell(row["summary"][setting][c],
-                      best[setting][c] == row["method"])
-                for c in cols
-            ]
-            name = row["method"] + (
-                f" ({row['note']})" if row.get("note") else ""
-            )
-            lines.append(
-                f"| {name} | {setting.upper()} | " + " | ".join(cells) + " |"
-            )
-    return "\n".join(lines)

@@ -1,7 +1,5 @@
 """Runs the experiments, resumably, and writes results and figures."""
 
-import dataclasses
-import gc
 import json
 import multiprocessing
 import os
@@ -10,66 +8,28 @@ from concurrent import futures
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from epsilon_tf.config import (
-    TrainConfig,
-    preset_configs,
-    write_json,
-)
-from epsilon_tf.config.presets import (
-    DEFAULT_EPOCHS,
-    QUICK_EPOCHS,
-    QUICK_MODEL,
-    QUICK_STEPS,
-    dataset_preset,
-)
+from epsilon_tf.config import write_json
 from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report, workers
-from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
+from epsilon_tf.experiments.plan import ABLATIONS, MAIN
+from epsilon_tf.experiments.sweep import (
+    SweepJobs,
+    base_configs,
+    experiment_source,
+    train_run,
+)
 from epsilon_tf.layers.grid_convolution import infer_grid
+from epsilon_tf.metrics.columns import summary_markdown_table
+from epsilon_tf.models import best_label_maps
+from epsilon_tf.training.run import chance_level, fit_eszsl
 from epsilon_tf.training.run_dir import RunDir
 
+# `base_configs` and `experiment_source` are imported from here.
+__all__ = ["Experiments", "base_configs", "experiment_source"]
+
 RESULT = "result.json"
-
-
-def base_configs(options, source):
-    """The model, loss and training settings every run starts from.
-
-    The built-in synthetic world keeps the demo's widths; every other
-    dataset starts from `presets.RELEASE`, as `train.py` does.
-    """
-    model, loss, preset_train = preset_configs(
-        dataset_preset(source.name), source.feature_shape)
-    quick = options["quick"]
-    if quick:
-        model = dataclasses.replace(model, **QUICK_MODEL)
-    train = TrainConfig(
-        epochs=options["epochs"] or (QUICK_EPOCHS if quick
-                                     else DEFAULT_EPOCHS),
-        batch_size=options["batch_size"] or preset_train.batch_size,
-        learning_rate=preset_train.learning_rate,
-        steps_per_epoch=options["steps_per_epoch"] or (
-            QUICK_STEPS if quick else None
-        ),
-        export=False, verbose=0, summary_images=0, pr_curve_labels=0,
-    )
-    return model, loss, train
-
-
-def experiment_source(options, progress=False):
-    """The `DatasetSource` of the experiment options (`--ks` applied).
-
-    Splits small enough are served from memory after their first read
-    (`data.memory_cache`: the same examples in the same order, so the
-    same results); the built-in world is, release features are not.
-    """
-    from epsilon_tf.data.memory_cache import cache_in_memory
-    from epsilon_tf.data.sources import make_source
-
-    source = make_source(options["data"], progress=progress)
-    if options["ks"]:
-        source = dataclasses.replace(source, eval_ks=options["ks"])
-    return cache_in_memory(source)
 
 
 def _read(path):
@@ -93,20 +53,15 @@ class Experiments:
         self.out = options["output_dir"]
         self.ks = tuple(source.eval_ks)
         self.seeds = tuple(options["seeds"])
-        self.base = base_configs(options, source)
-        self.runs, self.sweeps = plan(
-            options["prompts"], options["regularizer_weights"],
-            self.base[0], self.base[1],
-        )
+        self.jobs_plan = SweepJobs(options, source)
+        self.base = self.jobs_plan.base
+        self.runs, self.sweeps = self.jobs_plan.runs, self.jobs_plan.sweeps
         self.results = {}
         self.jobs, self.threads = workers.job_layout(options["jobs"])
         self.wall_seconds = 0.0
 
     def _dir(self, key, seed=None):
-        parts = [self.out, "runs", key]
-        if seed is not None:
-            parts.append(f"seed{seed}")
-        return os.path.join(*parts)
+        return self.jobs_plan.run_dir(key, seed)
 
     def _line(self, index, total, what, result, seconds, skipped):
         k = self.ks[0]
@@ -120,33 +75,8 @@ class Experiments:
         )
 
     def train(self, run, seed):
-        """Trains one run with one seed; returns its result dict."""
-        from epsilon_tf.training.run import save_keras_atomically
-        from epsilon_tf.training.trainer import Trainer
-
-        model_dir = self._dir(run.key, seed)
-        model_cfg, loss_cfg = run.configs(*self.base[:2])
-        train_cfg = dataclasses.replace(
-            self.base[2], model_dir=model_dir, seed=seed
-        )
-        keras.backend.clear_session()
-        gc.collect()
-        start = time.time()
-        trainer = Trainer(model_cfg, loss_cfg, train_cfg, self.source)
-        training = trainer.train()
-        trainer.restore_best()
-        result = trainer.evaluate_test(
-            variant=self.options["variant"], progress=False
-        )
-        if run in MAIN and seed == self.seeds[0]:  # Figure 1's models
-            save_keras_atomically(
-                trainer.model, RunDir(model_dir).keras_model
-            )
-        result.update(
-            training=training, seconds=time.time() - start,
-            run={"key": run.key, "method": run.method, "seed": seed},
-        )
-        return result
+        """Trains one run with one seed here; returns its result dict."""
+        return train_run(self.jobs_plan.job(run.key, seed), self.source)
 
     def _result_path(self, key, seed=None):
         return os.path.join(self._dir(key, seed), RESULT)
@@ -167,10 +97,6 @@ class Experiments:
     def run_all(self):
         """Trains every run and seed (skipping finished ones), fits ESZSL,
         scores chance, then writes the tables and figures."""
-        import tensorflow as tf
-
-        from epsilon_tf.training.run import chance_level, fit_eszsl
-
         # Each run traces its own functions; TF's retracing warning is noise.
         tf.get_logger().setLevel("ERROR")
 
@@ -300,8 +226,6 @@ class Experiments:
         }
 
     def _figure1(self, path):
-        from epsilon_tf.models import best_label_maps
-
         n = self.options["figure_images"]
         space = self.source.label_space
         with input_errors():
@@ -438,11 +362,11 @@ class Experiments:
             "",
             "## Methods",
             "",
-            report.markdown_table(p["methods"], ks, p["best"]),
+            summary_markdown_table(p["methods"], ks, p["best"]),
             "",
             "## Ablations of Epsilon",
             "",
-            report.markdown_table(p["ablations"], ks, p["best_ablation"]),
+            summary_markdown_table(p["ablations"], ks, p["best_ablation"]),
             "",
             "## Figure 1",
             "",

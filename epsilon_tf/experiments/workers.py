@@ -5,8 +5,10 @@ One small model's train step keeps about 1.2 of two CPU cores busy
 products), so two single-threaded runs side by side finish about 1.45x
 sooner than the same runs one after the other (BUILD_NOTES, "Experiments
 command"). Each worker is a fresh *spawned* process (TensorFlow must not
-be forked) that builds the data source and the plan once, then trains
-the runs it is handed with `threads_per_job` threads.
+be forked) that builds the data source and the sweep's jobs once
+(`sweep.SweepJobs`), then trains the runs it is handed with `threads_per_job`
+threads (`sweep.train_run`, as the runner does in its own process). The
+runner imports this module, never the other way round.
 
 A worker ignores Ctrl-C: the parent stops the workers and reports; a run
 cut short resumes from its checkpoints on the next invocation.
@@ -15,11 +17,13 @@ cut short resumes from its checkpoints on the next invocation.
 import os
 import signal
 
+from epsilon_tf.cli import common
+
 # At most this many parallel runs by default (each worker holds its own
 # TensorFlow runtime, input pipeline and model).
 MAX_AUTO_JOBS = 4
 
-_EXPERIMENTS = None
+_SOURCE = _SWEEP = _TRAIN_RUN = None
 
 
 def usable_cores():
@@ -49,11 +53,9 @@ def set_threads(threads):
 
 def init(options, threads):
     """Worker initializer: quiet TensorFlow, its threads, the source and
-    the plan."""
-    global _EXPERIMENTS
+    the sweep."""
+    global _SOURCE, _SWEEP, _TRAIN_RUN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from epsilon_tf.cli import common
-
     common.import_tensorflow_quietly()
     set_threads(threads)
     from absl import logging
@@ -62,14 +64,14 @@ def init(options, threads):
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
-    from epsilon_tf.experiments.runner import Experiments, experiment_source
+    # Imports TensorFlow: only after the quiet import above.
+    from epsilon_tf.experiments import sweep
 
-    _EXPERIMENTS = Experiments(
-        options, experiment_source(options), log=lambda *a: None
-    )
+    _SOURCE = sweep.experiment_source(options)
+    _SWEEP = sweep.SweepJobs(options, _SOURCE)
+    _TRAIN_RUN = sweep.train_run
 
 
 def train(key, seed):
     """Trains run `key` with `seed` in this worker; returns its result."""
-    run = {r.key: r for r in _EXPERIMENTS.runs}[key]
-    return _EXPERIMENTS.train(run, seed)
+    return _TRAIN_RUN(_SWEEP.job(key, seed), _SOURCE)

@@ -1,20 +1,146 @@
-"""Train, select, evaluate, compare with ESZSL, save and export: one run."""
+"""One run, start to end: the only place that orchestrates training.
+
+`train_and_evaluate` builds (task, model, optimizer), trains or resumes,
+restores the best epoch, evaluates on the test split, scores the
+baselines (ESZSL, chance), saves (`metrics.json`, `model.keras`, the
+label space) and exports. `train.py` and the experiments
+(`experiments/single_run.py`) both call it; what differs between them
+(no export, quiet, no baselines, which model is saved) is its arguments.
+
+`build_trainer` is the build part alone: the process-wide settings once
+(`configure_runtime`), then the task, model, optimizer and hooks, in an
+order that keeps a run's random draws the same.
+"""
 
 import json
 import os
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from epsilon_tf.baselines.eszsl import ESZSL
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
+from epsilon_tf.metrics.columns import markdown_table, plain_table, result_ks
+from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training import summaries
+from epsilon_tf.training.hooks import ConsoleProgress, TensorBoardSummaries
 from epsilon_tf.training.run_dir import RunDir
+from epsilon_tf.training.task import Task
 from epsilon_tf.training.trainer import Trainer
 
 MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
+
+
+def configure_runtime(train_config):
+    """The process-wide settings of a run, set once before it builds.
+
+    Op determinism (`deterministic`), every random seed (Python, NumPy,
+    TensorFlow and Keras: `seed`) and the Keras dtype policy (bfloat16
+    compute with `mixed_precision`: float32 variables, loss and scores,
+    and bfloat16 keeps float32's range, so no loss scaling).
+    """
+    if train_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(train_config.seed)
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if train_config.mixed_precision else "float32"
+    )
+
+
+def steps_per_epoch(train_config, source):
+    """Optimizer steps per epoch: `train_config.steps_per_epoch`, else
+    the training subset's batches, or None when its size is unknown."""
+    cfg = train_config
+    if cfg.steps_per_epoch:
+        return int(cfg.steps_per_epoch)
+    n = source.split("train").example_count()
+    if n is None:
+        if cfg.strategy in ("multi_worker", "tpu"):
+            raise ValueError(
+                f"strategy={cfg.strategy} needs --steps_per_epoch when "
+                "the number of training examples is unknown"
+            )
+        return None
+    steps = int(n * (1 - cfg.validation_fraction)) // cfg.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"The training split has about {n} examples, fewer than one "
+            f"batch of {cfg.batch_size}; lower --batch_size"
+        )
+    return steps
+
+
+def _make_strategy(train_config):
+    strategy = strategy_lib.make_strategy(train_config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if strategy_lib.is_chief(strategy) and train_config.strategy != "default":
+        devices = getattr(strategy.extended, "worker_devices", ())
+        print(
+            f"strategy={train_config.strategy} "
+            f"({type(strategy).__name__}): {replicas} replicas "
+            f"({', '.join(devices)})",
+            flush=True,
+        )
+    if train_config.batch_size % replicas:
+        raise ValueError(
+            f"`batch_size` ({train_config.batch_size}) must be divisible "
+            f"by the number of replicas ({replicas})"
+        )
+    return strategy
+
+
+def build_trainer(
+    model_config, loss_config, train_config, source, data_config=None,
+):
+    """The `Trainer` of a run: settings, task, model, optimizer, hooks.
+
+    Sets the process-wide settings (`configure_runtime`), builds the
+    `Task` (its model over the source's seen labels, the learning-rate
+    schedule and the optimizer, under the strategy of
+    `train_config.strategy`) and gives the trainer its hooks (on the
+    chief only): the console progress with `verbose`, and TensorBoard
+    summaries.
+
+    Args:
+        model_config, loss_config, train_config: the run's configs.
+        source: `DatasetSource`.
+        data_config: `DataConfig` or None (recorded in `config.json`).
+    """
+    task = Task(
+        model_config, loss_config, train_config, source.label_space,
+        source=source,
+    )
+    strategy = _make_strategy(train_config)
+    configure_runtime(train_config)
+    steps = steps_per_epoch(train_config, source)
+    with strategy.scope():
+        model = task.build_model()
+        optimizer = task.create_optimizer(task.learning_rate(steps))
+    hooks = []
+    if strategy_lib.is_chief(strategy):
+        if train_config.verbose:
+            hooks.append(ConsoleProgress(train_config.progress_every_seconds))
+        hooks.append(TensorBoardSummaries(
+            RunDir(train_config.model_dir),
+            summary_images=train_config.summary_images,
+            pr_curve_labels=train_config.pr_curve_labels,
+        ))
+    return Trainer(
+        task, model, optimizer, strategy, steps, data_config=data_config,
+        hooks=hooks,
+    )
+
+
+def tensorboard_hook(trainer):
+    """The trainer's `TensorBoardSummaries` hook, or None."""
+    for hook in trainer.hooks:
+        if isinstance(hook, TensorBoardSummaries):
+            return hook
+    return None
 
 
 def save_keras_atomically(model, path):
@@ -61,23 +187,6 @@ def chance_level(source, seed=0):
         scores, labels, ks=source.eval_ks,
         unseen_mask=source.label_space.unseen_mask,
     )
-
-
-def format_table(rows, ks):
-    """A plain-text table: one row per (model, setting)."""
-    cols = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
-    head = f"{'model':<10} {'setting':<8} " + " ".join(
-        f"{c:>7}" for c in cols
-    )
-    lines = [head, "-" * len(head)]
-    for name, result in rows:
-        for setting in ("zsl", "gzsl"):
-            block = result[setting]
-            lines.append(
-                f"{name:<10} {setting.upper():<8} "
-                + " ".join(f"{100 * block[c]:7.2f}" for c in cols)
-            )
-    return "\n".join(lines)
 
 
 def _rows(result, name="Epsilon"):
@@ -174,12 +283,10 @@ def finished_run(trainer, variant="lesa"):
         flush=True,
     )
     if "zsl" in result and "n_labels" in result:
-        ks = sorted({
-            int(k.split("@")[1]) for k in result["zsl"] if "@" in k
-        })
         print(_caption(result, result.get("variant", variant)), flush=True)
         name = MODEL_NAMES[trainer.model_config.model]
-        print(format_table(_rows(result, name), ks), flush=True)
+        print(plain_table(_rows(result, name), result_ks(result["zsl"])),
+              flush=True)
     return result
 
 
@@ -192,23 +299,43 @@ def train_and_evaluate(
     baseline=True,
     export_fn=None,
     data_config=None,
+    *,
+    chance=True,
+    save_model=True,
+    record=True,
 ):
-    """Trains (or resumes), restores the best epoch, evaluates and saves.
+    """Runs one experiment: the one orchestrator of training.
 
-    Writes `metrics.json` in `model_dir`: the model's ZSL/GZSL block at the
-    top level (the shape of `eval.py --metrics_out`), plus `training`,
-    `baselines` (ESZSL), `chance`, `skipped` (with `skip_corrupt`, per
-    file) and `timings_seconds` (per stage). Saves `model.keras`, the label
-    space and, when `export_fn` is given, calls it with the trainer to
-    export. A finished run (`finished_run`) is reported and left as it is.
+    Builds the trainer (`build_trainer`), trains (or resumes), restores
+    the best epoch, evaluates on the test split, scores ESZSL (`baseline`)
+    and chance (`chance`) on the same split, saves `model.keras` and the
+    label space (`save_model`), calls `export_fn(trainer)` (with
+    `train_config.export`) and, with `record`, writes `metrics.json` in
+    `model_dir`, the final TensorBoard summaries and prints the results
+    table. `metrics.json` holds the model's ZSL/GZSL block at the top
+    level (the shape of `eval.py --metrics_out`), plus `training`,
+    `baselines` (ESZSL), `chance`, `config`, `export`, `skipped` (with
+    `skip_corrupt`, per file) and `timings_seconds` (per stage). Without
+    `record` the result is the test metrics with `training` (and what
+    was asked for: `baselines`, `chance`, `export`).
+
+    With `record`, a finished run (`finished_run`: every epoch done and
+    `metrics.json` written) is reported and left as it is.
 
     Args:
+        variant: the AP protocol of the test metrics.
+        baseline: bool. Fit and score ESZSL.
+        export_fn: callable(trainer) -> export info, or None.
         data_config: `DataConfig` or None. Recorded in `config.json` (so
             `eval.py --model_dir` evaluates on the run's own data) and
             checked on resume.
+        chance: bool. Score uniformly random scores (seed 0).
+        save_model: bool. Save `model.keras` and the label space.
+        record: bool. `metrics.json`, the test summaries, the printed
+            table (the experiments keep their own `result.json`).
 
     Returns:
-        The metrics dict.
+        The metrics dict (None on a worker that is not the chief).
     """
     timings = {}
     clock = [time.time()]
@@ -218,21 +345,26 @@ def train_and_evaluate(
         timings[name] = round(now - clock[0], 2)
         clock[0] = now
 
-    trainer = Trainer(
+    trainer = build_trainer(
         model_config, loss_config, train_config, source,
         data_config=data_config,
     )
-    previous = finished_run(trainer, variant)
-    if previous is not None:
-        return previous
+    tensorboard = tensorboard_hook(trainer)
+    if record:
+        previous = finished_run(trainer, variant)
+        if previous is not None:
+            return previous
     lap("setup")
     training = trainer.train()
     lap("training")
-    training["seconds"] = timings["setup"] + timings["training"]
     if not trainer.is_chief:
         return None
     trainer.restore_best()
-    result = trainer.evaluate_test(variant=variant)
+    result = trainer.evaluate_test(
+        variant=variant,
+        on_scores=None if tensorboard is None
+        else tensorboard.pr_curve_hook(source.label_space),
+    )
     result["training"] = training
     lap("test_evaluation")
     if baseline:
@@ -240,33 +372,53 @@ def train_and_evaluate(
             "eszsl": fit_eszsl(source, train_config.validation_fraction)
         }
         lap("eszsl_baseline")
-    result["chance"] = chance_level(source)
-    lap("chance")
-    result["config"] = to_dict(
-        trainer.model_config, loss_config, train_config
-    )
+    if chance:
+        result["chance"] = chance_level(source)
+        lap("chance")
+    if record:
+        result["config"] = to_dict(
+            trainer.model_config, loss_config, train_config
+        )
     run = RunDir(train_config.model_dir)
-    source.label_space.save(run.label_space)
-    save_keras_atomically(trainer.model, run.keras_model)
+    if save_model:
+        source.label_space.save(run.label_space)
+        save_keras_atomically(trainer.model, run.keras_model)
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
     lap("save_and_export")
+    if record:
+        _record(trainer, tensorboard, result, variant, timings)
+    return result
+
+
+def _record(trainer, tensorboard, result, variant, timings):
+    """Completes `result` (`timings_seconds`, `skipped`) and writes it to
+    `metrics.json`, the final summaries and the printed results."""
+    result["training"]["seconds"] = timings["setup"] + timings["training"]
     result["timings_seconds"] = timings
-    skipped = skip_summary(source)
+    skipped = skip_summary(trainer.source)
     if skipped:
         result["skipped"] = skipped
-    write_json(run.metrics, result)
-    rows = _rows(result, MODEL_NAMES[model_config.model])
+    write_json(trainer.run_dir.metrics, result)
+    ks = trainer.source.eval_ks
+    rows = _rows(result, MODEL_NAMES[trainer.model_config.model])
     caption = _caption(result, variant)
-    trainer.write_test_summaries(
-        result,
-        table=summaries.results_markdown(rows, source.eval_ks, caption),
-    )
+    if tensorboard is not None:
+        tensorboard.write_test_summaries(
+            result, trainer.global_step(),
+            summaries.flat_hparams(
+                trainer.model_config, trainer.loss_config,
+                trainer.train_config,
+            ),
+            trainer.train_config.select_metric,
+            table=markdown_table(rows, ks, caption),
+        )
     print("\n" + caption, flush=True)
-    print(format_table(rows, source.eval_ks), flush=True)
+    print(plain_table(rows, ks), flush=True)
     print_skip_summary(skipped)
     print(
-        "Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        "Time (s): " + ", ".join(
+            f"{k} {v:.1f}" for k, v in result["timings_seconds"].items()
+        ),
         flush=True,
     )
-    return result

@@ -279,29 +279,6 @@ def best_validation_scalar(result, select_metric=None):
     return {f"validation/best_{metric}": float(training["best_validation"])}
 
 
-def results_markdown(rows, ks, caption=""):
-    """The final ZSL/GZSL table as markdown (values in %).
-
-    Args:
-        rows: list of (model name, result) with `zsl` / `gzsl` blocks.
-        ks: the K of P/R/F1@K.
-        caption: str. A line above the table.
-    """
-    cols = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
-    lines = [caption, ""] if caption else []
-    heads = ["mAP" if c == "map" else c.upper() for c in cols]
-    lines.append("| model | setting | " + " | ".join(heads) + " |")
-    lines.append("|---|---|" + "---:|" * len(cols))
-    for name, result in rows:
-        for setting in ("zsl", "gzsl"):
-            block = result.get(setting)
-            if not block:
-                continue
-            cells = " | ".join(f"{100 * block[c]:.2f}" for c in cols)
-            lines.append(f"| {name} | {setting.upper()} | {cells} |")
-    return "\n".join(lines)
-
-
 def write_text(writer, tag, markdown, step, description=None):
     """A markdown text summary (the Text dashboard renders it)."""
     if writer is None:

@@ -1,18 +1,19 @@
-"""The training loop: distributed steps, selection, summaries.
+"""The training loop: distributed steps, selection, checkpoints.
 
-The model, its inputs and the step functions are the `Task`'s
-(`training/task.py`); the checkpoints are `TrainingCheckpoints`'
-(`training/checkpointing.py`); the run directory's layout is `RunDir`'s
+The Trainer only loops. It receives a built `Task` (model, loss, inputs
+and step functions: `training/task.py`), its model and optimizer (built
+by `training/run.py: build_trainer`, which also sets the process-wide
+settings) and hooks that report (the console and TensorBoard:
+`training/hooks.py`); the checkpoints are `TrainingCheckpoints'`
+(`training/checkpointing.py`), the run directory's layout is `RunDir`'s
 (`training/run_dir.py`).
 """
 
 import json
 import math
 import os
-import sys
 import time
 
-import keras
 import tensorflow as tf
 
 from epsilon_tf.config import (
@@ -23,18 +24,15 @@ from epsilon_tf.config import (
 )
 from epsilon_tf.data.pipeline import input_errors, make_dataset
 from epsilon_tf.errors import InputDataError, TrainingDivergedError
-from epsilon_tf.models import fusion_weight
 from epsilon_tf.training import strategy as strategy_lib
-from epsilon_tf.training import summaries
 from epsilon_tf.training.checkpointing import Progress, TrainingCheckpoints
 from epsilon_tf.training.evaluation import (
     evaluate_model,
     predict_split,
     seen_label_metrics,
 )
-from epsilon_tf.training.progress import ProgressLines
 from epsilon_tf.training.run_dir import RunDir
-from epsilon_tf.training.task import LOSS_TERMS, Task
+from epsilon_tf.training.task import LOSS_TERMS
 
 # TrainConfig fields that may change between a run and its resumption:
 # all but the trainer settings (runtime, export, summaries).
@@ -42,7 +40,6 @@ from epsilon_tf.training.task import LOSS_TERMS, Task
 # (it is regenerated identically) and whether corrupt records are skipped.
 RESUMABLE_DATA_CHANGES = frozenset({"cache_dir", "skip_corrupt"})
 RESUMABLE_CHANGES = trajectory_free_train_fields()
-SUMMARY_EVERY_STEPS = 10
 
 
 def _log(verbose, *args):
@@ -60,14 +57,13 @@ def _files_text(split, limit=3):
 
 
 class Trainer:
-    """Trains Epsilon (or LESA, BiAM) on a `DatasetSource`, evaluates it.
+    """Trains a built model of a `Task` on its `DatasetSource`.
 
     Everything lives in `train_config.model_dir`: `config.json`,
     `checkpoints/` (the last N, written atomically by
-    `tf.train.CheckpointManager`), `best/` (a copy of the checkpoint of the
-    best epoch by validation seen-label `select_metric`), summaries under
-    `train/`, `validation/` and `test/`, `metrics.json`, `model.keras` and
-    `export/<version>/`.
+    `tf.train.CheckpointManager`) and `best/` (a copy of the checkpoint of
+    the best epoch by validation seen-label `select_metric`); the hooks
+    add their own output (TensorBoard's `train/`, `validation/`).
 
     Re-running with the same `model_dir` resumes from the last checkpoint:
     model, optimizer (slots and step), epoch, step within the epoch, best
@@ -75,87 +71,62 @@ class Trainer:
     input order is recreated from its seed and fast-forwarded to the
     step (see docs/training.md for what is exact).
 
+    Use `training.run.build_trainer` to make one from the configs (it
+    builds the task, model and optimizer in the order that keeps runs
+    reproducible).
+
     Args:
-        model_config: `ModelConfig`.
-        loss_config: `LossConfig`.
-        train_config: `TrainConfig`.
-        source: `DatasetSource`.
-        strategy: `tf.distribute.Strategy` or None (from the config).
+        task: `Task` with a `source`; `task.model` and `task.optimizer`
+            are the `model` and `optimizer` given.
+        model: the task's built Keras model.
+        optimizer: the task's optimizer, built for the model.
+        strategy: `tf.distribute.Strategy` the model was built under.
+        steps_per_epoch: int or None (unknown: each epoch reads the
+            training subset once).
         data_config: `DataConfig` or None. The data the run reads; stored
             in `config.json` (with absolute paths, so `eval.py
             --model_dir` finds the run's own data) and checked on resume.
+        hooks: sequence of `TrainingHook` (console progress, TensorBoard).
     """
 
-    def __init__(
-        self, model_config, loss_config, train_config, source, strategy=None,
-        data_config=None,
-    ):
-        self.train_config = train_config
+    def __init__(self, task, model, optimizer, strategy, steps_per_epoch,
+                 data_config=None, hooks=()):
+        if task.model is not model or task.optimizer is not optimizer:
+            raise ValueError(
+                "The Trainer steps `task.train_step`: give it the task's own "
+                "model and optimizer (`task.build_model()`, "
+                "`task.create_optimizer(...)`)"
+            )
+        self.task = task
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.steps_per_epoch = steps_per_epoch
+        self.hooks = list(hooks)
+        self.train_config = task.train_config
+        self.model_config = task.model_config
+        self.loss_config = task.loss_config
+        self.loss_fn = task.loss_fn
+        self.source = task.source
         self.data_config = (
             None if data_config is None else recorded_data_config(data_config)
         )
         self._restored = None
         self._validation = None
-        self.loss_config = loss_config
-        self.source = source
-        space = source.label_space
-        self.task = Task(
-            model_config, loss_config, train_config, space, source=source
-        )
-        self.model_config = self.task.model_config
-        if train_config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        self.strategy = strategy or strategy_lib.make_strategy(
-            train_config.strategy
-        )
-        self.is_chief = strategy_lib.is_chief(self.strategy)
-        self.verbose = train_config.verbose if self.is_chief else 0
-        replicas = self.strategy.num_replicas_in_sync
-        if self.is_chief and train_config.strategy != "default":
-            devices = getattr(self.strategy.extended, "worker_devices", ())
-            print(
-                f"strategy={train_config.strategy} "
-                f"({type(self.strategy).__name__}): {replicas} replicas "
-                f"({', '.join(devices)})",
-                flush=True,
-            )
-        if train_config.batch_size % replicas:
-            raise ValueError(
-                f"`batch_size` ({train_config.batch_size}) must be divisible "
-                f"by the number of replicas ({replicas})"
-            )
-        self.global_batch = train_config.batch_size
-        self.model_dir = train_config.model_dir
+        self.is_chief = strategy_lib.is_chief(strategy)
+        self.verbose = self.train_config.verbose if self.is_chief else 0
+        self.global_batch = self.train_config.batch_size
+        self.model_dir = self.train_config.model_dir
         self.run_dir = RunDir(self.model_dir)
         os.makedirs(self.model_dir, exist_ok=True)
-        keras.utils.set_random_seed(train_config.seed)
-        # For accelerators: bfloat16 compute, float32 variables, loss and
-        # scores (bfloat16 keeps float32's range, so no loss scaling).
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if train_config.mixed_precision else "float32"
-        )
-        self.steps_per_epoch = self._steps_per_epoch()
-        with self.strategy.scope():
-            self.model = self.task.build_model()
-            self.schedule = self.task.learning_rate(self.steps_per_epoch)
-            self.optimizer = self.task.create_optimizer(self.schedule)
+        with strategy.scope():
             self.progress = Progress.create()
-        self.loss_fn = self.task.loss_fn
         self.checkpoints = TrainingCheckpoints(
-            self.run_dir, self.model, self.optimizer, self.progress,
+            self.run_dir, model, optimizer, self.progress,
             is_chief=self.is_chief,
-            worker_id=strategy_lib.worker_id(self.strategy),
-            keep=train_config.keep_checkpoints,
+            worker_id=strategy_lib.worker_id(strategy),
+            keep=self.train_config.keep_checkpoints,
         )
-        self.writers = None
-        if self.is_chief:
-            self.writers = {
-                name: tf.summary.create_file_writer(
-                    self.run_dir.summaries(name)
-                )
-                for name in ("train", "validation")
-            }
-        self.pr_curves = None
 
     # The training counters (tf.Variables, checkpointed).
     @property
@@ -174,30 +145,13 @@ class Trainer:
     def best_epoch(self):
         return self.progress.best_epoch
 
-    # ------------------------------------------------------------------ setup
-    def _steps_per_epoch(self):
-        cfg = self.train_config
-        if cfg.steps_per_epoch:
-            return int(cfg.steps_per_epoch)
-        n = self.source.split("train").example_count()
-        if n is None:
-            if cfg.strategy in ("multi_worker", "tpu"):
-                raise ValueError(
-                    f"strategy={cfg.strategy} needs --steps_per_epoch when "
-                    "the number of training examples is unknown"
-                )
-            return None
-        steps = int(n * (1 - cfg.validation_fraction)) // self.global_batch
-        if steps < 1:
-            raise ValueError(
-                f"The training split has about {n} examples, fewer than one "
-                f"batch of {self.global_batch}; lower --batch_size"
-            )
-        return steps
-
     def current_learning_rate(self):
         lr = self.optimizer.learning_rate
         return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+    def global_step(self):
+        """The optimizer's step (steps done over the whole run)."""
+        return int(self.optimizer.iterations.numpy())
 
     # ------------------------------------------------------------------- data
     def _train_dataset(self, epoch, skip):
@@ -288,18 +242,6 @@ class Trainer:
                 raise InputDataError(
                     f"The test split ({_files_text(test)}) has no images"
                 )
-
-    def _summary_examples(self):
-        """The first few validation images (fixed), for the image summaries."""
-        n = self.train_config.summary_images
-        if not n or "assignments" not in self.model.output:
-            return None
-        with input_errors():
-            for batch in self._validation_dataset(n).take(1):
-                ids = [v.decode("utf-8", "replace")
-                       for v in batch["image_id"].numpy()]
-                return batch["features"].numpy(), ids
-        return None
 
     # ------------------------------------------------------------------- step
     @tf.function
@@ -436,21 +378,16 @@ class Trainer:
         metrics["n_images"] = int(scores.shape[0])
         return metrics
 
-    def _write_scalars(self, writer, values, step):
-        summaries.write_scalars(writer, values, step)
-
-    def _flush(self):
-        for writer in (self.writers or {}).values():
-            writer.flush()
+    def _call_hooks(self, point, *args):
+        for hook in self.hooks:
+            getattr(hook, point)(self, *args)
 
     def _check_finite(self, values, epoch, step):
         if all(math.isfinite(v) for v in values.values()):
             return
-        global_step = int(self.optimizer.iterations.numpy())
-        self._flush()
         shown = ", ".join(f"{k}={v:.6g}" for k, v in sorted(values.items()))
         raise TrainingDivergedError(
-            f"The loss became non-finite at step {global_step} (epoch "
+            f"The loss became non-finite at step {self.global_step()} (epoch "
             f"{epoch + 1}, step {step + 1} of the epoch): {shown}. Training "
             "stopped; nothing was saved after that step. The last good "
             f"checkpoint is {self.checkpoints.latest_written() or 'none'}. "
@@ -459,23 +396,9 @@ class Trainer:
         )
 
     def _run_epoch(self, epoch, skip):
-        cfg = self.train_config
+        every = self.train_config.checkpoint_every_steps
         iterator = iter(self._train_dataset(epoch, skip))
-        bar = lines = None
-        if self.verbose and sys.stdout.isatty():
-            bar = keras.utils.Progbar(
-                self.steps_per_epoch,
-                stateful_metrics=["loss", "lr"],
-                interval=0.05,
-            )
-        elif self.verbose:
-            # A log file, CI, a cluster job: plain periodic lines instead.
-            lines = ProgressLines(
-                self.steps_per_epoch, self.global_batch,
-                every_seconds=cfg.progress_every_seconds, first_step=skip,
-            )
         step = skip
-        loss_sum = 0.0
         while self.steps_per_epoch is None or step < self.steps_per_epoch:
             try:
                 with input_errors():
@@ -484,194 +407,96 @@ class Trainer:
                 break
             values = {k: float(v.numpy()) for k, v in terms.items()}
             self._check_finite(values, epoch, step)
-            global_step = int(self.optimizer.iterations.numpy())
             step += 1
             self.step_in_epoch.assign(step)
-            if global_step % SUMMARY_EVERY_STEPS == 0 or step == 1:
-                self._write_scalars(
-                    self.writers and self.writers["train"],
-                    {
-                        "loss/total": values["total"],
-                        "loss/ranking": values["ranking"],
-                        "loss/diversity": values["diversity"],
-                        "loss/attention": values["attention"],
-                        "train/grad_norm": values["grad_norm"],
-                        "train/learning_rate": self.current_learning_rate(),
-                        "train/fusion_weight": fusion_weight(self.model),
-                    },
-                    global_step,
-                )
-            loss_sum += values["total"]
-            if bar is not None:
-                bar.update(
-                    step,
-                    [
-                        ("loss", loss_sum / (step - skip)),
-                        ("lr", self.current_learning_rate()),
-                    ],
-                )
-            if lines is not None:
-                lines.update(
-                    step, loss_sum / (step - skip), self.current_learning_rate()
-                )
-            every = cfg.checkpoint_every_steps
+            self._call_hooks("on_step", epoch, step, values)
             last = self.steps_per_epoch is not None and (
                 step >= self.steps_per_epoch
             )
             # The epoch-end checkpoint follows the last step: no duplicate.
-            if every and global_step % every == 0 and not last:
+            if every and self.global_step() % every == 0 and not last:
                 self.save()
-        if lines is not None and step > skip:
-            lines.finish(loss_sum / (step - skip), self.current_learning_rate())
+        self._call_hooks("on_epoch_trained", epoch)
+
+    def _validate_epoch(self, epoch):
+        """Validates the epoch just trained, keeps it when it is the best
+        and checkpoints. Returns `(metrics, improved)`."""
+        metric = self.train_config.select_metric
+        metrics = self.validate()
+        if metric not in metrics:
+            choices = sorted(k for k in metrics if k != "n_images")
+            raise ValueError(
+                f"`select_metric` {metric!r} is not a validation "
+                f"metric; choose one of {choices}"
+            )
+        score = metrics[metric]
+        improved = score > float(self.best_score.numpy())
+        if improved:
+            self.best_score.assign(score)
+            self.best_epoch.assign(epoch)
+        self.epoch.assign(epoch + 1)
+        self.step_in_epoch.assign(0)
+        path = self.save()
+        if improved and self.is_chief:
+            self.checkpoints.publish_best(path, epoch)
+        return metrics, improved
 
     def train(self):
-        """Runs (or resumes) training. Returns the best validation metrics."""
+        """Runs (or resumes) training. Returns the best validation metrics.
+
+        The hooks see every point of the loop (`training/hooks.py`);
+        `on_train_end` also when training stops on an error.
+        """
         cfg = self.train_config
         self.restore()
         if self.is_chief:
             write_json(self.run_dir.config, to_dict(*self._configs()))
         if int(self.epoch.numpy()) < cfg.epochs:
             self.check_data()
-        examples = self._summary_examples() if self.is_chief else None
-        metric = cfg.select_metric
-        while int(self.epoch.numpy()) < cfg.epochs:
-            epoch = int(self.epoch.numpy())
-            skip = int(self.step_in_epoch.numpy())
-            _log(self.verbose, f"Epoch {epoch + 1}/{cfg.epochs}")
-            start = time.time()
-            self._run_epoch(epoch, skip)
-            seconds = time.time() - start
-            metrics = self.validate()
-            if metric not in metrics:
-                choices = sorted(k for k in metrics if k != "n_images")
-                raise ValueError(
-                    f"`select_metric` {metric!r} is not a validation "
-                    f"metric; choose one of {choices}"
+        try:
+            self._call_hooks("on_train_begin")
+            while int(self.epoch.numpy()) < cfg.epochs:
+                epoch = int(self.epoch.numpy())
+                skip = int(self.step_in_epoch.numpy())
+                self._call_hooks("on_epoch_begin", epoch, skip)
+                start = time.time()
+                self._run_epoch(epoch, skip)
+                seconds = time.time() - start
+                metrics, improved = self._validate_epoch(epoch)
+                self._call_hooks(
+                    "on_epoch_end", epoch, metrics, improved, seconds
                 )
-            score = metrics[metric]
-            global_step = int(self.optimizer.iterations.numpy())
-            self._write_scalars(
-                self.writers and self.writers["validation"],
-                {f"validation/{k}": v for k, v in metrics.items()
-                 if k != "n_images"},
-                global_step,
-            )
-            improved = score > float(self.best_score.numpy())
-            if improved:
-                self.best_score.assign(score)
-                self.best_epoch.assign(epoch)
-            self.epoch.assign(epoch + 1)
-            self.step_in_epoch.assign(0)
-            path = self.save()
-            if improved and self.is_chief:
-                self.checkpoints.publish_best(path, epoch)
-            if self.is_chief:
-                summaries.write_weight_histograms(
-                    self.writers["train"], self.model, global_step
-                )
-                if examples is not None:
-                    summaries.write_assignment_images(
-                        self.writers["validation"], self.model, *examples,
-                        global_step,
-                    )
-                self._flush()
-            _log(
-                self.verbose,
-                f"  validation (seen labels, {metrics['n_images']} images): "
-                + ", ".join(
-                    f"{k}={v:.4f}" for k, v in metrics.items()
-                    if k != "n_images"
-                )
-                + f"  [{seconds:.1f}s]"
-                + ("  * best" if improved else ""),
-            )
-        self._flush()
+        finally:
+            self._call_hooks("on_train_end")
         self.checkpoints.remove_worker_tmp()
         return {
             "best_epoch": int(self.best_epoch.numpy()) + 1,
             "best_validation": float(self.best_score.numpy()),
-            "select_metric": metric,
+            "select_metric": cfg.select_metric,
         }
 
     def restore_best(self):
         """Loads the best epoch's weights into the model."""
         return self.checkpoints.restore_best()
 
-    def evaluate_test(self, variant="lesa", progress=None):
+    def evaluate_test(self, variant="lesa", progress=None, on_scores=None):
         """ZSL/GZSL metrics of the current weights on the test split.
 
-        `evaluation.evaluate_model` over the whole label space; it also
-        keeps the scores of a few unseen labels for the PR-curve summaries
-        (`self.pr_curves`, written by `write_test_summaries`).
+        `evaluation.evaluate_model` over the whole label space.
+
+        Args:
+            variant: the AP protocol ("lesa" or "biam_openimages").
+            progress: bool or None (None: the trainer's `verbose`).
+            on_scores: callable or None, given the full score and label
+                matrices (e.g. `TensorBoardSummaries.pr_curve_hook`).
         """
-        space = self.source.label_space
-
-        def keep_pr_curves(scores, labels):
-            columns = summaries.select_pr_labels(
-                labels, space.unseen_mask, self.train_config.pr_curve_labels
-            )
-            self.pr_curves = (
-                summaries.pr_curve_data(scores, labels, columns),
-                [space.names[int(k)] for k in columns],
-            )
-
         with input_errors():
             return evaluate_model(
                 self.model,
                 self.source.split("test"),
-                space,
+                self.source.label_space,
                 ks=tuple(self.source.eval_ks),
                 variant=variant,
                 progress=self.verbose if progress is None else progress,
-                on_scores=keep_pr_curves,
+                on_scores=on_scores,
             )
-
-    def write_test_summaries(self, result, table=None):
-        """Final metrics, results table, PR curves and HParams.
-
-        `test/` gets the test (and baseline) scalars, the markdown table
-        `test/results` and the PR curves; `validation/` the best
-        validation score; `model_dir` itself the HParams of the run (trial
-        ID: the folder's name), with the test metrics as its first columns.
-
-        Args:
-            result: the metrics dict of `train_and_evaluate` (`zsl`,
-                `gzsl`, optionally `training`, `baselines`, `chance`).
-            table: str or None. The markdown results table.
-        """
-        if not self.is_chief:
-            return
-        step = int(self.optimizer.iterations.numpy())
-        values = summaries.final_metric_scalars(
-            result, self.train_config.select_metric
-        )
-        best = summaries.best_validation_scalar(
-            result, self.train_config.select_metric
-        )
-        writer = tf.summary.create_file_writer(self.run_dir.summaries("test"))
-        summaries.write_scalars(writer, values, step)
-        if table:
-            summaries.write_text(
-                writer, summaries.TEXT_TABLE_TAG, table, step,
-                description="Final test metrics (%) of the selected epoch, "
-                "beside the baselines.",
-            )
-        if self.pr_curves is not None:
-            summaries.write_pr_curves(writer, *self.pr_curves, step)
-        writer.flush()
-        writer.close()
-        validation = (self.writers or {}).get("validation")
-        if validation is not None and best:
-            summaries.write_scalars(validation, best, step)
-            validation.flush()
-        root = tf.summary.create_file_writer(self.run_dir.summaries())
-        hparams = summaries.flat_hparams(
-            self.model_config, self.loss_config, self.train_config
-        )
-        summaries.write_hparams(
-            root, hparams,
-            summaries.hparams_metric_names(list(values) + list(best)),
-            trial_id=self.run_dir.trial_id,
-        )
-        root.flush()
-        root.close()

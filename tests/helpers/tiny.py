@@ -89,9 +89,9 @@ def train_one_epoch(source, model_dir, **model_overrides):
     result of the best checkpoint and every model weight as an array.
     """
     from epsilon_tf.config import LossConfig, TrainConfig
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
-    trainer = Trainer(
+    trainer = build_trainer(
         model_config(**model_overrides), LossConfig(),
         TrainConfig(model_dir=str(model_dir), epochs=1, batch_size=32,
                     warmup_steps=5, verbose=0, summary_images=0,

@@ -1,0 +1,129 @@
+"""The metric column names and every results table, in one place.
+
+A result block (`zsl`, `gzsl`, `all` of `evaluate_scores`) holds `map`
+and `p@K`, `r@K`, `f1@K` for each K. The command lines print it as plain
+text (`plain_table`, `settings_table`), TensorBoard shows it as markdown
+(`markdown_table`) and the experiments as a markdown table of means and
+standard deviations over seeds (`summary_markdown_table`). Values are
+fractions; every table shows them in %.
+"""
+
+SETTINGS = ("zsl", "gzsl")
+_AT_K = ("p", "r", "f1")
+
+
+def metric_columns(ks):
+    """`map`, then `p@K`, `r@K`, `f1@K` for each K (the tables' order)."""
+    return ["map"] + [f"{m}@{k}" for k in ks for m in _AT_K]
+
+
+def paper_columns(ks):
+    """`p@K`, `r@K`, `f1@K` for each K, then `map` (the papers' order)."""
+    return [f"{m}@{k}" for k in ks for m in _AT_K] + ["map"]
+
+
+def heading(column):
+    """A column's title in a markdown table: `mAP`, `P@3`, `F1@5`, ..."""
+    return "mAP" if column == "map" else column.upper()
+
+
+def result_ks(block):
+    """The sorted K of a result block's `@K` columns."""
+    return sorted({int(c.split("@")[1]) for c in block if "@" in c})
+
+
+def plain_table(rows, ks):
+    """A plain-text table: one row per (model, setting).
+
+    Args:
+        rows: list of (model name, result) with `zsl` and `gzsl` blocks.
+        ks: the K of P/R/F1@K.
+    """
+    cols = metric_columns(ks)
+    head = f"{'model':<10} {'setting':<8} " + " ".join(
+        f"{c:>7}" for c in cols
+    )
+    lines = [head, "-" * len(head)]
+    for name, result in rows:
+        for setting in SETTINGS:
+            block = result[setting]
+            lines.append(
+                f"{name:<10} {setting.upper():<8} "
+                + " ".join(f"{100 * block[c]:7.2f}" for c in cols)
+            )
+    return "\n".join(lines)
+
+
+def settings_table(result, ks):
+    """The lines of one result's table: a row per setting present
+    (`zsl`, `gzsl`, `all`) with its number of labels (`eval.py`)."""
+    cols = metric_columns(ks)
+    head = f"{'setting':<8} {'labels':>6} " + " ".join(f"{c:>7}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for setting in (*SETTINGS, "all"):
+        if setting not in result:
+            continue
+        lines.append(
+            f"{setting.upper():<8} {result['n_labels'][setting]:>6} "
+            + " ".join(f"{100 * result[setting][c]:7.2f}" for c in cols)
+        )
+    return lines
+
+
+def markdown_table(rows, ks, caption=""):
+    """The ZSL/GZSL table of one run as markdown (values in %).
+
+    Args:
+        rows: list of (model name, result) with `zsl` / `gzsl` blocks
+            (a missing block is left out).
+        ks: the K of P/R/F1@K.
+        caption: str. A line above the table.
+    """
+    cols = metric_columns(ks)
+    lines = [caption, ""] if caption else []
+    heads = [heading(c) for c in cols]
+    lines.append("| model | setting | " + " | ".join(heads) + " |")
+    lines.append("|---|---|" + "---:|" * len(cols))
+    for name, result in rows:
+        for setting in SETTINGS:
+            block = result.get(setting)
+            if not block:
+                continue
+            cells = " | ".join(f"{100 * block[c]:.2f}" for c in cols)
+            lines.append(f"| {name} | {setting.upper()} | {cells} |")
+    return "\n".join(lines)
+
+
+def _summary_cell(entry, bold):
+    text = f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+    return f"**{text}**" if bold else text
+
+
+def summary_markdown_table(table, ks, best):
+    """Means ± std over seeds as markdown: a row per method and setting,
+    columns in the papers' order, the best of each column in bold.
+
+    Args:
+        table: list of rows `{"method", "summary", "note" (optional)}`,
+            `summary[setting][column]` a dict with `mean` and `std`.
+        ks: the K of P/R/F1@K.
+        best: `{setting: {column: method}}`.
+    """
+    cols = paper_columns(ks)
+    head = ["method", "setting"] + [heading(c) for c in cols]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + " --- |" * len(head)]
+    for setting in SETTINGS:
+        for row in table:
+            cells = [
+                _summary_cell(row["summary"][setting][c],
+                              best[setting][c] == row["method"])
+                for c in cols
+            ]
+            name = row["method"] + (
+                f" ({row['note']})" if row.get("note") else ""
+            )
+            lines.append(
+                f"| {name} | {setting.upper()} | " + " | ".join(cells) + " |"
+            )
+    return "\n".join(lines)
