@@ -36,6 +36,10 @@ setup(
         "console_scripts": [
             "epsilon-train=train:run_main",
             "epsilon-eval=eval:run_main",
+            "epsilon-label-space=epsilon_tf.tools.make_label_space:run_main",
+            "epsilon-extract-features="
+            "epsilon_tf.tools.extract_features:run_main",
+            "epsilon-tag=epsilon_tf.tools.tag:run_main",
         ],
     },
 )
