@@ -269,4 +269,12 @@ def train_and_evaluate(
         "Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
         flush=True,
     )
+    print_saved_to(run, result.get("export"))
     return result
+
+
+def print_saved_to(run, export):
+    """Says where the model and its SavedModel export went (issue 23)."""
+    print(f"Saved the model to {run.keras_model}"
+          + (f"; exported SavedModel: {export}" if export else ""),
+          flush=True)
