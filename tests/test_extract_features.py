@@ -215,3 +215,25 @@ def test_progress_lines_without_carriage_return():
     assert "\r" not in text
     lines = text.splitlines()
     assert [line.split(" ")[0] for line in lines] == ["1/3", "2/3", "3/3"]
+
+
+def test_training_split_skips_unseen_mentions(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    names = write_images(images, count=2)
+    (tmp_path / "l.csv").write_text(
+        f"image,labels\n{names[0]},cat;sky\n{names[1]},dog;zebra\n")
+    _, space_dir = _space_dir(tmp_path)  # cat, dog seen; sky, tree unseen
+    out = tmp_path / "out"
+    args = ["--images_dir", str(images), "--labels", str(tmp_path / "l.csv"),
+            "--label_space_dir", space_dir, "--output_dir", str(out),
+            "--split", "train", "--weights", "none", "--image_size", "32"]
+    with pytest.raises(KeyError, match=r"unknown label name\(s\) \['zebra'\]"):
+        main(args)
+    (tmp_path / "l.csv").write_text(
+        f"image,labels\n{names[0]},cat;sky\n{names[1]},dog;tree\n")
+    assert main(args) == 0
+    examples = list(native_split(str(out), "train").dataset())
+    np.testing.assert_array_equal(
+        np.stack([e["labels"].numpy() for e in examples]), [[1, -1], [-1, 1]]
+    )

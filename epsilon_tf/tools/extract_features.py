@@ -27,7 +27,10 @@ known to be absent); or a JSON object mapping each image file name to a
 list of present names, or to `{"positive": [...], "negative": [...]}`.
 Labels that are not listed are -1 (absent) by default, or 0 (unknown) with
 `--unlisted=unknown`. Column order and names come from the label space:
-its seen labels for `--label_set=seen`, all its labels for `all`.
+its seen labels for `--label_set=seen`, all its labels for `all`. A
+split of seen labels skips the unseen labels a label file mentions (as the
+benchmarks' training splits do: the image stays, with its seen labels), so
+one label file can serve every split.
 """
 
 import argparse
@@ -100,11 +103,17 @@ def read_label_file(path):
     return rows
 
 
-def label_vector(positives, negatives, index, unlisted, where):
-    """The +1/-1/0 vector of one image over the label columns `index`."""
+def label_vector(positives, negatives, index, unlisted, where,
+                 ignored=()):
+    """The +1/-1/0 vector of one image over the label columns `index`.
+
+    Names in `ignored` (a training split's unseen labels: they are not
+    among its columns, and the image keeps its seen labels) are skipped.
+    """
     vector = np.full(len(index), -1 if unlisted == "negative" else 0,
                      np.int8)
     for names, value in ((negatives, -1), (positives, 1)):
+        names = [n for n in names if n not in ignored]
         unknown = [n for n in names if n not in index]
         if unknown:
             raise KeyError(
@@ -199,6 +208,7 @@ def extract_features(
     overwrite=False,
     progress=True,
     seed=0,
+    ignored_labels=(),
 ):
     """Extracts features of every labelled image and writes a native split.
 
@@ -221,6 +231,9 @@ def extract_features(
         overwrite: bool. Replace an existing split.
         progress: bool. Print progress (to stderr).
         seed: int. Seed of the random weights when `weights` is None.
+        ignored_labels: collection of str. Label names the label file may
+            mention that are not columns (the unseen labels, for a split
+            of seen labels): skipped.
 
     Returns:
         dict, the written split's sidecar.
@@ -255,7 +268,8 @@ def extract_features(
         items.append(
             (name, path,
              label_vector(pos, neg, index, unlisted,
-                          f"{labels_path}, image {name!r}"))
+                          f"{labels_path}, image {name!r}",
+                          ignored=frozenset(ignored_labels)))
         )
     # Every image and label checked: now TensorFlow.
     common.import_tensorflow_quietly()
@@ -402,8 +416,13 @@ def main(argv=None):
             "carry no meaning",
             file=sys.stderr, flush=True,
         )
+    unseen = (
+        [space.names[i] for i in space.unseen] if label_set == "seen"
+        else []
+    )
     meta = extract_features(
         args.images_dir, args.labels, names, args.output_dir, args.split,
+        ignored_labels=unseen,
         label_set=label_set, backbone=args.backbone, weights=weights,
         image_size=args.image_size, batch_size=args.batch_size,
         feature_dtype=args.feature_dtype, unlisted=args.unlisted,
