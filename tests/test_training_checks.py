@@ -84,3 +84,31 @@ def test_train_py_refuses_before_writing(tmp_path):
                                  "this dataset): K cannot exceed")
     assert "Epoch" not in result.stdout
     assert not model_dir.exists()
+
+
+@pytest.mark.slow
+def test_failed_test_evaluation_leaves_a_usable_run(tmp_path):
+    """Issue 23: the test evaluation failed after training and left no
+    model.keras / label_space/ (eval.py: "train first"; export: "not a
+    training directory")."""
+    import dataclasses
+
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.export.__main__ import main as export_main
+    from epsilon_tf.training.run import train_and_evaluate
+
+    # 30 seen labels: validation at K=10 works; 8 unseen: ZSL at 10 fails.
+    source = dataclasses.replace(tiny.in_memory_source(), eval_ks=(10,))
+    config = TrainConfig(model_dir=str(tmp_path / "run"), epochs=1,
+                         batch_size=64, warmup_steps=1, verbose=0,
+                         summary_images=0, pr_curve_labels=0,
+                         select_metric="f1@10")
+    with pytest.raises(ValueError, match="ks"):
+        train_and_evaluate(tiny.model_config(), LossConfig(), config, source,
+                           baseline=False)
+    run = tmp_path / "run"
+    assert (run / "model.keras").exists()
+    assert LabelSpace.load(str(run / "label_space")).num_labels == 38
+    assert not (run / "metrics.json").exists()
+    assert export_main(["--model_dir", str(run)]).endswith("export/1")
+    assert (run / "export" / "1" / "saved_model.pb").exists()

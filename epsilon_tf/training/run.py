@@ -198,9 +198,12 @@ def train_and_evaluate(
     Writes `metrics.json` in `model_dir`: the model's ZSL/GZSL block at the
     top level (the shape of `eval.py --metrics_out`), plus `training`,
     `baselines` (ESZSL), `chance`, `skipped` (with `skip_corrupt`, per
-    file) and `timings_seconds` (per stage). Saves `model.keras`, the label
-    space and, when `export_fn` is given, calls it with the trainer to
-    export. A finished run (`finished_run`) is reported and left as it is.
+    file) and `timings_seconds` (per stage). Saves the label space when
+    training starts (so a run can be exported mid-training) and
+    `model.keras` (the best epoch) before the test evaluation (so a run
+    whose evaluation fails can still be evaluated and exported), and,
+    when `export_fn` is given, calls it with the trainer to export. A
+    finished run (`finished_run`) is reported and left as it is.
 
     Args:
         data_config: `DataConfig` or None. Recorded in `config.json` (so
@@ -225,6 +228,11 @@ def train_and_evaluate(
     previous = finished_run(trainer, variant)
     if previous is not None:
         return previous
+    run = RunDir(train_config.model_dir)
+    if trainer.is_chief:
+        # Now, not at the end: a run can be exported mid-training (from
+        # its best/ checkpoint) and after a failed test evaluation.
+        source.label_space.save(run.label_space)
     lap("setup")
     training = trainer.train()
     lap("training")
@@ -232,6 +240,9 @@ def train_and_evaluate(
     if not trainer.is_chief:
         return None
     trainer.restore_best()
+    # Before the test evaluation: if it fails, the trained model stays
+    # usable (eval.py --model_dir, python -m epsilon_tf.export).
+    save_keras_atomically(trainer.model, run.keras_model)
     result = trainer.evaluate_test(variant=variant)
     result["training"] = training
     lap("test_evaluation")
@@ -245,9 +256,6 @@ def train_and_evaluate(
     result["config"] = to_dict(
         trainer.model_config, loss_config, train_config
     )
-    run = RunDir(train_config.model_dir)
-    source.label_space.save(run.label_space)
-    save_keras_atomically(trainer.model, run.keras_model)
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
     lap("save_and_export")
