@@ -120,12 +120,15 @@ def main(argv):
         if mode != "predictions":  # a score matrix needs no TensorFlow
             common.prepare()
         from epsilon_tf.cli.evaluate import run_data_config, run_evaluation
+        from epsilon_tf.cli.own_data import check_word_vectors_flag
 
         data_config = None
         if mode != "predictions":
             data_config = run_data_config(
                 mode, path, epsilon_flags.data_config(), _given_data_flags()
             )
+            # Not silently ignored (issue 23): refused when unused.
+            check_word_vectors_flag(data_config, _given_data_flags())
         run_evaluation(
             mode=mode,
             path=path,

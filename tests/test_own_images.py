@@ -87,3 +87,92 @@ def test_readme_walkthrough(tmp_path):
     # zebra was held out of training; boat and yellow taxi never existed.
     assert marks == {"dog": "0", "sky": "0", "zebra": "1", "boat": "1",
                      "yellow taxi": "1"}
+
+
+def test_float16_bits_exact_for_every_pattern():
+    import tensorflow as tf
+
+    from epsilon_tf.data.half_bits import float16_bits_to_float32
+
+    bits = np.arange(65536, dtype=np.uint16)
+    got = float16_bits_to_float32(tf.constant(bits)).numpy()
+    want = bits.view(np.float16).astype(np.float32)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(got[finite], want[finite])
+    # Signed zeros keep their sign.
+    assert np.signbit(got[0x8000]) and not np.signbit(got[0])
+
+
+def test_word_vectors_flag_refused_where_unused(tmp_path):
+    from epsilon_tf.cli.own_data import check_word_vectors_flag
+    from epsilon_tf.config import DataConfig
+    from epsilon_tf.errors import CommandLineError
+
+    native = DataConfig(data_format="native", data_dir=str(tmp_path),
+                        word_vectors="other.pkl")
+    with pytest.raises(CommandLineError, match=(
+            r"^--word_vectors=other.pkl is not used for this data: its word "
+            r"vectors are the label space of .*label_space.json\)")):
+        check_word_vectors_flag(native, {"word_vectors"})
+    check_word_vectors_flag(native, set())  # from the run's config: fine
+    with pytest.raises(CommandLineError, match="built-in --dataset=synthetic"):
+        check_word_vectors_flag(DataConfig(word_vectors="v.pkl"),
+                                {"word_vectors"})
+    check_word_vectors_flag(
+        DataConfig(dataset="nus_wide", data_format="lesa",
+                   word_vectors="v.pkl"), {"word_vectors"})
+
+
+def test_eval_on_float16_own_data_header_and_no_cpp_lines(tmp_path):
+    """Issue 23: eval.py's header said `dataset=synthetic ... features
+    196x512` for 4x8 own data, and float16 features printed a TensorFlow
+    C++ line (`E0000 ... util.cc:131] oneDNN supports DT_HALF only ...`).
+    The C++ line appears where oneDNN has no AVX-512 FP16, which
+    ONEDNN_MAX_CPU_ISA=AVX2 makes true on any CPU; TF_CPP_MIN_LOG_LEVEL=2
+    lets error lines through."""
+    import keras
+
+    from epsilon_tf.config import ModelConfig
+    from epsilon_tf.data.native_tfrecord import write_native_split
+    from epsilon_tf.labels import LabelSpace
+    from epsilon_tf.models import build_epsilon
+
+    rng = np.random.default_rng(0)
+    space = LabelSpace.from_arrays([f"t{i}" for i in range(8)],
+                                   rng.normal(size=(8, 6)), seen=range(6))
+    data = tmp_path / "feats"
+    space.save(data)
+    write_native_split(
+        str(data), "test",
+        [(f"i{i}", rng.random((4, 8)).astype(np.float32),
+          np.where(rng.random(8) < 0.4, 1, -1).astype(np.int8))
+         for i in range(6)],
+        (4, 8), label_names=list(space.names), feature_dtype="float16",
+        label_set="all",
+    )
+    keras.utils.set_random_seed(0)
+    model = build_epsilon(ModelConfig(feature_shape=(4, 8), hidden_dim=8,
+                                      gpa_heads=2, num_prompts=2,
+                                      gfp_blocks=1), space.subset("seen"))
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    result = subprocess.run(
+        [sys.executable, str(tiny.ROOT / "eval.py"),
+         f"--model_dir={tmp_path / 'run'}", "--data_format=native",
+         f"--data_dir={data}", "--k=1,2", "--noprogress"],
+        capture_output=True, text=True, timeout=300, cwd=tiny.ROOT,
+        env=tiny.child_env(TF_CPP_MIN_LOG_LEVEL="2",
+                           ONEDNN_MAX_CPU_ISA="AVX2"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    cpp = [line for line in output.splitlines()
+           if re.match(r"^[IWEF]\d{4} ", line)]
+    assert cpp == []
+    header = result.stdout.splitlines()[0]
+    assert header.startswith(
+        f"Evaluating {tmp_path / 'run'} on native data in {data} (test "
+        "split: 6 images, 4x8 float16 features, 8 all labels)")
+    assert "196x512" not in header and "dataset=" not in header

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from epsilon_tf.cli.own_data import describe_native
 from epsilon_tf.config import DataConfig, write_json
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
@@ -176,7 +177,8 @@ def describe_data(cfg):
     if cfg.dataset == "synthetic" and not cfg.data_dir:
         parts.append(f"built-in benchmark (cache {cfg.cache_dir})")
     elif cfg.data_format == "native":
-        parts.append(f"native data in {cfg.data_dir}")
+        # Its sidecar's shape and labels, not the unused flag defaults.
+        return describe_native(cfg.data_dir)
     else:
         parts.append(f"format={cfg.data_format}")
         parts.append(f"test files {cfg.test_files}")

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf.data.half_bits import float16_bits_to_float32
 from epsilon_tf.data.pipeline import checked_map
 
 # TFRecord framing: 8-byte length, 4-byte length CRC, data, 4-byte data CRC.
@@ -432,14 +433,18 @@ def finish_examples(ds, skip_corrupt):
 
 
 def decode_fixed(value, dtype, num_bytes, shape):
-    """Decodes raw little-endian bytes (zero-padded / cut to `num_bytes`)."""
+    """Decodes raw little-endian bytes (zero-padded / cut to `num_bytes`).
+
+    float16 values come back as float32 (`half_bits`: no DT_HALF op, so
+    no oneDNN log line on CPUs without AVX-512 FP16).
+    """
     # The padded decoder has no float16 kernel: decode the bits as uint16.
     raw_dtype = tf.uint16 if dtype == tf.float16 else dtype
     out = tf.io.decode_raw(
         value, raw_dtype, little_endian=True, fixed_length=int(num_bytes)
     )
     if raw_dtype != dtype:
-        out = tf.bitcast(out, dtype)
+        out = float16_bits_to_float32(out)
     return tf.reshape(out, shape)
 
 
