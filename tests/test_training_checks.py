@@ -112,3 +112,13 @@ def test_failed_test_evaluation_leaves_a_usable_run(tmp_path):
     assert not (run / "metrics.json").exists()
     assert export_main(["--model_dir", str(run)]).endswith("export/1")
     assert (run / "export" / "1" / "saved_model.pb").exists()
+
+
+def test_ctrl_c_exits_130(capsys):
+    from epsilon_tf.cli import common
+
+    with pytest.raises(SystemExit) as info:
+        with common.clean_exit("train.py"):
+            raise KeyboardInterrupt
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "train.py: interrupted (Ctrl-C)\n"
