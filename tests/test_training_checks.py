@@ -122,3 +122,17 @@ def test_ctrl_c_exits_130(capsys):
             raise KeyboardInterrupt
     assert info.value.code == 130
     assert capsys.readouterr().err == "train.py: interrupted (Ctrl-C)\n"
+
+
+def test_where_the_model_and_export_went_is_printed(capsys):
+    """Issue 23: train.py never printed where the export went."""
+    from epsilon_tf.training.run import print_saved_to
+    from epsilon_tf.training.run_dir import RunDir
+
+    print_saved_to(RunDir("runs/a"), "runs/a/export/3")
+    print_saved_to(RunDir("runs/b"), None)
+    assert capsys.readouterr().out.splitlines() == [
+        "Saved the model to runs/a/model.keras; exported SavedModel: "
+        "runs/a/export/3",
+        "Saved the model to runs/b/model.keras",
+    ]
