@@ -43,6 +43,7 @@ import time
 import numpy as np
 
 from epsilon_tf.cli import common
+from epsilon_tf.labels import LabelSpace
 
 PROGRAM = "python -m epsilon_tf.tools.extract_features"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -320,8 +321,6 @@ def place_label_space(space, output_dir, source_dir):
     Raises:
         CommandLineError: `output_dir` holds a different label space.
     """
-    from epsilon_tf.labels import LabelSpace
-
     if not os.path.exists(os.path.join(output_dir, "label_space.json")):
         return True
     there = LabelSpace.load(output_dir)
@@ -400,8 +399,6 @@ def main(argv=None):
         )
     if args.debug:
         common.prepare(["--debug"])
-    from epsilon_tf.labels import LabelSpace
-
     space = LabelSpace.load(args.label_space_dir)
     save_space = place_label_space(space, args.output_dir,
                                    args.label_space_dir)
