@@ -18,12 +18,16 @@ The pieces behind `python -m epsilon_tf.tools.make_label_space`:
   vector are refused in one error that lists them.
 - `label_space_from_words`: all of it, into a `LabelSpace`.
 
-Example:
+Example (a `{word: vector}` dict here; usually the path of a GloVe file):
 
 >>> space = label_space_from_words(
-...     ["cat", "dog", "golden retriever"], "glove.6B.300d.txt",
-...     unseen=["golden retriever"])  # doctest: +SKIP
->>> space.save("my_labels")  # doctest: +SKIP
+...     ["cat", "golden retriever"],
+...     {"cat": [1.0, 0.0], "golden": [0.0, 1.0], "retriever": [0.0, 3.0]},
+...     unseen=["golden retriever"])
+>>> space.vectors[1].tolist()
+[0.0, 2.0]
+>>> space.unseen.tolist()
+[1]
 """
 
 import csv
