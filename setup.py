@@ -31,6 +31,8 @@ setup(
             "ruff>=0.6",
             "psutil>=5.9",
         ],
+        # CLIP text encoders for label vectors (labels/clip_text.py).
+        "clip": ["keras-hub>=0.32", "tensorflow-text==2.21.*"],
     },
     entry_points={
         "console_scripts": [

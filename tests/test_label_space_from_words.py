@@ -172,3 +172,85 @@ def test_command_one_error_line(tmp_path):
         "from the names file)"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def _has_keras_hub():
+    import importlib.util
+
+    return importlib.util.find_spec("keras_hub") is not None
+
+
+def _tiny_clip_preset(directory):
+    """A randomly initialised CLIP of a few hundred weights, saved as a
+    local keras-hub preset (letters-only byte-pair vocabulary)."""
+    import string
+
+    import keras
+    import keras_hub
+
+    letters = string.ascii_lowercase
+    tokens = (["th"] + list(letters) + [c + "</w>" for c in letters]
+              + ["th</w>", "<|startoftext|>", "<|endoftext|>"])
+    tokenizer = keras_hub.models.CLIPTokenizer(
+        vocabulary={t: i for i, t in enumerate(tokens)}, merges=["t h"])
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.CLIPBackbone(
+        vision_encoder=keras_hub.models.CLIPVisionEncoder(
+            patch_size=16, hidden_dim=8, num_layers=1, num_heads=2,
+            intermediate_dim=16, image_shape=(32, 32, 3)),
+        text_encoder=keras_hub.models.CLIPTextEncoder(
+            vocabulary_size=len(tokens), embedding_dim=8, hidden_dim=8,
+            num_layers=1, num_heads=2, intermediate_dim=16,
+            max_sequence_length=16),
+        projection_dim=6,
+    )
+    backbone.save_to_preset(str(directory))
+    tokenizer.save_to_preset(str(directory))
+    return backbone, tokenizer
+
+
+@pytest.mark.skipif(not _has_keras_hub(), reason="the [clip] extra "
+                    "(keras-hub, tensorflow-text) is not installed")
+def test_clip_text_encoder_label_space(tmp_path):
+    import keras_hub
+
+    backbone, tokenizer = _tiny_clip_preset(tmp_path / "clip")
+    (tmp_path / "tags.txt").write_text("cat\nstreet_art\n")
+    out = tmp_path / "labels"
+    assert tool.main([
+        "--names", str(tmp_path / "tags.txt"), "--clip_preset",
+        str(tmp_path / "clip"), "--prompt", "a photo of a {}",
+        "--unseen", "street_art", "--output_dir", str(out),
+    ]) == 0
+    space = LabelSpace.load(str(out))
+    packer = keras_hub.layers.StartEndPacker(
+        start_value=tokenizer.start_token_id,
+        end_value=tokenizer.end_token_id,
+        pad_value=tokenizer.pad_token_id, sequence_length=16)
+    ids = packer(tokenizer(["a photo of a cat", "a photo of a street art"]))
+    np.testing.assert_allclose(
+        space.vectors, np.asarray(backbone.get_text_embeddings(ids)),
+        atol=1e-5)
+    assert space.vectors.shape == (2, 6) and space.unseen.tolist() == [1]
+    other = tool.make_label_space(str(tmp_path / "tags.txt"),
+                                  clip_preset=str(tmp_path / "clip"))
+    assert np.abs(other.vectors - space.vectors).max() > 1e-4  # the prompt
+
+
+@pytest.mark.skipif(_has_keras_hub(), reason="keras-hub is installed")
+def test_clip_without_the_extra_names_it(tmp_path):
+    (tmp_path / "tags.txt").write_text("cat\n")
+    (tmp_path / "clip").mkdir()
+    with pytest.raises(ImportError, match=r"pip install -e \.\[clip\]"):
+        tool.make_label_space(str(tmp_path / "tags.txt"),
+                              clip_preset=str(tmp_path / "clip"))
+
+
+def test_clip_flags_checked(tmp_path):
+    (tmp_path / "tags.txt").write_text("cat\n")
+    base = ["--names", str(tmp_path / "tags.txt"), "--output_dir",
+            str(tmp_path / "o")]
+    with pytest.raises(tool.common.CommandLineError, match="one of them"):
+        tool.main(base)
+    with pytest.raises(tool.common.CommandLineError, match='one "{}"'):
+        tool.main(base + ["--clip_preset", str(tmp_path), "--prompt", "x"])

@@ -17,6 +17,11 @@ only array, or the one named `vectors`) or a pickle (a numpy array, or a
 list of arrays stacked in order, read without running code). Unseen
 labels (never trained on): the CSV column, `--unseen=a,b` or
 `--unseen_file` (one name per line); without any, every label is seen.
+
+Instead of `--vectors`, `--clip_preset=DIR` embeds every label with a CLIP
+text encoder from a local keras-hub preset directory, through
+`--prompt` (default "There is a {} in the scene"); keras-hub is an
+optional extra (`pip install -e .[clip]`).
 """
 
 import argparse
@@ -28,6 +33,7 @@ import numpy as np
 from epsilon_tf.cli import common
 from epsilon_tf.data.safe_pickle import load_pickle
 from epsilon_tf.errors import InputDataError
+from epsilon_tf.labels.clip_text import DEFAULT_PROMPT, clip_text_vectors
 from epsilon_tf.labels.from_words import (
     label_space_from_words,
     read_label_names,
@@ -74,7 +80,8 @@ def load_vector_array(path):
     return array.astype(np.float32)
 
 
-def make_label_space(names_file, vectors, unseen=None, seen=None):
+def make_label_space(names_file, vectors=None, unseen=None, seen=None,
+                     clip_preset=None, prompt=DEFAULT_PROMPT):
     """A `LabelSpace` from a names file and vectors (the command's work).
 
     Args:
@@ -85,6 +92,9 @@ def make_label_space(names_file, vectors, unseen=None, seen=None):
         unseen: sequence of str or None. Unseen names (overrides the CSV
             column).
         seen: sequence of str or None. Seen names (the rest are unseen).
+        clip_preset: str or None. Instead of `vectors`: a local keras-hub
+            CLIP preset directory (`labels.clip_text`).
+        prompt: str. The CLIP prompt template (one "{}").
 
     Returns:
         `LabelSpace`.
@@ -92,6 +102,12 @@ def make_label_space(names_file, vectors, unseen=None, seen=None):
     names, column_unseen = read_label_names(names_file)
     if unseen is None and seen is None:
         unseen = column_unseen
+    if clip_preset is not None:
+        matrix = clip_text_vectors(names, clip_preset, prompt)
+        return label_space_from_words(
+            names, matrix, unseen=unseen, seen=seen,
+            source=f"--clip_preset={clip_preset}",
+        )
     if os.fspath(vectors).lower().endswith(ARRAY_SUFFIXES):
         matrix = load_vector_array(vectors)
         return label_space_from_words(
@@ -110,9 +126,14 @@ def _parser():
     parser.add_argument("--names", required=True,
                         help="Label names: text file (one per line) or CSV "
                         "(`name` + optional `unseen`/`seen`/`split`).")
-    parser.add_argument("--vectors", required=True,
+    parser.add_argument("--vectors", default=None,
                         help="GloVe/word2vec text file, or .npy/.npz/.pkl "
                         "aligned with the names.")
+    parser.add_argument("--clip_preset", default=None,
+                        help="Instead of --vectors: a local keras-hub CLIP "
+                        "preset directory (extra: pip install -e .[clip]).")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT,
+                        help='CLIP prompt template with one "{}".')
     parser.add_argument("--unseen", default=None,
                         help="Comma-separated unseen label names.")
     parser.add_argument("--unseen_file", default=None,
@@ -127,15 +148,27 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    for flag in ("names", "vectors", "unseen_file"):
+    if (args.vectors is None) == (args.clip_preset is None):
+        raise common.CommandLineError(
+            "Give --vectors (word vectors) or --clip_preset (a CLIP text "
+            "encoder), one of them"
+        )
+    if args.clip_preset is not None and args.prompt.count("{}") != 1:
+        raise common.CommandLineError(
+            '--prompt must hold one "{}" where the label name goes. '
+            f"Received: --prompt={args.prompt!r}"
+        )
+    for flag in ("names", "vectors", "unseen_file", "clip_preset"):
         value = getattr(args, flag)
         if value is None:
             continue
         if not os.path.exists(value):
             raise common.CommandLineError(f"--{flag}: not found: {value}")
-        if os.path.isdir(value):
+        if os.path.isdir(value) != (flag == "clip_preset"):
             raise common.CommandLineError(
                 f"--{flag}: {value} is a directory, not a file"
+                if flag != "clip_preset" else
+                f"--{flag}: {value} is a file, not a preset directory"
             )
     if args.unseen is not None and args.unseen_file:
         raise common.CommandLineError(
@@ -152,7 +185,8 @@ def main(argv=None):
             f"--output_dir: {args.output_dir} already holds a label space "
             "(pass --overwrite to replace it)"
         )
-    space = make_label_space(args.names, args.vectors, unseen=unseen)
+    space = make_label_space(args.names, args.vectors, unseen=unseen,
+                             clip_preset=args.clip_preset, prompt=args.prompt)
     space.save(args.output_dir)
     print(
         f"Wrote a label space of {space.num_labels} labels "
