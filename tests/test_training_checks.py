@@ -136,3 +136,12 @@ def test_where_the_model_and_export_went_is_printed(capsys):
         "runs/a/export/3",
         "Saved the model to runs/b/model.keras",
     ]
+
+
+def test_eval_checks_k_without_the_validation_block():
+    space = _space(num_unseen=5)  # 3 seen, 5 unseen
+    check_ks((3, 5), space, True, "x", validation=False)
+    with pytest.raises(CommandLineError, match=r"x has 5 unseen labels \(ZSL"
+                       r"\), 8 labels in all \(GZSL\)\. Give --k with values "
+                       r"of at most 5"):
+        check_ks((3, 6), space, True, "x", validation=False)

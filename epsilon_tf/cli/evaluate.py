@@ -13,6 +13,7 @@ import numpy as np
 
 from epsilon_tf.cli.own_data import describe_native
 from epsilon_tf.config import DataConfig, write_json
+from epsilon_tf.data.training_checks import check_ks
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training import run_dir as run_dir_lib
@@ -354,6 +355,9 @@ def run_evaluation(
                 "The evaluation data has no test split (--test_files, or a "
                 "'test' split in --data_dir)"
             )
+        # K against the ZSL/GZSL label counts, before any scoring.
+        check_ks(source.eval_ks, source.label_space, bool(ks),
+                 "the test data's label space", validation=False)
         space = source.label_space
         model = None
         title = f"{source.name} test split, {path}"

@@ -13,16 +13,20 @@ import os
 from epsilon_tf.errors import CommandLineError, InputDataError
 
 
-def label_blocks(label_space):
-    """`{block: number of labels}` of the blocks an evaluation ranks."""
-    return {
+def label_blocks(label_space, validation=True):
+    """`{block: number of labels}` of the blocks an evaluation ranks
+    (training also ranks the seen labels of the validation images)."""
+    blocks = {
         "seen labels (validation)": len(label_space.seen),
         "unseen labels (ZSL)": len(label_space.unseen),
         "labels in all (GZSL)": label_space.num_labels,
     }
+    if not validation:
+        del blocks["seen labels (validation)"]
+    return blocks
 
 
-def check_ks(ks, label_space, flag_given, where):
+def check_ks(ks, label_space, flag_given, where, validation=True):
     """Raises `CommandLineError` when a K exceeds a block's label count.
 
     Args:
@@ -31,8 +35,12 @@ def check_ks(ks, label_space, flag_given, where):
         flag_given: bool. Whether `--k` was given (else the dataset's
             default K, said so in the message).
         where: str. The label space's file or directory, for the message.
+        validation: bool. Whether the seen labels are ranked too (the
+            validation during training; not in eval.py).
     """
-    blocks = {n: c for n, c in label_blocks(label_space).items() if c}
+    blocks = {
+        n: c for n, c in label_blocks(label_space, validation).items() if c
+    }
     too_big = {n: c for n, c in blocks.items() if max(ks) > c}
     if not too_big:
         return
