@@ -3,8 +3,6 @@
 import csv
 import http.server
 import json
-import subprocess
-import sys
 import threading
 
 import keras
@@ -199,25 +197,26 @@ def test_rest_client_gives_the_same_tags(setup, tmp_path):
                                [float(r["score"]) for r in rest], atol=1e-5)
 
 
-def test_mistakes_in_one_line(setup, tmp_path):
+def test_mistakes_in_one_line(setup, tmp_path, capsys):
+    from epsilon_tf.cli import common
+
     (tmp_path / "wide.txt").write_text("cat 1 2 3\n")
     (tmp_path / "names.txt").write_text("cat\n")
     base = ["--model", str(setup["run"]), "--weights", "none", "--output",
             str(tmp_path / "t.csv")]
-    result = subprocess.run(
-        [sys.executable, "-m", "epsilon_tf.tools.tag", *base, "--names",
-         str(tmp_path / "names.txt"), "--vectors", str(tmp_path / "wide.txt"),
-         "--images_dir", str(setup["images"])],
-        capture_output=True, text=True, env=tiny.child_env(),
-        cwd=tiny.ROOT, timeout=300,
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
+    # The command line's own error handler, in-process.
+    with pytest.raises(SystemExit) as info:
+        with common.clean_exit(tag_tool.PROGRAM):
+            tag_tool.main(base + [
+                "--names", str(tmp_path / "names.txt"), "--vectors",
+                str(tmp_path / "wide.txt"), "--images_dir",
+                str(setup["images"])])
+    assert info.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
         "epsilon-tag: error: The vocabulary's vectors have 3 dimensions but "
         f"the model scores {DIM}-dimensional word vectors: give vectors of "
         "the kind the model was trained with"
-    )
-    assert "Traceback" not in result.stderr
+    ]
     for extra, error, message in [
         (["--images_dir", str(setup["images"]), "--image_size", "64"],
          ValueError, r"^--backbone=vgg19 at --image_size=64 gives features "
