@@ -23,6 +23,7 @@ from epsilon_tf.labels import LabelSpace
 from epsilon_tf.models import with_labels
 from epsilon_tf.tools.extract_features import image_batches, list_images
 from epsilon_tf.tools.make_label_space import make_label_space
+from epsilon_tf.training.run_dir import RunDir
 
 LABELS_ASSET = os.path.join("assets", "labels.txt")
 UNSEEN_ASSET = os.path.join("assets", "unseen.txt")
@@ -37,7 +38,7 @@ def resolve_model(path):
     """
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return "saved_model", path
-    if os.path.exists(os.path.join(path, "model.keras")):
+    if os.path.exists(RunDir(path).keras_model):
         return "run", path
     if os.path.isdir(path):
         versions = sorted(
@@ -104,13 +105,10 @@ class Scorer:
             self.label_space = exported_label_space(directory, loaded)
             self._loaded = loaded
         else:
-            self._model = keras.saving.load_model(
-                os.path.join(directory, "model.keras")
-            )
+            run = RunDir(directory)
+            self._model = keras.saving.load_model(run.keras_model)
             self.feature_shape = tuple(self._model.inputs[0].shape[1:])
-            self.label_space = LabelSpace.load(
-                os.path.join(directory, "label_space")
-            )
+            self.label_space = LabelSpace.load(run.label_space)
             self.width = self.label_space.embedding_dim
         self._vectors = None
 
