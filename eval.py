@@ -120,13 +120,16 @@ def main(argv):
         if mode != "predictions":  # a score matrix needs no TensorFlow
             common.prepare()
         from epsilon_tf.cli.evaluate import run_data_config, run_evaluation
+        from epsilon_tf.cli.own_data import check_word_vectors_flag
 
         data_config = None
         if mode != "predictions":
+            given = epsilon_flags.given_data_fields()
             data_config = run_data_config(
-                mode, path, epsilon_flags.data_config(),
-                epsilon_flags.given_data_fields()
+                mode, path, epsilon_flags.data_config(), given
             )
+            # Not silently ignored (issue 23): refused when unused.
+            check_word_vectors_flag(data_config, given)
         run_evaluation(
             mode=mode,
             path=path,

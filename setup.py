@@ -31,11 +31,17 @@ setup(
             "ruff>=0.6",
             "psutil>=5.9",
         ],
+        # CLIP text encoders for label vectors (labels/clip_text.py).
+        "clip": ["keras-hub>=0.32", "tensorflow-text==2.21.*"],
     },
     entry_points={
         "console_scripts": [
             "epsilon-train=train:run_main",
             "epsilon-eval=eval:run_main",
+            "epsilon-label-space=epsilon_tf.tools.make_label_space:run_main",
+            "epsilon-extract-features="
+            "epsilon_tf.tools.extract_features:run_main",
+            "epsilon-tag=epsilon_tf.tools.tag:run_main",
         ],
     },
 )

@@ -50,6 +50,7 @@ def run():
     configure_cpu_replicas(FLAGS.cpu_replicas)
 
     from epsilon_tf.data.sources import make_source
+    from epsilon_tf.data.training_checks import check_before_training
     from epsilon_tf.export import export_saved_model
     from epsilon_tf.training.run import train_and_evaluate
 
@@ -58,6 +59,9 @@ def run():
     ks = epsilon_flags.ks_value()
     if ks:
         source = dataclasses.replace(source, eval_ks=ks)
+    # K against each evaluated block, the training split's labels: now,
+    # not after training (issue 23).
+    check_before_training(source, bool(ks), data_cfg.data_dir)
 
     def export(trainer):
         return export_saved_model(

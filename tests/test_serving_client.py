@@ -244,7 +244,14 @@ def test_labels_from_scores():
     assert [[n for n, _, _ in row] for row in got] == [["b", "c"], ["a", "b"]]
     assert got[0][0][2] is True
     with pytest.raises(ValueError, match="one column per name"):
-        client.labels_from_scores(scores, ["a", "b"])
+        client.labels_from_scores(scores, ["a", "b"], unseen_mask=[0, 0])
+    # Issue 23: without a mask every label came back as seen.
+    with pytest.raises(ValueError, match="Say which labels are unseen"):
+        client.labels_from_scores(scores, ["a", "b", "c"])
+    got = client.labels_from_scores(scores, ["a", "b", "c"], k=3,
+                                    trained=["a", "c"])
+    assert [(n, u) for n, _, u in got[0]] == [
+        ("b", True), ("c", False), ("a", False)]
 
 
 def test_rest_round_trip_through_the_saved_model(served):
@@ -347,10 +354,11 @@ def test_grpc_proto_contract_score_labels_open_vocabulary(served):
     scores = client.response_to_numpy(response)["scores"]
     expected = with_labels(model, vectors)(x)["scores"].numpy()
     np.testing.assert_allclose(scores, expected, atol=1e-5)
-    got = client.labels_from_scores(scores, names, k=3)
+    got = client.labels_from_scores(scores, names, k=3, trained=["kayak"])
     assert [n for n, _, _ in got[0]] == [
         names[j] for j in np.argsort(-expected[0], kind="stable")[:3]
     ]
+    assert [u for n, _, u in got[0]] == [n != "kayak" for n, _, _ in got[0]]
     with pytest.raises(ValueError, match="labels_from_scores"):
         client.parse_predict_response(response)
 
@@ -407,3 +415,26 @@ def test_grpc_server_round_trip_with_images(served):
     _assert_labels_equal(
         client.parse_predict_response(response), expected, atol=1e-4
     )
+
+
+def test_unreachable_servers_in_one_line(tmp_path, capsys):
+    """Issue 23: the gRPC client without a server printed a 23-line
+    traceback. (The command line's own error handler, run in-process.)"""
+    from epsilon_tf.cli import common
+
+    program = "python -m epsilon_tf.export.client"
+    np.save(tmp_path / "f.npy", _features(batch=1))
+    (port,) = tiny.free_ports(1)
+    for extra, needle in ((["--grpc"], "gRPC UNAVAILABLE"),
+                          ([], "cannot reach the model server")):
+        with pytest.raises(SystemExit) as info:
+            with common.clean_exit(program):
+                client.main(["--features", str(tmp_path / "f.npy"),
+                             "--port", str(port), "--timeout", "5", *extra])
+        assert info.value.code == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        prefix = f"{program}: error: " + (
+            f"localhost:{port}: " if extra else f"http://localhost:{port}/")
+        assert lines[0].startswith(prefix), lines[0]
+        assert needle in lines[0]

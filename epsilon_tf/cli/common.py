@@ -30,6 +30,8 @@ TRACEBACK_ENV = "EPSILON_TRACEBACK"
 TF_LOGS_ENV = "EPSILON_TF_LOGS"
 DEBUG_FLAG = "--debug"
 EXIT_CODE = 1
+# 128 + SIGINT, what shells and CI report for Ctrl-C.
+INTERRUPTED_EXIT_CODE = 130
 
 
 def _truthy(name):
@@ -135,6 +137,13 @@ def fail(program, message):
     sys.exit(EXIT_CODE)
 
 
+def interrupted(program):
+    """Ctrl-C: says so on one line and exits with status 130."""
+    sys.stdout.flush()
+    print(f"{program}: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    sys.exit(INTERRUPTED_EXIT_CODE)
+
+
 def _data_error(error):
     """The one-line data error inside a TensorFlow error, or None."""
     if "tensorflow" not in sys.modules:
@@ -153,6 +162,9 @@ def _data_error(error):
 def clean_exit(program):
     """Turns user errors into `program: error: <message>` and exit 1.
 
+    Ctrl-C (KeyboardInterrupt) prints `program: interrupted (Ctrl-C)` and
+    exits with status 130 (128 + SIGINT), as shells report it.
+
     Example:
 
     >>> with clean_exit("train.py"):
@@ -163,7 +175,7 @@ def clean_exit(program):
     except KeyboardInterrupt:
         if _truthy(TRACEBACK_ENV):
             raise
-        fail(program, "interrupted")
+        interrupted(program)
     except Exception as e:  # noqa: BLE001 (sorted below)
         if _truthy(TRACEBACK_ENV):
             raise

@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
+from epsilon_tf.cli.own_data import describe_native
 from epsilon_tf.config import DataConfig, write_json
+from epsilon_tf.data.training_checks import check_ks
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.metrics.columns import settings_table
@@ -177,7 +179,8 @@ def describe_data(cfg):
     if cfg.dataset == "synthetic" and not cfg.data_dir:
         parts.append(f"built-in benchmark (cache {cfg.cache_dir})")
     elif cfg.data_format == "native":
-        parts.append(f"native data in {cfg.data_dir}")
+        # Its sidecar's shape and labels, not the unused flag defaults.
+        return describe_native(cfg.data_dir)
     else:
         parts.append(f"format={cfg.data_format}")
         parts.append(f"test files {cfg.test_files}")
@@ -291,6 +294,9 @@ def run_evaluation(
                 "The evaluation data has no test split (--test_files, or a "
                 "'test' split in --data_dir)"
             )
+        # K against the ZSL/GZSL label counts, before any scoring.
+        check_ks(source.eval_ks, source.label_space, bool(ks),
+                 "the test data's label space", validation=False)
         space = source.label_space
         model = None
         title = f"{source.name} test split, {path}"

@@ -72,7 +72,7 @@ def _resolve_weights(weights):
     return weights
 
 
-def make_backbone(name="vgg19", weights=None, image_size=224):
+def make_backbone(name="vgg19", weights=None, image_size=224, seed=0):
     """Builds a frozen backbone: images [b, S, S, 3] -> tokens [b, N, C].
 
     The feature map [b, H, W, C] of the registered layer is reshaped to
@@ -88,6 +88,11 @@ def make_backbone(name="vgg19", weights=None, image_size=224):
             file of the `include_top=False` model. Defaults to None.
         image_size: int. Side S of the square input images. Defaults to
             224.
+        seed: int. With `weights=None`, the random initial weights are
+            drawn from this seed (the global Keras seed is set), so every
+            call builds the same network: features extracted now and
+            images tagged later go through the same random backbone.
+            Defaults to 0.
 
     Returns:
         A tuple `(model, preprocess_fn)`: `model` a `keras.Model` from
@@ -116,6 +121,8 @@ def make_backbone(name="vgg19", weights=None, image_size=224):
             f"Received: image_size={image_size!r}"
         )
     weights = _resolve_weights(weights)
+    if weights is None:
+        keras.utils.set_random_seed(int(seed))
     spec = BACKBONES[key]
     constructor = getattr(keras.applications, spec.constructor)
     base = constructor(

@@ -27,6 +27,8 @@ From the command line, the top labels of features saved with `np.save`
 
 import base64
 import json
+import os
+import urllib.error
 import urllib.request
 
 if __name__ == "__main__":  # the command line: quiet TensorFlow start-up
@@ -253,18 +255,28 @@ def parse_rest_response(response):
     return _label_lists(names, outputs["top_k_scores"], outputs["top_k_unseen"])
 
 
-def labels_from_scores(scores, names, k=10, unseen_mask=None):
+def labels_from_scores(scores, names, k=10, unseen_mask=None, trained=None):
     """Ranks `score_labels` scores [batch, K'] into label lists.
+
+    Which labels are unseen (never trained on) must be said: by
+    `unseen_mask`, or by `trained`, the names the model was trained on
+    (its seen labels, e.g. `trained_label_names(version_dir)`): a label
+    not among them is unseen.
 
     Args:
         scores: array [batch, K'].
         names: sequence of K' label names (the request's vocabulary).
         k: int. Labels per image. Defaults to 10.
-        unseen_mask: bool array [K'] or None (all False).
+        unseen_mask: bool array [K'] or None.
+        trained: iterable of str or None. The model's seen label names.
 
     Returns:
         list of lists `[(name, score, unseen), ...]`, best first (ties
         keep the vocabulary order).
+
+    Raises:
+        ValueError: `scores` not [batch, K'], or neither (or both) of
+            `unseen_mask` and `trained` given.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[1] != len(names):
@@ -272,16 +284,48 @@ def labels_from_scores(scores, names, k=10, unseen_mask=None):
             f"`scores` must be [batch, {len(names)}] (one column per name). "
             f"Received: shape={scores.shape}"
         )
-    unseen = (
-        np.zeros(len(names), bool)
-        if unseen_mask is None
-        else np.asarray(unseen_mask, bool)
-    )
+    if (unseen_mask is None) == (trained is None):
+        raise ValueError(
+            "Say which labels are unseen: give `unseen_mask` (one bool per "
+            "name) or `trained` (the names the model was trained on), one "
+            "of them"
+        )
+    if trained is not None:
+        trained = set(trained)
+        unseen = np.asarray([str(n) not in trained for n in names], bool)
+    else:
+        unseen = np.asarray(unseen_mask, bool).reshape(-1)
+        if unseen.shape != (len(names),):
+            raise ValueError(
+                f"`unseen_mask` must hold one bool per name ({len(names)}). "
+                f"Received: shape={unseen.shape}"
+            )
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return [
         [(str(names[j]), float(scores[i, j]), bool(unseen[j])) for j in row]
         for i, row in enumerate(order)
     ]
+
+
+def trained_label_names(version_dir):
+    """The seen label names of an export (`assets/labels.txt`, `unseen.txt`).
+
+    Raises:
+        FileNotFoundError: the version has no such assets.
+    """
+    paths = [os.path.join(version_dir, "assets", name)
+             for name in ("labels.txt", "unseen.txt")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} not found: {version_dir} is not an epsilon_tf "
+                "export version"
+            )
+    with open(paths[0], encoding="utf-8") as f:
+        names = [line.rstrip("\n") for line in f]
+    with open(paths[1], encoding="utf-8") as f:
+        unseen = [line.strip() == "1" for line in f if line.strip()]
+    return [n for n, u in zip(names, unseen, strict=True) if not u]
 
 
 def rest_url(host="localhost", port=8501, model_name="epsilon", version=None):
@@ -300,8 +344,25 @@ def predict_via_rest(url, body, timeout=30.0):
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=timeout) as reply:
-        return json.loads(reply.read().decode("utf-8"))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return json.loads(reply.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        # TF Serving answers a bad request with {"error": "..."}: return
+        # it, so that the parsers raise its message.
+        text = e.read().decode("utf-8", "replace")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ConnectionError(
+                f"{url}: HTTP {e.code} {e.reason}: {' '.join(text.split())}"
+            ) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(
+            f"{url}: cannot reach the model server ({reason}); is TF "
+            "Serving running with --rest_api_port there?"
+        ) from None
 
 
 def predict_via_grpc(
@@ -323,7 +384,18 @@ def predict_via_grpc(
         options=[("grpc.max_receive_message_length", 256 * 2**20)],
     ) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        return stub.Predict(request, timeout=timeout)
+        try:
+            return stub.Predict(request, timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code() if hasattr(e, "code") else None
+            details = e.details() if hasattr(e, "details") else str(e)
+            text = f"{host}:{port}: gRPC {getattr(code, 'name', code)}: " \
+                f"{' '.join(str(details).split())}"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                raise ConnectionError(
+                    f"{text} (is TF Serving running with --port there?)"
+                ) from None
+            raise ValueError(text) from None
 
 
 def _parser():

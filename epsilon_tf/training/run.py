@@ -322,6 +322,11 @@ def train_and_evaluate(
     With `record`, a finished run (`finished_run`: every epoch done and
     `metrics.json` written) is reported and left as it is.
 
+    The label space is saved when training starts (so a run can be
+    exported mid-training) and `model.keras` (the best epoch) before the
+    test evaluation (so a run whose evaluation fails can still be
+    evaluated and exported).
+
     Args:
         variant: the AP protocol of the test metrics.
         baseline: bool. Fit and score ESZSL.
@@ -354,12 +359,21 @@ def train_and_evaluate(
         previous = finished_run(trainer, variant)
         if previous is not None:
             return previous
+    run = RunDir(train_config.model_dir)
+    if save_model and trainer.is_chief:
+        # Now, not at the end: a run can be exported mid-training (from
+        # its best/ checkpoint) and after a failed test evaluation.
+        source.label_space.save(run.label_space)
     lap("setup")
     training = trainer.train()
     lap("training")
     if not trainer.is_chief:
         return None
     trainer.restore_best()
+    if save_model:
+        # Before the test evaluation: if it fails, the trained model stays
+        # usable (eval.py --model_dir, python -m epsilon_tf.export).
+        save_keras_atomically(trainer.model, run.keras_model)
     result = trainer.evaluate_test(
         variant=variant,
         on_scores=None if tensorboard is None
@@ -379,10 +393,6 @@ def train_and_evaluate(
         result["config"] = to_dict(
             trainer.model_config, loss_config, train_config
         )
-    run = RunDir(train_config.model_dir)
-    if save_model:
-        source.label_space.save(run.label_space)
-        save_keras_atomically(trainer.model, run.keras_model)
     if export_fn is not None and train_config.export:
         result["export"] = export_fn(trainer)
     lap("save_and_export")
@@ -422,3 +432,11 @@ def _record(trainer, tensorboard, result, variant, timings):
         ),
         flush=True,
     )
+    print_saved_to(trainer.run_dir, result.get("export"))
+
+
+def print_saved_to(run, export):
+    """Says where the model and its SavedModel export went (issue 23)."""
+    print(f"Saved the model to {run.keras_model}"
+          + (f"; exported SavedModel: {export}" if export else ""),
+          flush=True)

@@ -8,7 +8,8 @@ A run writes everything under its `model_dir`:
 - `best/`: the checkpoint of the best epoch (by validation score);
 - `train/`, `validation/`, `test/`: TensorBoard summaries (the HParams
   in `model_dir` itself);
-- `metrics.json`, `model.keras`, `label_space/`: the finished run;
+- `label_space/` (written when training starts), `model.keras` (the best
+  epoch, before the test evaluation), `metrics.json`: the finished run;
 - `export/<version>/`: TF Serving versions (`export.versions`);
 - `worker_tmp_<id>/`: a non-chief worker's scratch checkpoints.
 

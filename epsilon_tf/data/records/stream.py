@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from epsilon_tf.data.records.checks import checked_map
 from epsilon_tf.data.records.framing import RECORD_OVERHEAD
+from epsilon_tf.data.records.half_bits import float16_bits_to_float32
 
 _READ_BUFFER = 4 << 20
 _MAX_CYCLE = 8
@@ -430,14 +431,18 @@ def finish_examples(ds, skip_corrupt):
 
 
 def decode_fixed(value, dtype, num_bytes, shape):
-    """Decodes raw little-endian bytes (zero-padded / cut to `num_bytes`)."""
+    """Decodes raw little-endian bytes (zero-padded / cut to `num_bytes`).
+
+    float16 values come back as float32 (`half_bits`: no DT_HALF op, so
+    no oneDNN log line on CPUs without AVX-512 FP16).
+    """
     # The padded decoder has no float16 kernel: decode the bits as uint16.
     raw_dtype = tf.uint16 if dtype == tf.float16 else dtype
     out = tf.io.decode_raw(
         value, raw_dtype, little_endian=True, fixed_length=int(num_bytes)
     )
     if raw_dtype != dtype:
-        out = tf.bitcast(out, dtype)
+        out = float16_bits_to_float32(out)
     return tf.reshape(out, shape)
 
 
