@@ -24,6 +24,7 @@ from epsilon_tf.config import (
     presets,
 )
 from epsilon_tf.config.settings import flag_name, has_flag, value_type
+from epsilon_tf.data.precheck import check_data_config
 from epsilon_tf.errors import CommandLineError
 
 FLAGS = flags.FLAGS
@@ -246,8 +247,6 @@ def check_data_flags():
             )
     # The release files themselves (globs, empty files, label files, the
     # word-vector pickle), still before TensorFlow is imported.
-    from epsilon_tf.data.precheck import check_data_config
-
     check_data_config(data)
 
 

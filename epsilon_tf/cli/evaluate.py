@@ -18,7 +18,6 @@ from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.metrics.columns import settings_table
 from epsilon_tf.training import run_dir as run_dir_lib
-from epsilon_tf.visualization.examples import write_examples
 
 _NPZ_EXPECTED = (
     "expected an .npz archive of `scores` [images, labels] and `labels` "
@@ -331,7 +330,7 @@ def run_evaluation(
         print_metrics(result, source.eval_ks, title)
         if examples:
             out = examples_out or run_dir_lib.RunDir(path).examples
-            written = write_examples(
+            written = scoring.write_examples(
                 model, source.split("test"), space, out, int(examples),
                 batch_size=batch_size,
             )

@@ -15,6 +15,7 @@ from epsilon_tf.data.sources import make_source
 from epsilon_tf.models import with_labels
 from epsilon_tf.training import run_dir as run_dir_lib
 from epsilon_tf.training.evaluation import evaluate_split, forward_scores
+from epsilon_tf.visualization.examples import write_examples  # noqa: F401
 
 
 def load_source(data_config, progress):

@@ -18,6 +18,8 @@ import re
 import numpy as np
 
 from epsilon_tf import _validation as check
+from epsilon_tf.data.pipeline import input_errors, make_dataset
+from epsilon_tf.models import with_labels
 from epsilon_tf.visualization.heatmaps import (
     TILE_SIDE,
     assignment_panel,
@@ -253,9 +255,6 @@ def write_examples(
     Returns:
         list of the PNG paths written.
     """
-    from epsilon_tf.data.pipeline import input_errors, make_dataset
-    from epsilon_tf.models import with_labels
-
     check.positive_int("num_examples", num_examples)
     if "assignments" not in model.output:
         raise ValueError(
