@@ -4,6 +4,8 @@ import dataclasses
 import json
 from typing import Optional
 
+from epsilon_tf import storage
+
 TOKEN_NORMS = ("layer", "standardize", "none")
 MODELS = ("epsilon", "lesa", "biam")
 
@@ -452,10 +454,11 @@ def to_dict(*configs):
 
 
 def write_json(path, payload):
-    """Writes `payload` as JSON to `path` atomically."""
-    import os
+    """Writes `payload` as JSON to `path` atomically.
 
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    A full disk leaves the previous file intact and raises a
+    `DiskFullError` naming `path` (`storage.atomic_write_text`).
+    """
+    storage.atomic_write_text(
+        path, json.dumps(payload, indent=2, sort_keys=True, default=str)
+    )

@@ -20,6 +20,7 @@ from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.experiments import figures, report, workers
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, plan
 from epsilon_tf.flags import dataset_preset
+from epsilon_tf.storage import atomic_write_text
 from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.visualization.heatmaps import infer_grid
 
@@ -393,9 +394,8 @@ class Experiments:
                          "threads_per_job": self.threads},
         }
         write_json(os.path.join(self.out, "results.json"), payload)
-        with open(os.path.join(self.out, "results.md"), "w",
-                  encoding="utf-8") as f:
-            f.write(self._markdown(payload))
+        atomic_write_text(os.path.join(self.out, "results.md"),
+                          self._markdown(payload))
         return payload
 
     def _timings(self):

@@ -1,16 +1,18 @@
 """Train, select, evaluate, compare with ESZSL, save and export: one run."""
 
+import functools
 import json
 import os
 import time
 
 import numpy as np
 
+from epsilon_tf import storage
 from epsilon_tf.baselines.eszsl import ESZSL
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
-from epsilon_tf.training import summaries
+from epsilon_tf.training import run_lock, summaries
 from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.training.trainer import Trainer
 
@@ -20,8 +22,14 @@ MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
 def save_keras_atomically(model, path):
     """`model.save(path)` through a temporary file and a rename."""
     tmp = f"{path}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk: the partial file goes, the previous one stays.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def fit_eszsl(source, validation_fraction):
@@ -183,6 +191,46 @@ def finished_run(trainer, variant="lesa"):
     return result
 
 
+# ---------------------------------------------------------------- faults
+# (issue 24) The run directory's lock and the check of free space before
+# training; see docs/faults.md.
+
+
+def holding_run_lock(fn):
+    """Runs `fn(model_config, loss_config, train_config, ...)` holding the
+    lock of `train_config.model_dir` (`run_lock.RunLock`); a non-chief
+    worker of a cluster shares the chief's directory and takes none."""
+
+    @functools.wraps(fn)
+    def locked(model_config, loss_config, train_config, *args, **kwargs):
+        if not run_lock.is_chief_process(train_config.strategy):
+            return fn(model_config, loss_config, train_config, *args,
+                      **kwargs)
+        with run_lock.RunLock(train_config.model_dir, "training"):
+            return fn(model_config, loss_config, train_config, *args,
+                      **kwargs)
+
+    return locked
+
+
+# Bytes of a checkpoint per byte of model weights: the weights and the two
+# moment slots of the Adam-family optimizers.
+CHECKPOINT_BYTES_PER_WEIGHT_BYTE = 3
+
+
+def check_free_space(trainer):
+    """Refuses to train when the run directory's filesystem cannot hold
+    one more checkpoint (its size is known from the model's weights)."""
+    weights = sum(
+        int(v.numpy().nbytes) for v in trainer.model.weights
+    )
+    storage.require_free_space(
+        trainer.model_dir, CHECKPOINT_BYTES_PER_WEIGHT_BYTE * weights,
+        "one checkpoint",
+    )
+
+
+@holding_run_lock
 def train_and_evaluate(
     model_config,
     loss_config,
@@ -201,6 +249,9 @@ def train_and_evaluate(
     file) and `timings_seconds` (per stage). Saves `model.keras`, the label
     space and, when `export_fn` is given, calls it with the trainer to
     export. A finished run (`finished_run`) is reported and left as it is.
+    The run directory is locked while it trains (`holding_run_lock`): a
+    second trainer there is refused; a full disk ends in a `DiskFullError`
+    naming the file, with everything written before intact.
 
     Args:
         data_config: `DataConfig` or None. Recorded in `config.json` (so
@@ -225,6 +276,8 @@ def train_and_evaluate(
     previous = finished_run(trainer, variant)
     if previous is not None:
         return previous
+    if trainer.is_chief:
+        check_free_space(trainer)
     lap("setup")
     training = trainer.train()
     lap("training")
@@ -246,10 +299,13 @@ def train_and_evaluate(
         trainer.model_config, loss_config, train_config
     )
     run = RunDir(train_config.model_dir)
-    source.label_space.save(run.label_space)
-    save_keras_atomically(trainer.model, run.keras_model)
+    with storage.writing(run.label_space, what="the label space"):
+        source.label_space.save(run.label_space)
+    with storage.writing(run.keras_model, what="the Keras model"):
+        save_keras_atomically(trainer.model, run.keras_model)
     if export_fn is not None and train_config.export:
-        result["export"] = export_fn(trainer)
+        with storage.writing(run.export, what="the TF Serving export"):
+            result["export"] = export_fn(trainer)
     lap("save_and_export")
     result["timings_seconds"] = timings
     skipped = skip_summary(source)
