@@ -15,6 +15,7 @@ from epsilon_tf.config import DataConfig, write_json
 from epsilon_tf.export.versions import read_export_info
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.training import run_dir as run_dir_lib
+from epsilon_tf.training import run_lock
 from epsilon_tf.visualization.examples import write_examples
 
 _NPZ_EXPECTED = (
@@ -240,12 +241,40 @@ def _load_keras_model(model_dir):
     import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
 
     path = run_dir_lib.RunDir(model_dir).keras_model
+    busy = run_lock.holder(model_dir)
     if not os.path.exists(path):
+        if busy is not None:
+            raise FileNotFoundError(
+                f"No finished model in {model_dir} yet: {_in_use(busy)} "
+                f"(its last finished checkpoint: {_last_checkpoint(model_dir)}"
+                "); eval.py reads only the finished model.keras, written "
+                "when training ends"
+            )
         raise FileNotFoundError(
             f"No trained model at {path}; train first (train.py "
             f"--model_dir={model_dir})"
         )
+    if busy is not None:
+        # model.keras is renamed into place whole: a finished file.
+        print(
+            f"Note: {_in_use(busy)}; evaluating its finished model {path}",
+            flush=True,
+        )
     return keras.saving.load_model(path)
+
+
+def _in_use(holder):
+    pid, purpose = holder
+    return f"process {pid} is {purpose or 'working'} in it"
+
+
+def _last_checkpoint(model_dir):
+    import tensorflow as tf
+
+    found = tf.train.latest_checkpoint(
+        run_dir_lib.RunDir(model_dir).checkpoints
+    )
+    return found or "none yet"
 
 
 def _keras_scores_fn(model_dir, label_space, model=None):
@@ -329,10 +358,13 @@ def run_evaluation(
         )
     if mode == "predictions":
         scores, labels, unseen = load_predictions(path)
-        result = evaluate_scores(
-            scores, labels, ks=tuple(ks or (3, 5)), unseen_mask=unseen,
-            variant=variant,
-        )
+        try:
+            result = evaluate_scores(
+                scores, labels, ks=tuple(ks or (3, 5)), unseen_mask=unseen,
+                variant=variant,
+            )
+        except ValueError as e:  # NaN scores, bad labels: name the file
+            raise ValueError(f"--predictions {path}: {e}") from None
         print_metrics(result, ks or (3, 5), f"Metrics of {path}")
     else:
         from epsilon_tf.training.evaluation import evaluate_split
