@@ -75,20 +75,11 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _fill(directory, leave=0):
-    """Fills the filesystem of `directory`, leaving about `leave` bytes."""
-    filler = Path(directory) / "filler"
-    with open(filler, "wb") as f:
-        while True:
-            free = storage.free_bytes(directory)
-            if free is None or free <= leave:
-                break
-            try:
-                f.write(b"\0" * min(4096, free - leave))
-                f.flush()
-            except OSError:
-                break
-    return filler
+def _fill(directory):
+    """Fills the filesystem of `directory` (as helpers/fault_train.py)."""
+    from helpers.fault_train import fill
+
+    fill(Path(directory) / "filler")
 
 
 def test_write_json_on_a_full_disk_names_the_file_and_keeps_the_old(
@@ -441,3 +432,26 @@ def test_eval_predictions_with_nan_names_the_file(tmp_path):
     ))
     assert f"--predictions {path}: `scores` must contain only finite" in line
     assert "the first at [2, 1]" in line
+
+
+def test_eval_on_a_directory_in_training_names_the_trainer(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-18"\n'
+        'all_model_checkpoint_paths: "ckpt-9"\n'
+        'all_model_checkpoint_paths: "ckpt-18"\n'
+    )
+    with run_lock.RunLock(run, "training"):
+        line = _one_error_line(*_run(
+            [PYTHON, str(ROOT / "eval.py"), f"--model_dir={run}"]
+        ))
+    assert (
+        f"No finished model in {run} yet: process {os.getpid()} is training "
+        f"in it (its last finished checkpoint: {run}/checkpoints/ckpt-18)"
+    ) in line
+    # Once the trainer is gone: the usual message.
+    line = _one_error_line(*_run(
+        [PYTHON, str(ROOT / "eval.py"), f"--model_dir={run}"]
+    ))
+    assert f"No trained model at {run}/model.keras; train first" in line

@@ -241,40 +241,17 @@ def _load_keras_model(model_dir):
     import epsilon_tf.layers  # noqa: F401  (registers the custom layers)
 
     path = run_dir_lib.RunDir(model_dir).keras_model
-    busy = run_lock.holder(model_dir)
     if not os.path.exists(path):
-        if busy is not None:
-            raise FileNotFoundError(
-                f"No finished model in {model_dir} yet: {_in_use(busy)} "
-                f"(its last finished checkpoint: {_last_checkpoint(model_dir)}"
-                "); eval.py reads only the finished model.keras, written "
-                "when training ends"
-            )
-        raise FileNotFoundError(
-            f"No trained model at {path}; train first (train.py "
-            f"--model_dir={model_dir})"
-        )
+        raise FileNotFoundError(run_lock.missing_model_message(model_dir))
+    busy = run_lock.holder(model_dir)
     if busy is not None:
         # model.keras is renamed into place whole: a finished file.
         print(
-            f"Note: {_in_use(busy)}; evaluating its finished model {path}",
+            f"Note: {run_lock.holder_text(busy)}; evaluating its finished "
+            f"model {path}",
             flush=True,
         )
     return keras.saving.load_model(path)
-
-
-def _in_use(holder):
-    pid, purpose = holder
-    return f"process {pid} is {purpose or 'working'} in it"
-
-
-def _last_checkpoint(model_dir):
-    import tensorflow as tf
-
-    found = tf.train.latest_checkpoint(
-        run_dir_lib.RunDir(model_dir).checkpoints
-    )
-    return found or "none yet"
 
 
 def _keras_scores_fn(model_dir, label_space, model=None):

@@ -23,6 +23,7 @@ import json
 import os
 
 from epsilon_tf.errors import RunDirectoryInUseError
+from epsilon_tf.training.run_dir import RunDir
 
 LOCK_FILE = ".lock"
 
@@ -142,6 +143,57 @@ def holder(directory):
         return None
     finally:
         os.close(fd)
+
+
+def holder_text(found):
+    """"process PID is PURPOSE in it" for a `holder()` result."""
+    pid, purpose = found
+    return f"process {pid} is {purpose or 'working'} in it"
+
+
+def last_checkpoint(directory):
+    """The newest finished checkpoint of a run directory, or None.
+
+    Read from the `checkpoints/checkpoint` state file, which
+    `tf.train.CheckpointManager` rewrites only once a checkpoint is
+    complete (no TensorFlow needed).
+    """
+    checkpoints = RunDir(directory).checkpoints
+    try:
+        with open(os.path.join(checkpoints, "checkpoint"),
+                  encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model_checkpoint_path":
+            name = value.strip().strip('"')
+            return name if os.path.isabs(name) else os.path.join(
+                checkpoints, name
+            )
+    return None
+
+
+def missing_model_message(directory):
+    """Why a run directory has no `model.keras` yet, in one line.
+
+    While a trainer holds the directory: which process, and its last
+    finished checkpoint; otherwise: train first.
+    """
+    found = holder(directory)
+    keras_model = RunDir(directory).keras_model
+    if found is None:
+        return (
+            f"No trained model at {keras_model}; train first (train.py "
+            f"--model_dir={directory})"
+        )
+    return (
+        f"No finished model in {directory} yet: {holder_text(found)} (its "
+        f"last finished checkpoint: {last_checkpoint(directory) or 'none'}"
+        "); eval.py reads only the finished model.keras, written when "
+        "training ends"
+    )
 
 
 def is_chief_process(strategy_name, tf_config=None):

@@ -42,22 +42,17 @@ def _take(name, default=None):
 
 def fill(path):
     """Writes zeros into `path` until its filesystem is full."""
-    block = b"\0" * 4096
-    with open(path, "ab") as f:
-        try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (1 << 16, 4096, 1):  # what is left below a page too
             while True:
-                f.write(block)
-                f.flush()
-        except OSError:
-            pass
-    # Whatever is left below one page is taken byte by byte.
-    with open(path, "ab") as f:
-        try:
-            while True:
-                f.write(b"\0")
-                f.flush()
-        except OSError:
-            pass
+                try:
+                    if os.write(fd, b"\0" * size) < size:
+                        break
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
 
 
 def _before(owner, name, filler, nth=1, when=None):
