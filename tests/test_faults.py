@@ -455,3 +455,19 @@ def test_eval_on_a_directory_in_training_names_the_trainer(tmp_path):
         [PYTHON, str(ROOT / "eval.py"), f"--model_dir={run}"]
     ))
     assert f"No trained model at {run}/model.keras; train first" in line
+
+
+def test_the_record_count_cache_on_a_full_disk_names_the_cache(
+    small_disk, tmp_path
+):
+    from epsilon_tf.data import record_count
+
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x")
+    _fill(small_disk)
+    with pytest.raises(DiskFullError) as caught:
+        record_count.cached_count([str(data)], lambda path: 7, str(small_disk),
+                                  "tfrecord", progress=False)
+    cache = small_disk / record_count.CACHE_FILE
+    assert f"could not write {cache};" in str(caught.value)
+    assert not cache.exists()

@@ -12,6 +12,7 @@ from epsilon_tf.data.lesa_tfrecord import (
     lesa_open_images_split,
 )
 from epsilon_tf.data.precheck import expand_pattern
+from epsilon_tf.errors import DiskFullError
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -160,6 +161,8 @@ def _count_examples(cfg, files):
         count, kind = count_open_images_chunk, "biam_open_images"
     try:
         return record_count.cached_count(files, count, cfg.cache_dir, kind)
+    except DiskFullError:
+        raise  # the cache could not be written: the run would not be either
     except (ValueError, KeyError, OSError):
         return None
 
