@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import release, tiny
+from helpers.fault_train import fill
 
 from epsilon_tf import storage
 from epsilon_tf.cli import common
@@ -77,8 +78,6 @@ def small_disk(tmp_path):
 
 def _fill(directory):
     """Fills the filesystem of `directory` (as helpers/fault_train.py)."""
-    from helpers.fault_train import fill
-
     fill(Path(directory) / "filler")
 
 
