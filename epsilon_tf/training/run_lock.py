@@ -21,6 +21,7 @@ is imported (the command lines take the lock before TensorFlow loads).
 import fcntl
 import json
 import os
+import time
 
 from epsilon_tf.errors import RunDirectoryInUseError
 from epsilon_tf.training.run_dir import RunDir
@@ -42,6 +43,24 @@ def _read_holder(fd):
         return info.get("pid"), info.get("purpose")
     except (OSError, ValueError, AttributeError):
         return None, None
+
+
+# `holder()` probes with a shared lock held for an instant: a trainer that
+# meets that instant tries again for this long before it is refused.
+PROBE_GRACE_SECONDS = 1.0
+
+
+def _lock_exclusive(fd):
+    """`flock(LOCK_EX)` without waiting for a holder, but past a probe."""
+    deadline = time.monotonic() + PROBE_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 class RunLock:
@@ -82,7 +101,7 @@ class RunLock:
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             pid, purpose = _read_holder(fd)
             os.close(fd)
@@ -127,7 +146,9 @@ def holder(directory):
     """`(pid, purpose)` of the process holding `directory`'s lock, or None.
 
     Probes without waiting; a lock that is free returns None (so does a
-    directory without a lock file).
+    directory without a lock file). The probe holds a shared lock for an
+    instant; a trainer starting at that instant waits it out
+    (`PROBE_GRACE_SECONDS`).
     """
     path = lock_path(directory)
     try:
