@@ -205,3 +205,22 @@ def test_sigkill_then_rerun_is_not_refused(data, tmp_path, step):
     assert code == 0, out[-3000:]
     assert "is in use" not in out
     assert _metrics(run) == expected
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "empty"])
+def test_a_damaged_saved_model_is_named(data, tmp_path, damage):
+    flags, _, _ = data
+    version = tmp_path / "serving model" / "1"
+    version.mkdir(parents=True)
+    pb = version / "saved_model.pb"
+    pb.write_bytes(os.urandom(300) if damage == "random bytes" else b"")
+    data_flags = [f for f in flags if f.startswith((
+        "--dataset=", "--data_format=", "--label_dir=", "--feature_shape=",
+        "--test_files="))]
+    code, out = tiny.run(
+        [PYTHON, str(ROOT / "eval.py"), f"--saved_model={version}",
+         *data_flags],
+        tmp_path / "eval.log",
+    )
+    line = _one_error_line(code, out)
+    assert str(version) in line, line

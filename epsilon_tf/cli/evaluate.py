@@ -270,7 +270,14 @@ def _saved_model_scores_fn(saved_model_dir, label_space):
             f"No SavedModel at {saved_model_dir} (expected saved_model.pb; "
             "give the numbered version directory)"
         )
-    loaded = tf.saved_model.load(saved_model_dir)
+    try:
+        loaded = tf.saved_model.load(saved_model_dir)
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        # A damaged saved_model.pb: TensorFlow's message may not name it.
+        message = " ".join(str(getattr(e, "message", None) or e).split())
+        raise ValueError(
+            f"{saved_model_dir} is not a loadable SavedModel: {message}"
+        ) from None
     if "score_labels" not in loaded.signatures:
         raise ValueError(
             f"{saved_model_dir} has no `score_labels` signature; export it "
