@@ -22,6 +22,7 @@ from absl import app, flags  # noqa: E402
 
 from epsilon_tf import flags as epsilon_flags  # noqa: E402
 from epsilon_tf.cli import common  # noqa: E402
+from epsilon_tf.training import run_lock  # noqa: E402
 from epsilon_tf.training.run_dir import RunDir  # noqa: E402
 
 PROGRAM = "eval.py"
@@ -96,10 +97,8 @@ def _check_flags():
     elif mode == "model_dir" and not os.path.exists(
         RunDir(path).keras_model
     ):
-        raise common.CommandLineError(
-            f"No trained model at {RunDir(path).keras_model}; train "
-            f"first (train.py --model_dir={path})"
-        )
+        # Says so when a trainer still works there (issue 24).
+        raise common.CommandLineError(run_lock.missing_model_message(path))
     elif mode == "saved_model" and not os.path.exists(
         os.path.join(path, "saved_model.pb")
     ):

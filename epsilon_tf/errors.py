@@ -23,6 +23,29 @@ class TrainingDivergedError(RuntimeError):
     """The loss (or the gradient norm) became NaN or infinite."""
 
 
+class RunDirectoryInUseError(RuntimeError):
+    """Another process holds the lock of a run directory.
+
+    The message names the directory, what the holder does (training,
+    exporting) and its process id (`training.run_lock`).
+    """
+
+
+class DiskFullError(OSError):
+    """A write failed because its filesystem is full (or over quota).
+
+    The message names the file or directory that could not be written, the
+    free space left there and, where known, the space the write needed
+    (`storage`). Everything written before is left intact.
+    """
+
+
 # Raised by the command lines' error handler (`cli.common.clean_exit`) on
 # top of the standard library's OSError, ValueError, KeyError, ... .
-USER_ERRORS = (CommandLineError, InputDataError, TrainingDivergedError)
+USER_ERRORS = (
+    CommandLineError,
+    InputDataError,
+    TrainingDivergedError,
+    RunDirectoryInUseError,
+    DiskFullError,
+)

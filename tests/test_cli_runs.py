@@ -60,7 +60,7 @@ def _train(paths, model_dir, *extra, **files):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """First round: three trainings; second round: what uses their output."""
+    """First round: three trainings; then what uses their output."""
     tmp = tmp_path_factory.mktemp("cli")
     paths = release.lesa_release(tmp / "release")
     values = release.lesa_values("train", paths["space"], paths["tags"])
@@ -89,11 +89,15 @@ def runs(tmp_path_factory):
     })
     other_test = tmp / "release" / "copy_of_test_ZLIB.tfrecords"
     shutil.copy(paths["test"], other_test)
+    # The two train.py on lesa_run one after the other: at the same time,
+    # the second would be refused (one process per run directory).
     second = _run_all({
         "rerun": _train(paths, lesa_run),
-        "other_files": _train(paths, lesa_run, test=other_test),
         "eval": [PYTHON, str(ROOT / "eval.py"), f"--model_dir={lesa_run}",
                  f"--metrics_out={tmp / 'eval.json'}", "--noprogress"],
+    })
+    third = _run_all({
+        "other_files": _train(paths, lesa_run, test=other_test),
         "eval_wrong_shape": [
             PYTHON, str(ROOT / "eval.py"),
             f"--saved_model={lesa_run / 'export' / '1'}",
@@ -103,7 +107,7 @@ def runs(tmp_path_factory):
     })
     return {"tmp": tmp, "paths": paths, "lesa_run": lesa_run,
             "skip_run": skip_run, "other_test": other_test,
-            **first, **second}
+            **first, **second, **third}
 
 
 def _ok(result):

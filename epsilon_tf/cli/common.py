@@ -16,6 +16,10 @@ before anything imports TensorFlow, and runs its work inside
   value, ...) prints `program: error: <one line>` on stderr and exits with
   status 1, without a traceback. `EPSILON_TRACEBACK=1` (or `--debug`)
   re-raises with the traceback.
+- So does a fault of the environment: a full disk met by any write
+  (Python's or TensorFlow's own checkpoint and event writers) names the
+  file and the free space (`storage.disk_full_error`); a run directory
+  another process works in names that process (`training.run_lock`).
 
 This module imports nothing heavy: it must run before TensorFlow loads.
 """
@@ -24,6 +28,7 @@ import contextlib
 import os
 import sys
 
+from epsilon_tf import storage
 from epsilon_tf.errors import USER_ERRORS, CommandLineError
 
 TRACEBACK_ENV = "EPSILON_TRACEBACK"
@@ -179,6 +184,11 @@ def clean_exit(program):
     except Exception as e:  # noqa: BLE001 (sorted below)
         if _truthy(TRACEBACK_ENV):
             raise
+        # A full disk, whoever met it (Python's writes, TensorFlow's C++
+        # checkpoint and event writers): the path and the free space.
+        full = storage.disk_full_error(e)
+        if full is not None:
+            fail(program, one_line(full))
         if isinstance(e, user_error_types()):
             fail(program, one_line(e))
         message = _data_error(e)

@@ -270,10 +270,13 @@ def run_evaluation(
         )
     if mode == "predictions":
         scores, labels, unseen = load_predictions(path)
-        result = evaluate_scores(
-            scores, labels, ks=tuple(ks or (3, 5)), unseen_mask=unseen,
-            variant=variant,
-        )
+        try:
+            result = evaluate_scores(
+                scores, labels, ks=tuple(ks or (3, 5)), unseen_mask=unseen,
+                variant=variant,
+            )
+        except ValueError as e:  # NaN scores, bad labels: name the file
+            raise ValueError(f"--predictions {path}: {e}") from None
         print_metrics(result, ks or (3, 5), f"Metrics of {path}")
     else:
         from epsilon_tf.cli import scoring  # TensorFlow: only from here on

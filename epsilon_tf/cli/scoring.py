@@ -14,6 +14,7 @@ from epsilon_tf.data.pipeline import input_errors
 from epsilon_tf.data.sources import make_source
 from epsilon_tf.models import with_labels
 from epsilon_tf.training import run_dir as run_dir_lib
+from epsilon_tf.training import run_lock
 from epsilon_tf.training.evaluation import evaluate_split, forward_scores
 from epsilon_tf.visualization.examples import write_examples  # noqa: F401
 
@@ -27,9 +28,14 @@ def load_keras_model(model_dir):
     """The `model.keras` of a training directory."""
     path = run_dir_lib.RunDir(model_dir).keras_model
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"No trained model at {path}; train first (train.py "
-            f"--model_dir={model_dir})"
+        raise FileNotFoundError(run_lock.missing_model_message(model_dir))
+    busy = run_lock.holder(model_dir)
+    if busy is not None:
+        # model.keras is renamed into place whole: a finished file.
+        print(
+            f"Note: {run_lock.holder_text(busy)}; evaluating its finished "
+            f"model {path}",
+            flush=True,
         )
     return keras.saving.load_model(path)
 
@@ -46,7 +52,14 @@ def saved_model_scores_fn(saved_model_dir, label_space):
             f"No SavedModel at {saved_model_dir} (expected saved_model.pb; "
             "give the numbered version directory)"
         )
-    loaded = tf.saved_model.load(saved_model_dir)
+    try:
+        loaded = tf.saved_model.load(saved_model_dir)
+    except (ValueError, OSError, tf.errors.OpError) as e:
+        # A damaged saved_model.pb: TensorFlow's message may not name it.
+        message = " ".join(str(getattr(e, "message", None) or e).split())
+        raise ValueError(
+            f"{saved_model_dir} is not a loadable SavedModel: {message}"
+        ) from None
     if "score_labels" not in loaded.signatures:
         raise ValueError(
             f"{saved_model_dir} has no `score_labels` signature; export it "

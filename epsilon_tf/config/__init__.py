@@ -12,8 +12,8 @@ Standard library only: importable without TensorFlow.
 
 import dataclasses
 import json
-import os
 
+from epsilon_tf import storage
 from epsilon_tf.config import presets
 from epsilon_tf.config.data import (
     AP_VARIANTS,
@@ -97,8 +97,11 @@ def to_dict(*configs):
 
 
 def write_json(path, payload):
-    """Writes `payload` as JSON to `path` atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    """Writes `payload` as JSON to `path` atomically.
+
+    A full disk leaves the previous file intact and raises a
+    `DiskFullError` naming `path` (`storage.atomic_write_text`).
+    """
+    storage.atomic_write_text(
+        path, json.dumps(payload, indent=2, sort_keys=True, default=str)
+    )

@@ -13,14 +13,16 @@ import re
 import tensorflow as tf
 
 from epsilon_tf import _validation as check
-from epsilon_tf.data.records.checks import checked_map, take_data_error
+from epsilon_tf.data.records.checks import (
+    NON_FINITE_MESSAGE,
+    checked_map,
+    take_data_error,
+)
 from epsilon_tf.errors import InputDataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10_000
 INPUT_SHARDING = ("files", "batches")
-# The start of the message `check_features` fails with.
-NON_FINITE_MESSAGE = "NaN or Inf in the features of"
 # How the readers' in-graph checks start their messages (`tf.debugging.
 # Assert` wraps them as "assertion failed: [<message>]").
 DATA_MESSAGE_STARTS = (

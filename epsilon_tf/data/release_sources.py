@@ -13,6 +13,7 @@ from epsilon_tf.data.readers.lesa_tfrecord import (
 from epsilon_tf.data.records import record_count
 from epsilon_tf.data.records.compression import detect_compression
 from epsilon_tf.data.records.files import expand_files
+from epsilon_tf.errors import DiskFullError
 
 NUS_WIDE_FILES = {
     "tags": "TagList1k.txt",
@@ -156,6 +157,8 @@ def _count_examples(cfg, files):
         kind = "biam_open_images"
     try:
         return record_count.cached_count(files, count, cfg.cache_dir, kind)
+    except DiskFullError:
+        raise  # the cache could not be written: the run would not be either
     except (ValueError, KeyError, OSError):
         return None
 

@@ -18,6 +18,7 @@ from absl import app  # noqa: E402
 
 from epsilon_tf.cli import common  # noqa: E402
 from epsilon_tf.experiments import cli  # noqa: E402
+from epsilon_tf.training.run_lock import RunLock  # noqa: E402
 
 PROGRAM = "python -m epsilon_tf.experiments"
 cli.define_flags()
@@ -49,7 +50,9 @@ def _run(options):
     log = print if options["verbose"] else (lambda *a: None)
     experiments = Experiments(options, source, log=lambda *a: log(
         *a, flush=True))
-    result = experiments.run_all()
+    # (issue 24) One experiments job per --output_dir.
+    with RunLock(options["output_dir"], "running the experiments"):
+        result = experiments.run_all()
     log(f"Wrote {os.path.join(options['output_dir'], 'results.md')} "
         f"({result['timings_seconds']})", flush=True)
 

@@ -23,6 +23,7 @@ from epsilon_tf.experiments.sweep import (
 from epsilon_tf.layers.grid_convolution import infer_grid
 from epsilon_tf.metrics.columns import summary_markdown_table
 from epsilon_tf.models import best_label_maps
+from epsilon_tf.storage import atomic_write_text
 from epsilon_tf.training.run import chance_level, fit_eszsl
 from epsilon_tf.training.run_dir import RunDir
 
@@ -320,9 +321,8 @@ class Experiments:
                          "threads_per_job": self.threads},
         }
         write_json(os.path.join(self.out, "results.json"), payload)
-        with open(os.path.join(self.out, "results.md"), "w",
-                  encoding="utf-8") as f:
-            f.write(self._markdown(payload))
+        atomic_write_text(os.path.join(self.out, "results.md"),
+                          self._markdown(payload))
         return payload
 
     def _timings(self):

@@ -14,6 +14,7 @@ import argparse
 import os
 
 from epsilon_tf.cli import common
+from epsilon_tf.training import run_lock
 from epsilon_tf.training.run_dir import RunDir
 
 PROGRAM = "python -m epsilon_tf.export"
@@ -123,6 +124,15 @@ def main(argv=None):
             f"--model_dir: {args.model_dir} is not a training directory (it "
             "has no label_space/; train.py writes one)"
         )
+    # (issue 24) Not into a directory a trainer or another export works in.
+    lock = run_lock.RunLock(args.model_dir, "exporting").acquire()
+    try:
+        return _export(args, run)
+    finally:
+        lock.release()
+
+
+def _export(args, run):
     common.prepare(["--debug"] if args.debug else [])
     from epsilon_tf.export.backbones import make_backbone
     from epsilon_tf.export.serving import export_saved_model

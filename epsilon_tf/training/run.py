@@ -12,6 +12,7 @@ label space) and exports. `train.py` and the experiments
 order that keeps a run's random draws the same.
 """
 
+import functools
 import json
 import os
 import time
@@ -20,13 +21,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from epsilon_tf import storage
 from epsilon_tf.baselines.eszsl import ESZSL
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.metrics.columns import markdown_table, plain_table, result_ks
+from epsilon_tf.training import run_lock, summaries
 from epsilon_tf.training import strategy as strategy_lib
-from epsilon_tf.training import summaries
 from epsilon_tf.training.hooks import ConsoleProgress, TensorBoardSummaries
 from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.training.task import Task
@@ -146,8 +148,14 @@ def tensorboard_hook(trainer):
 def save_keras_atomically(model, path):
     """`model.save(path)` through a temporary file and a rename."""
     tmp = f"{path}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk: the partial file goes, the previous one stays.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def fit_eszsl(source, validation_fraction):
@@ -290,6 +298,46 @@ def finished_run(trainer, variant="lesa"):
     return result
 
 
+# ---------------------------------------------------------------- faults
+# (issue 24) The run directory's lock and the check of free space before
+# training; see docs/faults.md.
+
+
+def holding_run_lock(fn):
+    """Runs `fn(model_config, loss_config, train_config, ...)` holding the
+    lock of `train_config.model_dir` (`run_lock.RunLock`); a non-chief
+    worker of a cluster shares the chief's directory and takes none."""
+
+    @functools.wraps(fn)
+    def locked(model_config, loss_config, train_config, *args, **kwargs):
+        if not run_lock.is_chief_process(train_config.strategy):
+            return fn(model_config, loss_config, train_config, *args,
+                      **kwargs)
+        with run_lock.RunLock(train_config.model_dir, "training"):
+            return fn(model_config, loss_config, train_config, *args,
+                      **kwargs)
+
+    return locked
+
+
+# Bytes of a checkpoint per byte of model weights: the weights and the two
+# moment slots of the Adam-family optimizers.
+CHECKPOINT_BYTES_PER_WEIGHT_BYTE = 3
+
+
+def check_free_space(trainer):
+    """Refuses to train when the run directory's filesystem cannot hold
+    one more checkpoint (its size is known from the model's weights)."""
+    weights = sum(
+        int(v.numpy().nbytes) for v in trainer.model.weights
+    )
+    storage.require_free_space(
+        trainer.model_dir, CHECKPOINT_BYTES_PER_WEIGHT_BYTE * weights,
+        "one checkpoint",
+    )
+
+
+@holding_run_lock
 def train_and_evaluate(
     model_config,
     loss_config,
@@ -327,6 +375,10 @@ def train_and_evaluate(
     test evaluation (so a run whose evaluation fails can still be
     evaluated and exported).
 
+    The run directory is locked while it trains (`holding_run_lock`): a
+    second trainer there is refused; a full disk ends in a `DiskFullError`
+    naming the file, with everything written before intact.
+
     Args:
         variant: the AP protocol of the test metrics.
         baseline: bool. Fit and score ESZSL.
@@ -359,11 +411,14 @@ def train_and_evaluate(
         previous = finished_run(trainer, variant)
         if previous is not None:
             return previous
+    if trainer.is_chief:
+        check_free_space(trainer)
     run = RunDir(train_config.model_dir)
     if save_model and trainer.is_chief:
         # Now, not at the end: a run can be exported mid-training (from
         # its best/ checkpoint) and after a failed test evaluation.
-        source.label_space.save(run.label_space)
+        with storage.writing(run.label_space, what="the label space"):
+            source.label_space.save(run.label_space)
     lap("setup")
     training = trainer.train()
     lap("training")
@@ -373,7 +428,8 @@ def train_and_evaluate(
     if save_model:
         # Before the test evaluation: if it fails, the trained model stays
         # usable (eval.py --model_dir, python -m epsilon_tf.export).
-        save_keras_atomically(trainer.model, run.keras_model)
+        with storage.writing(run.keras_model, what="the Keras model"):
+            save_keras_atomically(trainer.model, run.keras_model)
     result = trainer.evaluate_test(
         variant=variant,
         on_scores=None if tensorboard is None
@@ -394,7 +450,8 @@ def train_and_evaluate(
             trainer.model_config, loss_config, train_config
         )
     if export_fn is not None and train_config.export:
-        result["export"] = export_fn(trainer)
+        with storage.writing(run.export, what="the TF Serving export"):
+            result["export"] = export_fn(trainer)
     lap("save_and_export")
     if record:
         _record(trainer, tensorboard, result, variant, timings)

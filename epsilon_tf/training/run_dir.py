@@ -11,7 +11,8 @@ A run writes everything under its `model_dir`:
 - `label_space/` (written when training starts), `model.keras` (the best
   epoch, before the test evaluation), `metrics.json`: the finished run;
 - `export/<version>/`: TF Serving versions (`export.versions`);
-- `worker_tmp_<id>/`: a non-chief worker's scratch checkpoints.
+- `worker_tmp_<id>/`: a non-chief worker's scratch checkpoints;
+- `.lock`: the lock a trainer or an export holds (`run_lock`).
 
 Every module that reads or writes one of these goes through `RunDir`.
 This module imports only the standard library (the command-line tools

@@ -46,11 +46,13 @@ from epsilon_tf.data.readers.release_layout import (
 )
 from epsilon_tf.data.readers.safe_pickle import load_pickle
 from epsilon_tf.data.records.checks import (
+    NON_FINITE_MESSAGE,
     check_feature_shape,
     remember_data_error,
 )
 from epsilon_tf.data.records.files import expand_files
 from epsilon_tf.data.records.stream import SkipReport
+from epsilon_tf.errors import InputDataError
 
 _MAX_CYCLE = 8
 _OI_SUFFIXES = ("-features", "-seenlabels", "-unseenlabels")
@@ -85,6 +87,15 @@ def _guarded(records, path, skip_corrupt, report):
     for index, make in records:
         try:
             example = make()
+        except InputDataError as e:
+            # NaN/Inf features: fails even with `skip_corrupt` (as the
+            # pipeline's check), naming the file and the record.
+            message = (
+                f"{NON_FINITE_MESSAGE} record {index} of {path} ({e}); the "
+                "features must be finite"
+            )
+            remember_data_error(message)
+            raise InputDataError(message) from None
         except (KeyError, ValueError) as e:
             message = str(e.args[0] if isinstance(e, KeyError) and e.args
                           else e)
@@ -118,6 +129,8 @@ def _features(h5, path, name, shape):
             f"channel-first {stored} (channels, regions) for feature_shape="
             f"{shape}"
         )
+    if not np.all(np.isfinite(value)):
+        raise InputDataError(f"image_id {name}, dataset {key!r}")
     return np.ascontiguousarray(value.T, dtype=np.float32)
 
 

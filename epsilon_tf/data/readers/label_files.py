@@ -123,13 +123,16 @@ def read_class_descriptions(path):
     return out
 
 
-def load_word_vectors(path, expected_rows):
+def load_word_vectors(path, expected_rows, label_files=(None, None)):
     """Loads a `[array, array]` word-vector pickle and checks its shapes.
 
     Args:
         path: str. The pickle (read with the restricted unpickler).
         expected_rows: pair of int or None. Rows each array must have
             (None skips the check for that array).
+        label_files: pair of str or None. The label file each count comes
+            from: a mismatch names both files and both counts (either file
+            may be the wrong one).
 
     Returns:
         tuple of two float32 arrays with the same number of columns.
@@ -151,6 +154,15 @@ def load_word_vectors(path, expected_rows):
                 f"{array.shape}, dtype={array.dtype}"
             )
         if rows is not None and array.shape[0] != rows:
+            listing = label_files[which]
+            if listing is not None:
+                raise ValueError(
+                    f"The label file {listing} and the word-vector file "
+                    f"{path} disagree: {listing} lists {rows} labels, entry "
+                    f"{which} of {path} has {array.shape[0]} rows (one row "
+                    "per label, in label-file order); one of the two files "
+                    "is cut short or is another release's"
+                )
             raise ValueError(
                 f"{path}: entry {which} has {array.shape[0]} rows but the "
                 f"label list has {rows} labels (expected {rows} rows, one "
@@ -233,7 +245,8 @@ def nus_wide_label_space(tag_list_path, concepts_path, word_vectors_path):
     tags, concepts = _nus_wide_lists(tag_list_path, concepts_path)
     seen_idx = nus_wide_seen_tag_indices(tag_list_path, concepts_path)
     vectors_tags, vectors_concepts = load_word_vectors(
-        word_vectors_path, (len(tags), len(concepts))
+        word_vectors_path, (len(tags), len(concepts)),
+        label_files=(tag_list_path, concepts_path),
     )
     names = [tags[i] for i in seen_idx] + list(concepts)
     vectors = np.concatenate([vectors_tags[seen_idx], vectors_concepts])
@@ -425,7 +438,8 @@ def open_images_label_space(
         class_descriptions_path,
     )
     vec_seen, vec_unseen = load_word_vectors(
-        word_vectors_path, (meta.num_seen, len(meta.all_unseen_mids))
+        word_vectors_path, (meta.num_seen, len(meta.all_unseen_mids)),
+        label_files=(classes_trainable_path, unseen_labels_pkl_path),
     )
     vectors = np.concatenate(
         [vec_seen, vec_unseen[meta.top_unseen_indices]], axis=0

@@ -56,6 +56,7 @@ from epsilon_tf.data.records.files import expand_files
 from epsilon_tf.data.records.stream import (
     SkipReport,
     apply_record_checks,
+    assert_finite_features,
     byte_length_check,
     check_stream_end,
     decode_fixed,
@@ -84,10 +85,13 @@ def _checked_example(elem, parsed, labels, checks, shape, skip_corrupt,
     """
     keep, deps = apply_record_checks(elem, checks, skip_corrupt, report)
     with tf.control_dependencies(deps):
+        features = decode_fixed(
+            parsed["feature"], tf.float32, int(np.prod(shape)) * 4, shape
+        )
         example = {
             "image_id": tf.identity(parsed["img_id"]),
-            "features": decode_fixed(
-                parsed["feature"], tf.float32, int(np.prod(shape)) * 4, shape
+            "features": assert_finite_features(
+                elem, features, parsed["img_id"], keep
             ),
             "labels": tf.identity(labels),
         }

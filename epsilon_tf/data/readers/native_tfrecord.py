@@ -22,6 +22,7 @@ from epsilon_tf.data.records.checks import checked_map
 from epsilon_tf.data.records.stream import (
     SkipReport,
     apply_record_checks,
+    assert_finite_features,
     byte_length_check,
     check_stream_end,
     decode_fixed,
@@ -131,7 +132,10 @@ def native_split(directory, split, skip_corrupt=False, skip_report=None):
             )
             example = {
                 "image_id": tf.identity(parsed["image_id"]),
-                "features": tf.cast(features, tf.float32),
+                "features": assert_finite_features(
+                    elem, tf.cast(features, tf.float32), parsed["image_id"],
+                    keep,
+                ),
                 "labels": tf.cast(labels, tf.float32),
             }
         return (example, keep) if skip_corrupt else example

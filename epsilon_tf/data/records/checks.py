@@ -23,6 +23,10 @@ from tensorflow.python.framework import config as tf_config
 _PYTHON_ERRORS = []
 _PYTHON_ERRORS_LOCK = threading.Lock()
 
+# The start of the message of NaN/Inf features (the readers' checks and
+# the pipeline's); `pipeline.input_data_error` finds it in TensorFlow errors.
+NON_FINITE_MESSAGE = "NaN or Inf in the features of"
+
 
 def remember_data_error(message):
     """Notes a data error raised in Python inside a `tf.data` pipeline.

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from epsilon_tf.data.records.checks import checked_map
+from epsilon_tf.data.records.checks import NON_FINITE_MESSAGE, checked_map
 from epsilon_tf.data.records.framing import RECORD_OVERHEAD
 from epsilon_tf.data.records.half_bits import float16_bits_to_float32
 
@@ -428,6 +428,38 @@ def finish_examples(ds, skip_corrupt):
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+
+
+def assert_finite_features(elem, features, image_id, keep):
+    """`features`, after a check that they are finite.
+
+    The failure names the file, the record's index in that file and the
+    image id (the pipeline's own check, `pipeline.check_features`, knows
+    only the position in the split's stream). A well-formed record with
+    NaN/Inf features fails with or without `skip_corrupt`, as with the
+    pipeline's check; a malformed one that `skip_corrupt` drops (`keep`
+    False, see `apply_record_checks`) is not checked.
+    """
+    finite = tf.logical_or(
+        tf.reduce_all(tf.math.is_finite(features)), tf.logical_not(keep)
+    )
+
+    def message():
+        return text(
+            NON_FINITE_MESSAGE + " record ",
+            elem["index"],
+            " of ",
+            elem["file"],
+            " (image_id ",
+            image_id,
+            "); the features must be finite",
+        )
+
+    check = tf.debugging.Assert(
+        finite, [tf.cond(finite, lambda: tf.constant(""), message)]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(features)
 
 
 def decode_fixed(value, dtype, num_bytes, shape):
