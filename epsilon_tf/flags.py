@@ -17,6 +17,7 @@ from epsilon_tf.config import (
     ModelConfig,
     TrainConfig,
 )
+from epsilon_tf.data.catalog import WORLD_FAMILY
 from epsilon_tf.errors import CommandLineError
 
 FLAGS = flags.FLAGS
@@ -39,7 +40,7 @@ def define_data_flags():
     d = DataConfig()
     flags.DEFINE_enum(
         "dataset", d.dataset,
-        ["synthetic", "nus_like", "nus_wide", "open_images"],
+        ["synthetic", "nus_like", "nus_wide", "open_images", *WORLD_FAMILY],
         "Benchmark to use (synthetic and nus_like are built in).",
     )
     flags.DEFINE_enum(
