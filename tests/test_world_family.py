@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 from epsilon_tf.config import DataConfig  # noqa: E402
 from epsilon_tf.data import catalog  # noqa: E402
 from epsilon_tf.data.sources import make_source  # noqa: E402
-from epsilon_tf.data.worlds import family  # noqa: E402
+from epsilon_tf.data.worlds import family, nus_like  # noqa: E402
 from epsilon_tf.data.worlds.nus_like import NusLikeConfig  # noqa: E402
 
 SMALL = dict(num_train=40, num_test=40)
@@ -207,3 +207,36 @@ def test_dataset_flag_accepts_the_members():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == "vit_tokens"
+
+
+def test_default_label_dir_is_beside_the_checkout(monkeypatch):
+    monkeypatch.delenv("EPSILON_SHARED_DATA", raising=False)
+    beside = ROOT.parent / "shared" / "data" / "nus_wide"
+    if not beside.is_dir():
+        pytest.skip("no ../shared/data/nus_wide beside the checkout")
+    assert nus_like.default_label_dir() == str(beside)
+
+
+@pytest.mark.slow
+def test_bench_family_smoke(tmp_path):
+    import re
+
+    from tests.helpers.tiny import child_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_family",
+         "--members=resnet_scenes,vit_tokens", "--num_train=80",
+         "--num_test=40", "--epochs=1", f"--cache_dir={tmp_path / 'c'}",
+         f"--work_dir={tmp_path / 'w'}", f"--label_dir={LABEL_DIR}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env=child_env(),
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert "vit_tokens (held out): 197x768" in out
+    assert "resnet_scenes: 49x2048" in out
+    for row in ("ESZSL mean_max", "ESZSL max", "ESZSL mean",
+                "ESZSL printed", "Epsilon"):
+        assert len(re.findall(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+",
+                              out, re.MULTILINE)) == 2, out
+    assert out.count("ratio Epsilon / ESZSL printed") == 2
