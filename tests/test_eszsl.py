@@ -162,3 +162,89 @@ def test_errors():
         model.fit(_examples(feats, labels), None, np.ones((2, 4)))
     with pytest.raises(ValueError, match="same labels"):
         model.fit(_examples(feats, labels), None, np.ones((3, 4)), [1.0], [1.0])
+
+
+# ------------------------------------------------------------ recipes
+def _pooling_case(kind, n, seed=1, k=48, e=10, c=64, regions=49):
+    """Images where max pooling (objects) or mean pooling (scenes) is right.
+
+    "object": each label is one strong region on a uniform [0, 1)
+    background: the max carries it, the mean dilutes it 49 times.
+    "scene": each label is spread over every region, and two random
+    regions per label hold large clutter: the mean carries the label, the
+    max mostly the clutter.
+    """
+    rng = np.random.default_rng(100)
+    vectors = rng.normal(size=(k, e))
+    proto = vectors @ rng.normal(size=(e, c)) / np.sqrt(e)
+    r = np.random.default_rng(seed)
+    labels = -np.ones((n, k), np.float32)
+    feats = r.random((n, regions, c)).astype(np.float32)
+    for i in range(n):
+        shown = r.choice(k, 2, replace=False)
+        labels[i, shown] = 1
+        for label in shown:
+            if kind == "object":
+                feats[i, r.integers(regions)] += 2.0 * np.maximum(
+                    proto[label], 0)
+            else:
+                feats[i] += 0.3 * proto[label] * r.random((regions, 1))
+                feats[i, r.integers(regions, size=2)] += 10 * r.random(
+                    (2, c))
+    return vectors, feats, labels
+
+
+@pytest.mark.parametrize("kind, right", [("object", "max"),
+                                         ("scene", "mean")])
+def test_the_recipe_is_chosen_on_the_validation_images(kind, right):
+    vectors, feats, labels = _pooling_case(kind, 400)
+    seen = slice(0, 40)
+    train = _examples(feats[:100], labels[:100, seen])
+    val = _examples(feats[100:], labels[100:, seen])
+    model = ESZSL().fit(train, val, vectors[seen])
+    assert model.pooling == right, model.recipe_f1
+    others = [f1 for p, f1 in model.recipe_f1.items() if p != right]
+    assert model.recipe_f1[right] > max(others) + 0.005, model.recipe_f1
+    assert model.selected.val_f1 == model.recipe_f1[right]
+    # The chosen recipe is what `score` applies: its pooling, its width.
+    alone = ESZSL(poolings=(right,)).fit(train, val, vectors[seen])
+    np.testing.assert_allclose(model.score(feats[:5], vectors),
+                               alone.score(feats[:5], vectors), rtol=1e-5)
+    assert model.mean.shape == (64,)
+
+
+def test_a_chosen_recipe_saves_and_loads(tmp_path):
+    vectors, feats, labels = _pooling_case("object", 200)
+    model = ESZSL().fit(_examples(feats[:100], labels[:100, :40]),
+                        _examples(feats[100:], labels[100:, :40]),
+                        vectors[:40])
+    path = str(tmp_path / "eszsl.npz")
+    model.save(path)
+    loaded = ESZSL.load(path)
+    assert loaded.pooling == model.pooling == "max"
+    assert loaded.poolings == model.poolings
+    np.testing.assert_array_equal(loaded.score(feats[:4], vectors),
+                                  model.score(feats[:4], vectors))
+    np.testing.assert_allclose(pool_features(feats[:2], "max"),
+                               feats[:2].max(axis=1))
+    with pytest.raises(ValueError, match="pooling"):
+        ESZSL(poolings=("median",))
+
+
+def test_fit_eszsl_never_reads_the_test_split():
+    from helpers import tiny
+
+    from epsilon_tf.training.run import fit_eszsl
+
+    def scramble(split, ids, feats, labels):
+        if split == "test":
+            rng = np.random.default_rng(7)
+            feats = rng.permutation(feats[::-1] * 3.0 + 1.0)
+            labels = -labels
+        return ids, feats, labels
+
+    honest = fit_eszsl(tiny.in_memory_source(), 0.2)
+    other = fit_eszsl(tiny.in_memory_source(scramble), 0.2)
+    assert honest["selected"] == other["selected"]
+    assert honest["selected"]["recipe"] in ("mean_max", "max", "mean")
+    assert honest["zsl"]["map"] != other["zsl"]["map"]

@@ -25,7 +25,9 @@ class DataConfig:
 
     Args:
         dataset: "synthetic", "nus_like" (the built-in benchmarks),
-            "nus_wide" or "open_images".
+            "nus_wide" or "open_images"; or another member of the family
+            of worlds (docs/worlds.md): "flickr_vgg_mild",
+            "resnet_scenes", "web_crowded", "vit_tokens", "product_deep".
         data_format: "native", "lesa" or "biam".
         cache_dir: where the built-in benchmark is written.
         data_dir: directory of native-format data.

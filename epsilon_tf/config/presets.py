@@ -88,11 +88,21 @@ PRESETS = {
 MODEL_PRESETS = {"lesa": LESA, "biam": BIAM}
 
 # The K of P/R/F1@K each dataset is reported at (the papers' choices).
+# The generated family of release-shaped worlds other than nus_like
+# (`epsilon_tf.data.worlds.family`, docs/worlds.md); they use `RELEASE`.
+WORLD_FAMILY = (
+    "flickr_vgg_mild",
+    "resnet_scenes",
+    "web_crowded",
+    "vit_tokens",
+    "product_deep",
+)
 EVAL_KS = {
     "synthetic": (3, 5),
     "nus_like": (3, 5),
     "nus_wide": (3, 5),
     "open_images": (10, 20),
+    **{name: (3, 5) for name in WORLD_FAMILY},
 }
 
 # The experiments' epochs per run without `--quick`.

@@ -2,10 +2,10 @@
 
 import os
 
-from epsilon_tf.data.catalog import DATASETS, EVAL_KS, FORMATS
+from epsilon_tf.data.catalog import DATASETS, EVAL_KS, FORMATS, WORLD_FAMILY
 from epsilon_tf.data.readers.native_tfrecord import native_source
 from epsilon_tf.data.release_sources import release_source
-from epsilon_tf.data.worlds import nus_like
+from epsilon_tf.data.worlds import family, nus_like
 from epsilon_tf.data.worlds.synthetic import synthetic_source
 from epsilon_tf.labels import LabelSpace
 
@@ -18,6 +18,10 @@ def make_source(data_config, progress=True):
     - `dataset="nus_like"`: the realistic built-in benchmark (NUS-WIDE's
       labels and GloVe vectors from `label_dir`, by default
       `../shared/data/nus_wide`; generated 196x512 features), written once
+      under `cache_dir`.
+    - `dataset` one of `WORLD_FAMILY` ("flickr_vgg_mild", ...): the other
+      members of the family of release-shaped worlds
+      (`epsilon_tf.data.worlds.family`), same label files, written once
       under `cache_dir`.
     - `data_format="native"`: the project's own TFRecords in `data_dir`,
       with the label space saved beside them (`label_space.json`).
@@ -37,19 +41,18 @@ def make_source(data_config, progress=True):
         )
     if cfg.dataset == "synthetic" and cfg.data_dir is None:
         return synthetic_source(cfg.cache_dir, progress=progress)
-    if cfg.dataset == "nus_like" and cfg.data_dir is None:
+    world = cfg.dataset == "nus_like" or cfg.dataset in WORLD_FAMILY
+    if world and cfg.data_dir is None:
         label_dir = cfg.label_dir or nus_like.default_label_dir()
         if label_dir is None:
             raise ValueError(
-                "--dataset=nus_like needs --label_dir, a directory holding "
-                "TagList1k.txt, Concepts81.txt and the GloVe pickle "
+                f"--dataset={cfg.dataset} needs --label_dir, a directory "
+                "holding TagList1k.txt, Concepts81.txt and the GloVe pickle "
                 f"{nus_like.LABEL_FILES[2]} (../shared/data/nus_wide was "
                 "not found)"
             )
-        return nus_like.nus_like_source(
-            cfg.cache_dir,
-            nus_like.NusLikeConfig(label_dir=label_dir),
-            progress=progress,
+        return family.member_source(
+            cfg.cache_dir, cfg.dataset, label_dir, progress=progress
         )
     if cfg.data_format == "native":
         if not cfg.data_dir:

@@ -177,6 +177,7 @@ def fit_eszsl(source, validation_fraction):
         scores, labels, ks=source.eval_ks, unseen_mask=space.unseen_mask
     )
     result["selected"] = {
+        "recipe": baseline.pooling,
         "gamma": baseline.selected.gamma,
         "lambda": baseline.selected.lam,
         "validation_f1": baseline.selected.val_f1,

@@ -89,7 +89,7 @@ def default_label_dir():
     shared = os.environ.get("EPSILON_SHARED_DATA")
     if not shared:
         package = os.path.dirname(os.path.abspath(__file__))
-        shared = os.path.join(package, "..", "..", "..", "shared", "data")
+        shared = os.path.join(package, *[".."] * 4, "shared", "data")
     path = os.path.normpath(os.path.join(shared, "nus_wide"))
     return path if os.path.isdir(path) else None
 
