@@ -97,3 +97,13 @@ def worker_id(strategy):
     """This worker's task index (0 without a cluster)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return getattr(resolver, "task_id", 0) or 0
+
+
+def worker_count(strategy):
+    """The number of worker processes of `strategy`'s cluster (1 without
+    one)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(kind, ())) for kind in ("chief", "worker")) or 1

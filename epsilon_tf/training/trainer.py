@@ -31,6 +31,7 @@ from epsilon_tf.training.evaluation import (
     predict_split,
     seen_label_metrics,
 )
+from epsilon_tf.training.interrupt import deferred_interrupt
 from epsilon_tf.training.run_dir import RunDir
 from epsilon_tf.training.task import LOSS_TERMS
 
@@ -416,7 +417,23 @@ class Trainer:
             # The epoch-end checkpoint follows the last step: no duplicate.
             if every and self.global_step() % every == 0 and not last:
                 self.save()
+            self._stop_if_interrupted(saved=False)
         self._call_hooks("on_epoch_trained", epoch)
+
+    def _stop_if_interrupted(self, saved):
+        """After Ctrl-C (`training/interrupt.py`): checkpoints the step just
+        done (unless `saved`) and raises `KeyboardInterrupt`."""
+        request = getattr(self, "_interrupt", None)
+        if request is None or not request.requested:
+            return
+        path = self.checkpoints.latest_written() if saved else self.save()
+        _log(
+            self.is_chief,
+            f"Interrupted: checkpoint of epoch {int(self.epoch.numpy()) + 1}"
+            f", step {int(self.step_in_epoch.numpy())} written ({path}); "
+            "rerun the same command to resume.",
+        )
+        raise KeyboardInterrupt
 
     def _validate_epoch(self, epoch):
         """Validates the epoch just trained, keeps it when it is the best
@@ -453,20 +470,25 @@ class Trainer:
             write_json(self.run_dir.config, to_dict(*self._configs()))
         if int(self.epoch.numpy()) < cfg.epochs:
             self.check_data()
+        single = strategy_lib.worker_count(self.strategy) == 1
         try:
             self._call_hooks("on_train_begin")
-            while int(self.epoch.numpy()) < cfg.epochs:
-                epoch = int(self.epoch.numpy())
-                skip = int(self.step_in_epoch.numpy())
-                self._call_hooks("on_epoch_begin", epoch, skip)
-                start = time.time()
-                self._run_epoch(epoch, skip)
-                seconds = time.time() - start
-                metrics, improved = self._validate_epoch(epoch)
-                self._call_hooks(
-                    "on_epoch_end", epoch, metrics, improved, seconds
-                )
+            with deferred_interrupt(enabled=single) as self._interrupt:
+                while int(self.epoch.numpy()) < cfg.epochs:
+                    epoch = int(self.epoch.numpy())
+                    skip = int(self.step_in_epoch.numpy())
+                    self._call_hooks("on_epoch_begin", epoch, skip)
+                    start = time.time()
+                    self._run_epoch(epoch, skip)
+                    seconds = time.time() - start
+                    metrics, improved = self._validate_epoch(epoch)
+                    self._call_hooks(
+                        "on_epoch_end", epoch, metrics, improved, seconds
+                    )
+                    # The epoch's checkpoint is written: stop here.
+                    self._stop_if_interrupted(saved=True)
         finally:
+            self._interrupt = None
             self._call_hooks("on_train_end")
         self.checkpoints.remove_worker_tmp()
         return {

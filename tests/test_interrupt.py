@@ -1,0 +1,94 @@
+"""Ctrl-C during training: the step finishes, is checkpointed, the run
+stops, and rerunning resumes to the same result as an uninterrupted run,
+bit for bit (issue 23)."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from helpers import tiny
+
+from epsilon_tf.training.hooks import TrainingHook
+from epsilon_tf.training.interrupt import deferred_interrupt
+
+
+@pytest.fixture
+def default_sigint():
+    """SIGINT with Python's default handler (KeyboardInterrupt), whatever
+    the test runner installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_first_ctrl_c_is_recorded_a_second_one_raises(default_sigint):
+    with deferred_interrupt() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert request.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):  # the default again
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_interrupt() as request:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not request.requested
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _CtrlCAtStep(TrainingHook):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, trainer, epoch, step, values):
+        if epoch == 0 and step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _trainer(model_dir, hooks=()):
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.training.run import build_trainer
+
+    trainer = build_trainer(
+        tiny.model_config(), LossConfig(),
+        TrainConfig(model_dir=str(model_dir), epochs=1, batch_size=32,
+                    warmup_steps=5, verbose=0, summary_images=0,
+                    pr_curve_labels=0),
+        tiny.in_memory_source(),
+    )
+    trainer.hooks.extend(hooks)
+    return trainer
+
+
+def _finish(trainer):
+    training = trainer.train()
+    trainer.restore_best()
+    result = trainer.evaluate_test(progress=False)
+    return training, result, [np.array(v) for v in trainer.model.weights]
+
+
+def test_ctrl_c_checkpoints_the_step_and_the_rerun_matches(
+    default_sigint, tmp_path
+):
+    interrupted = _trainer(tmp_path / "run", hooks=[_CtrlCAtStep(3)])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    # The checkpoint of step 3, mid-epoch (no periodic checkpoints asked).
+    assert int(interrupted.optimizer.iterations.numpy()) == 3
+    resumed = _trainer(tmp_path / "run")
+    resumed.restore()
+    assert int(resumed.epoch.numpy()) == 0
+    assert int(resumed.step_in_epoch.numpy()) == 3
+    assert int(resumed.optimizer.iterations.numpy()) == 3
+    del interrupted, resumed
+    after = _finish(_trainer(tmp_path / "run"))
+    clean = _finish(_trainer(tmp_path / "clean"))
+    tiny.assert_same_run(after, clean)
