@@ -36,11 +36,13 @@ PACKAGE = "epsilon_tf"
 ENTRY_POINTS = ("train.py", "eval.py")
 # The package's layers, bottom up, by the first name under the package
 # ("" is the package's `__init__`). A module may import from its own
-# level and the levels below it; the entry points sit above them all.
+# level and the levels below it; the entry points sit above them all, and
+# so does every `__main__` module (`python -m ...`: an entry point).
+# `errors` and `storage` (the exception types and the disk-full-safe
+# writes) use the standard library only, so every level may use them.
 LEVELS = (
-    ("", "_validation"),
+    ("", "_validation", "errors", "storage"),
     ("config", "presets"),
-    ("errors",),
     ("labels",),
     ("layers",),
     ("losses",),
@@ -215,8 +217,13 @@ def find_cycles(graph):
 
 
 def level_of(module, levels=LEVELS):
-    """The index in `levels` of a dotted module name, or None (unplaced)."""
+    """The index in `levels` of a dotted module name, or None (unplaced).
+
+    A `__main__` module is an entry point: above every level.
+    """
     parts = module.split(".")
+    if parts[-1] == "__main__":
+        return len(levels)
     top = parts[1] if len(parts) > 1 else ""
     for index, names in enumerate(levels):
         if top in names:

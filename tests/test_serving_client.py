@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 from epsilon_tf.export import client, export_saved_model
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.models import build_epsilon, with_labels
+from epsilon_tf.tools import serving_client
 
 CONFIG = tiny.model_config(
     feature_shape=(16, 8), embedding_dim=12, num_global=2
@@ -422,14 +423,14 @@ def test_unreachable_servers_in_one_line(tmp_path, capsys):
     traceback. (The command line's own error handler, run in-process.)"""
     from epsilon_tf.cli import common
 
-    program = "python -m epsilon_tf.export.client"
+    program = "python -m epsilon_tf.tools.serving_client"
     np.save(tmp_path / "f.npy", _features(batch=1))
     (port,) = tiny.free_ports(1)
     for extra, needle in ((["--grpc"], "gRPC UNAVAILABLE"),
                           ([], "cannot reach the model server")):
         with pytest.raises(SystemExit) as info:
             with common.clean_exit(program):
-                client.main(["--features", str(tmp_path / "f.npy"),
+                serving_client.main(["--features", str(tmp_path / "f.npy"),
                              "--port", str(port), "--timeout", "5", *extra])
         assert info.value.code == 1
         lines = capsys.readouterr().err.strip().splitlines()

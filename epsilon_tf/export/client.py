@@ -20,7 +20,7 @@ columnar `{"inputs": ...}` format; `labels_from_scores` ranks its scores.
 From the command line, the top labels of features saved with `np.save`
 ([images, regions, channels] or one image [regions, channels]):
 
-    python -m epsilon_tf.export.client --features=feats.npy \
+    python -m epsilon_tf.tools.serving_client --features=feats.npy \
         [--host=localhost] [--port=8501 | --grpc --port=8500] \
         [--model_name=epsilon]
 """
@@ -31,13 +31,8 @@ import os
 import urllib.error
 import urllib.request
 
-if __name__ == "__main__":  # the command line: quiet TensorFlow start-up
-    from epsilon_tf.cli import common
-
-    common.prepare()
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 SERVING_DEFAULT = "serving_default"
 LABEL_OUTPUTS = ("top_k_labels", "top_k_scores", "top_k_unseen")
@@ -396,77 +391,3 @@ def predict_via_grpc(
                     f"{text} (is TF Serving running with --port there?)"
                 ) from None
             raise ValueError(text) from None
-
-
-def _parser():
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m epsilon_tf.export.client",
-        description="Sends features to an Epsilon model behind TF Serving "
-        "and prints each image's top labels (serving_default).",
-    )
-    parser.add_argument("--features", required=True,
-                        help=".npy of [images, regions, channels] (or one "
-                        "image [regions, channels]) float features.")
-    parser.add_argument("--host", default="localhost")
-    parser.add_argument("--port", type=int, default=None,
-                        help="8501 (REST) or, with --grpc, 8500.")
-    parser.add_argument("--grpc", action="store_true",
-                        help="Use gRPC instead of REST.")
-    parser.add_argument("--model_name", default="epsilon")
-    parser.add_argument("--version", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--debug", action="store_true",
-                        help="Show tracebacks.")
-    return parser
-
-
-def main(argv=None):
-    """Command line: prints `image i: label (score)[*], ...` per image."""
-    from epsilon_tf.cli import common
-
-    args = _parser().parse_args(argv)
-    try:
-        features = np.load(args.features, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise common.CommandLineError(
-            f"--features: cannot read {args.features} as an .npy array "
-            f"({' '.join(str(e).split())})"
-        ) from None
-    if features.ndim == 2:
-        features = features[None]
-    if features.ndim != 3:
-        raise common.CommandLineError(
-            f"--features must hold [images, regions, channels] (or one image "
-            f"[regions, channels]). Received: shape={features.shape}"
-        )
-    features = features.astype(np.float32)
-    if args.grpc:
-        response = predict_via_grpc(
-            args.host, args.port or 8500, {"features": features},
-            model_name=args.model_name, version=args.version,
-            timeout=args.timeout,
-        )
-        labels = parse_predict_response(response)
-    else:
-        url = rest_url(args.host, args.port or 8501, args.model_name,
-                       args.version)
-        labels = parse_rest_response(
-            predict_via_rest(url, rest_request_body({"features": features}),
-                             timeout=args.timeout)
-        )
-    for i, row in enumerate(labels):
-        shown = ", ".join(
-            f"{name} ({score:.3f}){'*' if unseen else ''}"
-            for name, score, unseen in row
-        )
-        print(f"image {i}: {shown}")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    with common.clean_exit("python -m epsilon_tf.export.client"):
-        sys.exit(main())
