@@ -361,27 +361,27 @@ def test_nan_features_in_a_lesa_file_name_the_file_and_record(lesa):
 
 def test_nan_features_in_a_native_shard_name_the_shard(tmp_path,
                                                        monkeypatch):
-    from epsilon_tf.data import native_tfrecord
+    from epsilon_tf.data.readers import native_writer
     from epsilon_tf.data.worlds.synthetic import generate_split
     from epsilon_tf.errors import InputDataError
 
     directory = Path(tiny.write_native(tmp_path / "native"))
     # The writer refuses NaN; let one through, as a foreign writer would.
-    validate = native_tfrecord.NativeWriter._validate
+    validate = native_writer.NativeWriter._validate
 
     def lenient(self, image_id, features, labels):
         features = np.asarray(features)
         out = validate(self, image_id, np.nan_to_num(features), labels)
         return out[0], features, out[2]
 
-    monkeypatch.setattr(native_tfrecord.NativeWriter, "_validate", lenient)
+    monkeypatch.setattr(native_writer.NativeWriter, "_validate", lenient)
     examples = list(generate_split(tiny.world(), "train"))
     image_id, features, labels = examples[7]
     features = np.array(features, np.float32)
     features[0, 0] = np.inf
     examples[7] = (image_id, features, labels)
     space = tiny.native_source(directory).label_space
-    native_tfrecord.write_native_split(
+    native_writer.write_native_split(
         directory, "train", examples, tiny.world().feature_shape,
         label_names=space.subset("seen").names, feature_dtype="float32",
         overwrite=True,
@@ -459,7 +459,7 @@ def test_eval_on_a_directory_in_training_names_the_trainer(tmp_path):
 def test_the_record_count_cache_on_a_full_disk_names_the_cache(
     small_disk, tmp_path
 ):
-    from epsilon_tf.data import record_count
+    from epsilon_tf.data.records import record_count
 
     data = tmp_path / "data.bin"
     data.write_bytes(b"x")
