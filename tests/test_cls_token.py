@@ -100,12 +100,13 @@ def _vit_source():
 
 @pytest.mark.parametrize("kind", ["lesa", "biam"])
 def test_a_train_step_trains_the_cls_path(kind, tmp_path):
-    from epsilon_tf.training.trainer import Trainer
+    from epsilon_tf.training.run import build_trainer
 
     train = TrainConfig(model_dir=str(tmp_path), epochs=1, batch_size=16,
                         warmup_steps=2, verbose=0, summary_images=0,
                         pr_curve_labels=0, steps_per_epoch=2)
-    trainer = Trainer(CONFIGS[kind], LossConfig(), train, _vit_source())
+    trainer = build_trainer(CONFIGS[kind], LossConfig(), train,
+                            _vit_source())
     if kind == "lesa":
         cls_weight = trainer.model.get_layer("lesa_cls_conv").conv.kernel
     else:

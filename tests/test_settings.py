@@ -490,8 +490,13 @@ def test_presets_are_plain_dicts_in_one_module():
                                     "regularizer_weights": (0.0, 0.1)}
     assert (presets.DEFAULT_EPOCHS, presets.QUICK_EPOCHS,
             presets.QUICK_STEPS) == (4, 1, 3)
+    # The family of worlds (issue 22) is reported at NUS-WIDE's K.
+    family = ("flickr_vgg_mild", "resnet_scenes", "web_crowded",
+              "vit_tokens", "product_deep")
+    assert presets.WORLD_FAMILY == family
     assert presets.EVAL_KS == {"synthetic": (3, 5), "nus_like": (3, 5),
-                               "nus_wide": (3, 5), "open_images": (10, 20)}
+                               "nus_wide": (3, 5), "open_images": (10, 20),
+                               **{name: (3, 5) for name in family}}
     assert config.RELEASE_PRESET is presets.RELEASE
     # No other module of the package writes a preset or a K table.
     names = re.compile(r"PRESET|QUICK_MODEL|QUICK_SWEEPS|EVAL_KS")
