@@ -105,6 +105,33 @@ def test_float16_bits_exact_for_every_pattern():
     assert np.signbit(got[0x8000]) and not np.signbit(got[0])
 
 
+@pytest.mark.parametrize("level, integer_ops", [("2", True), ("3", False)])
+def test_half_decoding_path_by_log_level(monkeypatch, level, integer_ops):
+    """Integer ops (no DT_HALF op, no oneDNN line) only where TensorFlow's
+    C++ errors can show; the faster native cast otherwise; the same
+    values either way."""
+    import tensorflow as tf
+
+    from epsilon_tf.data.records import stream
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+    bits = np.arange(65536, dtype=np.uint16)
+
+    @tf.function
+    def decode(x):
+        return stream.half_to_float32(x)
+
+    graph = decode.get_concrete_function(tf.constant(bits)).graph
+    halves = [op for op in graph.get_operations()
+              if any(t.dtype == tf.float16 for t in op.outputs)]
+    assert (not halves) == integer_ops
+    got = decode(tf.constant(bits)).numpy()
+    want = bits.view(np.float16).astype(np.float32)
+    finite = ~np.isnan(want)
+    np.testing.assert_array_equal(got[finite], want[finite])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
 def test_word_vectors_flag_refused_where_unused(tmp_path):
     from epsilon_tf.cli.own_data import check_word_vectors_flag
     from epsilon_tf.config import DataConfig
