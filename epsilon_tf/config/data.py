@@ -87,6 +87,17 @@ class DataConfig:
         check_fields(self)
 
 
+# The metrics at each K of P/R/F1@K. `metric_columns` is the one list of
+# metric names: the validation metric a run selects on is checked against
+# it here, and `metrics.columns` builds every results table from it.
+AT_K_METRICS = ("p", "r", "f1")
+
+
+def metric_columns(ks):
+    """`map`, then `p@K`, `r@K`, `f1@K` for each K (the tables' order)."""
+    return ["map"] + [f"{m}@{k}" for k in ks for m in AT_K_METRICS]
+
+
 @dataclasses.dataclass
 class EvalConfig:
     """How the test split is scored (train.py; eval.py takes `ks` and

@@ -12,7 +12,7 @@ user gave wins, then the presets (`presets.py`), then the defaults.
 
 import dataclasses
 
-from epsilon_tf.config.data import DataConfig, EvalConfig
+from epsilon_tf.config.data import DataConfig, EvalConfig, metric_columns
 from epsilon_tf.config.model import LossConfig, ModelConfig
 from epsilon_tf.config.presets import default_preset_names, merged
 from epsilon_tf.config.settings import SettingError, has_flag
@@ -54,7 +54,7 @@ class ExperimentConfig:
     def __post_init__(self):
         train = self.train  # checks the trainer/runtime/export values
         ks = self.evaluation.eval_ks(self.data.dataset)
-        choices = ["map"] + [f"{m}@{k}" for k in ks for m in ("p", "r", "f1")]
+        choices = metric_columns(ks)
         if train.select_metric not in choices:
             raise SettingError(
                 f"--select_metric must be one of {', '.join(choices)} (the "

@@ -5,21 +5,23 @@ and `p@K`, `r@K`, `f1@K` for each K. The command lines print it as plain
 text (`plain_table`, `settings_table`), TensorBoard shows it as markdown
 (`markdown_table`) and the experiments as a markdown table of means and
 standard deviations over seeds (`summary_markdown_table`). Values are
-fractions; every table shows them in %.
+fractions; every table shows them in %. The metric names themselves
+(`metric_columns`) are the settings' (`config.data`), which check the
+validation metric a run selects on against them.
 """
 
+from epsilon_tf.config.data import AT_K_METRICS, metric_columns
+
+__all__ = ["metric_columns", "paper_columns", "heading", "result_ks",
+           "plain_table", "settings_table", "markdown_table",
+           "summary_markdown_table"]
+
 SETTINGS = ("zsl", "gzsl")
-_AT_K = ("p", "r", "f1")
-
-
-def metric_columns(ks):
-    """`map`, then `p@K`, `r@K`, `f1@K` for each K (the tables' order)."""
-    return ["map"] + [f"{m}@{k}" for k in ks for m in _AT_K]
 
 
 def paper_columns(ks):
     """`p@K`, `r@K`, `f1@K` for each K, then `map` (the papers' order)."""
-    return [f"{m}@{k}" for k in ks for m in _AT_K] + ["map"]
+    return [f"{m}@{k}" for k in ks for m in AT_K_METRICS] + ["map"]
 
 
 def heading(column):
