@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import release, tiny
+from helpers import faults, release, tiny
 from helpers.fault_train import fill
 
 from epsilon_tf import storage
@@ -47,33 +47,15 @@ def _run(argv, timeout=300):
 
 def _one_error_line(code, out, err):
     """The single `error:` line of a failed command (asserts the rest)."""
-    text = out + err
-    assert code == 1, text[-3000:]
-    assert "Traceback" not in text, text[-3000:]
-    lines = [line for line in err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
+    return faults.one_error_line(code, out, err)
 
 
 # ------------------------------------------------------------ a small disk
 @pytest.fixture
 def small_disk(tmp_path):
     """A 64 KiB tmpfs (unmounted afterwards), or a skip saying why not."""
-    mount = tmp_path / "small disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64K", "tmpfs", str(mount)],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(
-            "a full disk needs a small tmpfs, and mounting one was refused "
-            f"here ({(done.stderr or done.stdout).strip()}); CI runs as root"
-        )
-    try:
+    with faults.small_tmpfs(tmp_path, "64K") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(directory):

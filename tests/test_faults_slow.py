@@ -20,12 +20,11 @@ docs/faults.md lists the matrix.
 import json
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import release, tiny
+from helpers import faults, release, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -64,30 +63,13 @@ def _metrics(run):
 
 
 def _one_error_line(code, output):
-    assert code == 1, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    lines = [line for line in output.splitlines() if ": error: " in line]
-    assert len(lines) == 1, output[-3000:]
-    return lines[0]
+    return faults.one_error_line(code, output)
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "small disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16M", "tmpfs", str(mount)],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(
-            "a full disk needs a small tmpfs, and mounting one was refused "
-            f"here ({(done.stderr or done.stdout).strip()}); CI runs as root"
-        )
-    try:
+    with faults.small_tmpfs(tmp_path, "16M") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _intact(run):

@@ -56,9 +56,8 @@ from epsilon_tf.data.worlds import nus_like
 from epsilon_tf.data.worlds.nus_like import (
     NusLikeConfig,
     NusLikeWorld,
-    _object_map,
     _Sampler,
-    _scene_map,
+    compose_images,
 )
 from epsilon_tf.data.worlds.world_cache import (
     WorldSpec,
@@ -342,45 +341,11 @@ def _generate_chunk(world, split, chunk_index, count):
     rng = np.random.default_rng(np.random.SeedSequence(
         [c.seed, member_code, _SPLIT_CODES[split], chunk_index]
     ))
-    sampler = _Sampler(world)
     rows, cols = c.grid_shape
-    n, ch = rows * cols, c.channels
-    k = len(world.label_space.names)
     num_seen = len(world.label_space.seen)
-    pre = rng.standard_normal((count, n, ch), dtype=np.float32)
-    pre *= np.float32(c.region_noise)
-    pre += np.float32(c.bias)
-    style = unit_rows(rng.standard_normal((count, ch)))
-    style *= c.style_amplitude * rng.standard_normal((count, 1))
-    pre += style[:, None, :].astype(np.float32)
-    visible = np.zeros((count, k), dtype=bool)
-    tags = np.zeros((count, num_seen), dtype=bool)
-    for i in range(count):
-        things = [(label, world.modes[label, rng.integers(2)])
-                  for label in sampler.visible(rng)]
-        for label, _ in things:
-            visible[i, label] = True
-        for _ in range(int(rng.poisson(c.clutter_mean))):
-            things.append(
-                (-1, world.clutter[rng.integers(len(world.clutter))])
-            )
-        for label, proto in things:
-            look = unit_rows(proto + c.instance_jitter
-                             * unit_rows(rng.standard_normal(ch)))
-            if label < 0 or world.is_object[label]:
-                amp = c.object_amplitude * rng.uniform(0.6, 1.4)
-                spatial = amp * _object_map(rng, rows, cols)
-            else:
-                amp = c.scene_amplitude * rng.uniform(0.6, 1.4)
-                spatial = amp * _scene_map(rng, rows, cols,
-                                           world.scene_row[label])
-            pre[i] += np.outer(spatial, look).astype(np.float32)
-        seen_visible = np.flatnonzero(visible[i, :num_seen])
-        tagged = seen_visible[rng.random(seen_visible.size) < c.tag_prob]
-        tags[i, tagged] = True
-        tags[i, sampler.non_visual_tags(rng)] = True
-        for _ in range(int(rng.poisson(c.mean_spurious_tags))):
-            tags[i, rng.integers(num_seen)] = True
+    pre, visible, tags = compose_images(
+        world, _Sampler(world), rng, count, rows * cols
+    )
     gains, mix = _feature_constants(c)
     if c.cls_token:
         # Mixes what the patches hold in common over their level (the

@@ -341,14 +341,21 @@ def _scene_map(rng, rows, cols, centre_row):
     return (band * wave).reshape(-1)
 
 
-def _generate_chunk(world, split, chunk_index, count):
+def compose_images(world, sampler, rng, count, n):
+    """The pre-activation region maps of `count` images and what they show.
+
+    Shared by nus_like and the family's members (`family.py`), in the
+    same order of random draws: noise, bias and style, then per image the
+    visible labels (`sampler`), clutter, each thing's look and place, and
+    the tags.
+
+    Returns:
+        `(pre [count, n, C] float32, visible [count, K] bool, tags [count,
+        seen] bool)`.
+    """
     c = world.config
-    rng = np.random.default_rng(
-        np.random.SeedSequence([c.seed, _SPLIT_CODES[split], chunk_index])
-    )
-    sampler = _Sampler(world)
     rows, cols = c.grid_shape
-    n, ch = c.num_regions, c.channels
+    ch = c.channels
     k = len(world.label_space.names)
     num_seen = len(world.label_space.seen)
     pre = rng.standard_normal((count, n, ch), dtype=np.float32)
@@ -383,6 +390,18 @@ def _generate_chunk(world, split, chunk_index, count):
         tags[i, sampler.non_visual_tags(rng)] = True
         for _ in range(int(rng.poisson(c.mean_spurious_tags))):
             tags[i, rng.integers(num_seen)] = True
+    return pre, visible, tags
+
+
+def _generate_chunk(world, split, chunk_index, count):
+    c = world.config
+    rng = np.random.default_rng(
+        np.random.SeedSequence([c.seed, _SPLIT_CODES[split], chunk_index])
+    )
+    num_seen = len(world.label_space.seen)
+    pre, visible, tags = compose_images(
+        world, _Sampler(world), rng, count, c.num_regions
+    )
     np.maximum(pre, 0.0, out=pre)
     gain = c.feature_scale * rng.lognormal(0.0, c.exposure_sigma, count)
     pre *= gain[:, None, None].astype(np.float32)
