@@ -92,3 +92,43 @@ def test_ctrl_c_checkpoints_the_step_and_the_rerun_matches(
     after = _finish(_trainer(tmp_path / "run"))
     clean = _finish(_trainer(tmp_path / "clean"))
     tiny.assert_same_run(after, clean)
+
+
+def test_a_run_stopped_after_an_epoch_exports(default_sigint, tmp_path,
+                                              monkeypatch):
+    """Issue 23: docs/serving.md said a run could be exported before it
+    finished; `label_space/` was written only at the end, so the export
+    said "not a training directory". Now a run stopped by Ctrl-C after
+    its first epoch exports from its best checkpoint."""
+    import subprocess
+    import sys
+
+    from epsilon_tf.config import LossConfig, TrainConfig
+    from epsilon_tf.training import run
+    from epsilon_tf.training.trainer import Trainer
+
+    validate = Trainer._validate_epoch
+
+    def validate_then_ctrl_c(self, epoch):
+        out = validate(self, epoch)
+        os.kill(os.getpid(), signal.SIGINT)  # during the first epoch's end
+        return out
+
+    monkeypatch.setattr(Trainer, "_validate_epoch", validate_then_ctrl_c)
+    model_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run.train_and_evaluate(
+            tiny.model_config(), LossConfig(),
+            TrainConfig(model_dir=str(model_dir), epochs=3, batch_size=32,
+                        warmup_steps=5, verbose=0, summary_images=0,
+                        pr_curve_labels=0),
+            tiny.in_memory_source(), baseline=False,
+        )
+    assert not (model_dir / "model.keras").exists()
+    done = subprocess.run(
+        [sys.executable, "-m", "epsilon_tf.export", f"--model_dir={model_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=tiny.ROOT,
+        env=tiny.child_env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (model_dir / "export" / "1" / "saved_model.pb").exists()
