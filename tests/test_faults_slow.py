@@ -20,6 +20,7 @@ docs/faults.md lists the matrix.
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -206,3 +207,40 @@ def test_a_damaged_saved_model_is_named(data, tmp_path, damage):
     )
     line = _one_error_line(code, out)
     assert str(version) in line, line
+
+
+def test_a_full_disk_at_the_world_cache_then_free_space_and_rerun(
+    tmp_path
+):
+    """The built-in world written to a full `--cache_dir`: one line naming
+    the cache, no half-written world left to be taken for a finished one,
+    and once space is freed the same command trains as if nothing had
+    happened."""
+    command = [
+        tiny.PYTHON, str(tiny.ROOT / "train.py"), *tiny.MODEL_FLAGS,
+        "--dataset=synthetic", "--epochs=1", "--steps_per_epoch=3",
+        "--batch_size=32", "--warmup_steps=2", "--nobaseline", "--noexport",
+        "--verbose=0",
+    ]
+    clean = tmp_path / "clean"
+    code, out = tiny.run(
+        [*command, f"--cache_dir={tmp_path / 'cache'}",
+         f"--model_dir={clean}"], tmp_path / "clean.log")
+    assert code == 0, out[-3000:]
+    with faults.small_tmpfs(tmp_path, "4M") as disk:
+        run = tmp_path / "run"
+        again = [*command, f"--cache_dir={disk}", f"--model_dir={run}"]
+        code, out = tiny.run(again, tmp_path / "full.log")
+        line = _one_error_line(code, out)
+        assert "No space left on device" in line, line
+        assert str(disk) in line, line
+        assert not [p for p in disk.iterdir() if (p / "train.json").exists()]
+        remount = subprocess.run(
+            ["mount", "-o", "remount,size=256M", str(disk)],
+            capture_output=True, text=True,
+        )
+        assert remount.returncode == 0, remount.stderr
+        code, out = tiny.run(again, tmp_path / "rerun.log")
+        assert code == 0, out[-3000:]
+    first, second = tiny.metrics(clean), tiny.metrics(run)
+    assert first["zsl"] == second["zsl"] and first["gzsl"] == second["gzsl"]
