@@ -3,6 +3,7 @@ input validation, atomic versioning, the image signature and the CLI."""
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -533,6 +534,13 @@ def test_serving_images_with_a_tiny_backbone(tmp_path):
         model, space, str(tmp_path), backbone=(backbone, preprocess)
     )
     loaded = tf.saved_model.load(path)
+    # What docs/serving.md says (issue 23: it showed shape (-1)): the
+    # signature takes `images` of unknown rank and checks rank 1 itself.
+    spec = loaded.signatures["serving_images"].structured_input_signature
+    assert spec[1]["images"].shape.rank is None
+    assert spec[1]["images"].dtype == tf.string
+    docs = (pathlib.Path(__file__).parents[1] / "docs" / "serving.md")
+    assert "`images` DT_STRING of unknown rank" in docs.read_text()
     blobs = _encoded_images()
     out = loaded.signatures["serving_images"](images=tf.constant(blobs))
     expected = _reference_image_scores(
