@@ -75,7 +75,7 @@ def _before(owner, name, filler, nth=1, when=None):
 def _install_fill(point, filler):
     from epsilon_tf import export as export_lib
     from epsilon_tf.labels import label_space
-    from epsilon_tf.training import checkpointing, run, trainer
+    from epsilon_tf.training import checkpointing, hooks, run, trainer
 
     what, _, nth = point.partition(":")
     nth = int(nth or 1)
@@ -93,7 +93,8 @@ def _install_fill(point, filler):
         _before(checkpointing.TrainingCheckpoints, "publish_best", filler,
                 nth)
     elif what == "events":
-        _before(trainer.Trainer, "_flush", filler, nth)
+        # The TensorBoard hook flushes its event files (training/hooks.py).
+        _before(hooks.TensorBoardSummaries, "flush", filler, nth)
     elif what == "label_space":
         _before(label_space.LabelSpace, "save", filler, nth)
     elif what == "keras":
