@@ -53,7 +53,10 @@ import numpy as np
 from epsilon_tf import _validation as check
 from epsilon_tf.data.readers import label_files
 from epsilon_tf.data.worlds import nus_like
-from epsilon_tf.data.worlds.nus_like import (
+from epsilon_tf.data.worlds.nus_like import (  # the same record layout
+    _CHUNK_SIZE,
+    _SPLIT_CODES,
+    _WORLD_CODE,
     NusLikeConfig,
     NusLikeWorld,
     _Sampler,
@@ -69,9 +72,6 @@ from epsilon_tf.data.worlds.world_cache import (
 from epsilon_tf.labels.label_space import l2_normalize_rows
 
 FAMILY_VERSION = 1
-_CHUNK_SIZE = 128
-_SPLIT_CODES = {"train": 1, "test": 2}
-_WORLD_CODE = 0
 ACTIVATIONS = ("relu", "signed")
 
 
