@@ -452,3 +452,28 @@ def test_the_record_count_cache_on_a_full_disk_names_the_cache(
     cache = small_disk / record_count.CACHE_FILE
     assert f"could not write {cache};" in str(caught.value)
     assert not cache.exists()
+
+
+def test_eval_metrics_out_on_a_full_disk_then_rerun(small_disk, tmp_path):
+    """`eval.py --metrics_out` on a full disk: one line naming the file,
+    the previous file intact; once space is freed the same command writes
+    what it writes on a disk with room."""
+    scores = tmp_path / "scores.npz"
+    rng = np.random.default_rng(0)
+    values = rng.random((20, 8)).astype(np.float32)
+    np.savez(scores, scores=values, labels=np.where(values > 0.6, 1, -1))
+    command = [PYTHON, str(ROOT / "eval.py"), f"--predictions={scores}",
+               "--k=1,2"]
+    roomy = tmp_path / "roomy.json"
+    code, out, err = _run([*command, f"--metrics_out={roomy}"])
+    assert code == 0, out + err
+    target = small_disk / "metrics.json"
+    target.write_text('{"old": true}')
+    _fill(small_disk)
+    line = _one_error_line(*_run([*command, f"--metrics_out={target}"]))
+    assert f"could not write {target}" in line, line
+    assert json.loads(target.read_text()) == {"old": True}
+    (small_disk / "filler").unlink()
+    code, out, err = _run([*command, f"--metrics_out={target}"])
+    assert code == 0, out + err
+    assert json.loads(target.read_text()) == json.loads(roomy.read_text())

@@ -244,3 +244,33 @@ def test_a_full_disk_at_the_world_cache_then_free_space_and_rerun(
         assert code == 0, out[-3000:]
     first, second = tiny.metrics(clean), tiny.metrics(run)
     assert first["zsl"] == second["zsl"] and first["gzsl"] == second["gzsl"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_damaged_saved_model_variables_are_named(tmp_path, damage):
+    """A SavedModel whose variables file is cut short or overwritten:
+    `eval.py --saved_model` ends in one line naming the export."""
+    import keras
+
+    from epsilon_tf.export import export_saved_model
+    from epsilon_tf.models import build_epsilon
+
+    data = tiny.write_native(tmp_path / "data")
+    space = tiny.native_source(data).label_space
+    keras.utils.set_random_seed(0)
+    model = build_epsilon(tiny.model_config(), space.subset("seen"))
+    version = Path(export_saved_model(
+        model, space, str(tmp_path / "serving model")))
+    shards = sorted((version / "variables").glob("variables.data-*"))
+    assert shards
+    for shard in shards:
+        size = shard.stat().st_size
+        shard.write_bytes(b"" if damage == "truncated" else bytes(size))
+    code, out = tiny.run(
+        [PYTHON, str(ROOT / "eval.py"), f"--saved_model={version}",
+         "--dataset=synthetic", "--data_format=native",
+         f"--data_dir={data}"],
+        tmp_path / "eval.log",
+    )
+    line = _one_error_line(code, out)
+    assert str(version) in line, line
