@@ -452,6 +452,15 @@ def test_the_record_count_cache_on_a_full_disk_names_the_cache(
     cache = small_disk / record_count.CACHE_FILE
     assert f"could not write {cache};" in str(caught.value)
     assert not cache.exists()
+    # Space freed: the same call counts, caches, and then reads the cache.
+    (small_disk / "filler").unlink()
+    assert record_count.cached_count(
+        [str(data)], lambda path: 7, str(small_disk), "tfrecord",
+        progress=False) == 7
+    assert cache.exists()
+    assert record_count.cached_count(
+        [str(data)], lambda path: 0, str(small_disk), "tfrecord",
+        progress=False) == 7
 
 
 def test_eval_metrics_out_on_a_full_disk_then_rerun(small_disk, tmp_path):
