@@ -4,6 +4,7 @@ per-run result files and the saved models)."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,34 @@ def test_a_failed_worker_run_stops_the_others_and_reraises(monkeypatch):
     with pytest.raises(ValueError, match=r"run [xy] failed"):
         list(experiments._execute(todo))
     assert sorted(terminated) == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_results_on_a_full_disk_then_rerun(quick, tmp_path):
+    """Issue 24: the experiments' results on a full disk end in one line
+    naming the file; once space is freed the same command (every run done
+    earlier) writes the same tables."""
+    from helpers import faults
+    from helpers.fault_train import fill
+
+    before = json.loads((quick["out"] / "results.json").read_text())
+    with faults.small_tmpfs(tmp_path, "512M") as disk:
+        out = disk / "out"
+        shutil.copytree(quick["out"], out)
+        for name in ("results.json", "results.md"):
+            (out / name).unlink()
+        command = [a if not a.startswith("--output_dir=")
+                   else f"--output_dir={out}" for a in quick["command"]]
+        fill(disk / "filler")
+        code, log = tiny.run(command + ["--jobs=1"], tmp_path / "full.log",
+                             timeout=600)
+        line = faults.one_error_line(code, log)
+        assert "No space left on device" in line, line
+        assert str(out) in line, line
+        (disk / "filler").unlink()
+        code, log = tiny.run(command + ["--jobs=1"], tmp_path / "rerun.log",
+                             timeout=600)
+        assert code == 0, log[-3000:]
+        after = json.loads((out / "results.json").read_text())
+    for key in ("methods", "ablations", "best", "figure1"):
+        assert after[key] == before[key]

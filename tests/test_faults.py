@@ -486,3 +486,18 @@ def test_eval_metrics_out_on_a_full_disk_then_rerun(small_disk, tmp_path):
     code, out, err = _run([*command, f"--metrics_out={target}"])
     assert code == 0, out + err
     assert json.loads(target.read_text()) == json.loads(roomy.read_text())
+
+
+def test_the_run_lock_on_a_full_disk_names_the_lock_file(small_disk):
+    """The lock records its holder's pid: on a full disk that write names
+    the lock file, and the lock is not left held."""
+    run = small_disk / "run"
+    run.mkdir()
+    _fill(small_disk)
+    lock = run_lock.RunLock(str(run), "training")
+    with pytest.raises(DiskFullError) as caught:
+        lock.acquire()
+    assert f"could not write {run / '.lock'}" in str(caught.value)
+    (small_disk / "filler").unlink()
+    with run_lock.RunLock(str(run), "training"):
+        pass

@@ -23,6 +23,7 @@ import json
 import os
 import time
 
+from epsilon_tf import storage
 from epsilon_tf.errors import RunDirectoryInUseError
 from epsilon_tf.training.run_dir import RunDir
 
@@ -118,8 +119,14 @@ class RunLock:
             os.close(fd)
             raise
         record = json.dumps({"pid": os.getpid(), "purpose": self.purpose})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record.encode("utf-8") + b"\n", 0)
+        try:
+            # A full disk names the lock file (os.pwrite's error does not).
+            with storage.writing(self.path, what="the run directory's lock"):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record.encode("utf-8") + b"\n", 0)
+        except BaseException:
+            os.close(fd)  # and with it the lock
+            raise
         self._fd = fd
         return self
 
