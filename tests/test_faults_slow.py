@@ -178,12 +178,17 @@ def test_two_trainers_on_one_directory(data, tmp_path):
 
 
 @pytest.mark.parametrize("step", [3, STEPS_PER_EPOCH, STEPS_PER_EPOCH + 4])
-def test_sigkill_then_rerun_is_not_refused(data, tmp_path, step):
+@pytest.mark.parametrize("kill", ["SIGKILL", "SIGTERM"])
+def test_sigkill_then_rerun_is_not_refused(data, tmp_path, step, kill):
+    """A trainer killed (SIGKILL) or stopped by a scheduler (SIGTERM) at
+    several points: it ends at once, leaves no lock, and the rerun ends
+    as an uninterrupted run."""
     flags, expected, _ = data
     run = tmp_path / "run"
     proc, _ = _held(flags, run, tmp_path, step)
-    os.kill(proc.pid, signal.SIGKILL)
-    tiny.finish(proc)
+    os.kill(proc.pid, getattr(signal, kill))
+    code, _ = tiny.finish(proc, timeout=30)
+    assert code == -getattr(signal, kill)
     code, out = tiny.run(_train(flags, run), tmp_path / "rerun.log")
     assert code == 0, out[-3000:]
     assert "is in use" not in out
