@@ -12,8 +12,11 @@ import pytest
 import tensorflow as tf
 from helpers import tiny
 
-from epsilon_tf.export import export_saved_model, read_export_info
-from epsilon_tf.export import serving as serving_lib
+from epsilon_tf.export import (
+    export_saved_model,
+    read_export_info,
+    serving_module,
+)
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers import GlobalForwardPropagation, LabelScoring
 from epsilon_tf.models import build_epsilon, with_labels
@@ -89,7 +92,7 @@ def test_a_broken_fold_is_refused(tmp_path, monkeypatch):
     space = _space()
     model = _model(space)
     _broken_gfp_fold(monkeypatch, 1e-2)
-    with pytest.raises(serving_lib.FoldMismatchError, match=(
+    with pytest.raises(serving_module.FoldMismatchError, match=(
         r"differs from the Keras model by [0-9.e-]+ \(more than 0.0001\) on "
         r"a seeded batch of 4: a layer's folded form is wrong"
     )):

@@ -14,11 +14,11 @@ layers' folded forms with the weights as graph constants (float32 by
 default, bfloat16 on request); every export compares it with the Keras
 model on a seeded batch, records the difference in `export_info.json`
 (`fold_check`) and refuses a float32 export that differs by more than
-`FOLD_TOLERANCE`. Any other model with the same contract (see
-`serving_graph`) runs its own Keras layers (`reference.py`). The
-SavedModel holds only TensorFlow graphs, their constants and variables
-(the vocabulary, a backbone's or a Keras-served model's weights): it loads
-with `tf.saved_model.load` in a process that
+`serving_module.FOLD_TOLERANCE`. Any other model with the same contract
+(see `serving_module.serving_graph`) runs its own Keras layers
+(`reference.py`). The SavedModel holds only TensorFlow graphs, their
+constants and variables (the vocabulary, a backbone's or a Keras-served
+model's weights): it loads with `tf.saved_model.load` in a process that
 never imports `epsilon_tf`.
 """
 
@@ -31,31 +31,13 @@ import tensorflow as tf
 
 from epsilon_tf.export import versions
 from epsilon_tf.export.serving_module import (
-    EMBED,
-    FOLD_TOLERANCE,
-    SCORE_LABELS,
-    SERVING_DEFAULT,
-    SERVING_IMAGES,
     EpsilonServingModule,
-    FoldMismatchError,
-    serving_graph,
 )
 from epsilon_tf.export.versions import INFO_FILE
 from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers.folding import PRECISIONS
 
-__all__ = [
-    "EMBED",
-    "FOLD_TOLERANCE",
-    "LABEL_SETS",
-    "SCORE_LABELS",
-    "SERVING_DEFAULT",
-    "SERVING_IMAGES",
-    "EpsilonServingModule",
-    "FoldMismatchError",
-    "export_saved_model",
-    "serving_graph",
-]
+__all__ = ["LABEL_SETS", "export_saved_model"]
 
 LABEL_SETS = ("all", "unseen", "seen")
 LABELS_FILE = "labels.txt"
