@@ -117,6 +117,9 @@ RUNS = {
     "preset_l0_temp": _on(PRESET_MU2_A01, gpa_layers=0,
                           fusion_temperature=True),
     "preset_l0_nodrop": _on(PRESET_MU2_A01, gpa_layers=0, **_NO_DROPOUT),
+    # Issue 22: a linear path in GFP (from zero, or ESZSL's closed form).
+    "lin_zero": ({"preset": RELEASE_PRESET, "gfp_linear": "zero"}, {}, {}),
+    "lin_eszsl": ({"preset": RELEASE_PRESET, "gfp_linear": "eszsl"}, {}, {}),
 }
 
 
@@ -138,8 +141,27 @@ def run_configs(name, feature_shape):
     )
 
 
+def _member_source(cache_dir, member, sizes):
+    """The training world of the task: nus_like or a tuning member of the
+    family (never a held-out member)."""
+    if member == "nus_like":
+        return nus_like_source(cache_dir, None, *sizes)
+    from epsilon_tf.data.worlds import family, nus_like
+
+    if member in family.HELD_OUT or member not in family.MEMBERS:
+        raise SystemExit(
+            f"tune_release_shaped: error: --member={member}: expected a "
+            f"tuning member ({', '.join(family.TUNING)}); the held-out "
+            "members are never used for a choice"
+        )
+    extra = {k: v for k, v in zip(("num_train", "num_test"), sizes)
+             if v is not None}
+    return family.member_source(cache_dir, member,
+                                nus_like.default_label_dir(), **extra)
+
+
 def _held_out_task(cache_dir, work_dir, max_train, seed=0, sizes=(None, None),
-                   held_out=81, min_positives=20):
+                   held_out=81, min_positives=20, member="nus_like"):
     """Native splits of the label-held-out task (written once)."""
     import tensorflow as tf
 
@@ -148,9 +170,11 @@ def _held_out_task(cache_dir, work_dir, max_train, seed=0, sizes=(None, None),
     from epsilon_tf.data.readers.native_writer import NativeWriter
     from epsilon_tf.labels import LabelSpace
 
-    source = nus_like_source(cache_dir, None, *sizes)
+    source = _member_source(cache_dir, member, sizes)
     space = source.label_space.subset("seen")
     directory = held_out_dir(work_dir, max_train, seed)
+    if member != "nus_like":
+        directory = f"{directory}-{member}"
     if not os.path.exists(os.path.join(directory, "test.json")):
         ds = source.split("train").dataset()
         ids, labels, val = [], [], []
@@ -198,7 +222,7 @@ def _held_out_task(cache_dir, work_dir, max_train, seed=0, sizes=(None, None),
         os.replace(tmp, directory)
         del tf
     task = LabelSpace.load(directory)
-    return native_source(directory, task, (3, 5), name="nus_like_heldout")
+    return native_source(directory, task, (3, 5), name=f"{member}_heldout")
 
 
 def main(argv=None):
@@ -214,6 +238,9 @@ def main(argv=None):
                         help="fit ESZSL beside the first run")
     parser.add_argument("--held_out", type=int, default=81,
                         help="Seen tags that play the unseen labels.")
+    parser.add_argument("--member", default="nus_like",
+                        help="The world the task is carved from: nus_like "
+                             "or a tuning member of the family.")
     parser.add_argument("--min_positives", type=int, default=20,
                         help="Fewest training positives of a held-out tag.")
     add_size_arguments(parser)
@@ -226,7 +253,7 @@ def main(argv=None):
     source = _held_out_task(
         args.cache_dir, args.work_dir, args.max_train,
         sizes=(args.num_train, args.num_test), held_out=args.held_out,
-        min_positives=args.min_positives,
+        min_positives=args.min_positives, member=args.member,
     )
     print(
         f"held-out task: {source.split('train').num_examples} train / "
@@ -239,9 +266,10 @@ def main(argv=None):
     for index, name in enumerate(runs):
         model_cfg, loss_cfg, train_kw = run_configs(
             name, source.feature_shape)
+        tag = "" if args.member == "nus_like" else f"-{args.member}"
         model_dir = os.path.join(args.work_dir, "runs",
                                  f"{name}-e{args.epochs}-n{args.max_train}"
-                                 f"-s{args.seed}")
+                                 f"-s{args.seed}{tag}")
         train_cfg = TrainConfig(
             # The tune-test images are the 10% hash bucket, so the trainer's
             # own validation images are the next 10% (bucket < 0.2).
@@ -256,7 +284,8 @@ def main(argv=None):
             baseline=parser_baseline and index == 0,
         )
         row = {
-            "run": name, "epochs": args.epochs, "seed": args.seed,
+            "run": name, "member": args.member, "epochs": args.epochs,
+            "seed": args.seed,
             "seconds": round(time.time() - start, 1),
             "epsilon": {s: result[s] for s in ("zsl", "gzsl")},
             "eszsl": {s: result["baselines"]["eszsl"][s]
@@ -265,10 +294,13 @@ def main(argv=None):
             "curve": result["training"].get("history"),
         }
         print(json.dumps({
-            "run": name,
+            "run": name, "member": args.member,
             "zsl_map": round(row["epsilon"]["zsl"]["map"], 4),
             "gzsl_map": round(row["epsilon"]["gzsl"]["map"], 4),
             "val": round(result["training"]["best_validation"], 4),
+            **({"eszsl_zsl_map": round(row["eszsl"]["zsl"]["map"], 4),
+                "eszsl_gzsl_map": round(row["eszsl"]["gzsl"]["map"], 4)}
+               if row["eszsl"] else {}),
             "seconds": row["seconds"],
         }), flush=True)
         if args.out:

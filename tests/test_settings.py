@@ -163,8 +163,9 @@ OLD_TRAIN_FLAGS = {
     "label_weight": ("1.5", "LossConfig.label_weight", 1.5),
     "branch_weight": ("0.75", "LossConfig.branch_weight", 0.75),
 }
-# The flags train.py gained (issue 21).
-NEW_TRAIN_FLAGS = {"preset", "print_config"}
+# The flags train.py gained (issue 21; issue 22: GFP's linear path and
+# the step budget).
+NEW_TRAIN_FLAGS = {"preset", "print_config", "gfp_linear"}
 
 
 def _get(result, where):
@@ -383,7 +384,8 @@ FLAGFILE_CONFIGS = {
         "token_norm": "standardize", "hidden_dim": 128, "embedding_dim": 300,
         "num_prompts": 7, "gpa_layers": 0, "gpa_heads": 4,
         "grouping": "groups", "num_global": 1, "gfp_blocks": 0,
-        "gfp_input": "tokens", "gfp_pooled_norm": False, "branches": "gpa",
+        "gfp_input": "tokens", "gfp_pooled_norm": False, "gfp_linear": "none",
+        "branches": "gpa",
         "fusion": "learned", "fusion_init": 0.3, "fusion_temperature": False,
         "token_dropout": 0.1, "dropout": 0.1, "normalize_semantic": True,
         "score_scale": 5.0, "lesa_attentions": 10, "lesa_conv": True,

@@ -59,7 +59,7 @@ Fields:
 """
 
 
-def _pooled_columns(pooling, width):
+def pooled_columns(pooling, width):
     """The columns of a mean+max pooled [..., 2C] row that `pooling` keeps.
 
     Args:
@@ -90,7 +90,7 @@ def pool_features(features, pooling="mean_max"):
     check.choice("pooling", pooling, POOLINGS)
     if pooling != "mean_max":
         both = pool_features(features)
-        return both[..., _pooled_columns(pooling, both.shape[-1])]
+        return both[..., pooled_columns(pooling, both.shape[-1])]
     if isinstance(features, (tf.Tensor, tf.Variable)):
         features = tf.cast(features, tf.float32)
         return tf.concat(
@@ -344,7 +344,7 @@ class ESZSL:
             )
         best, recipe_f1 = None, {}
         for pooling in self.poolings:
-            cols = _pooled_columns(pooling, width)
+            cols = pooled_columns(pooling, width)
             fit = self._grid_search(
                 eq.gram[cols, cols], eq.xty[cols], s, z_val[:, cols], y_val,
                 gammas, lambdas,
@@ -354,7 +354,7 @@ class ESZSL:
             if best is None or f1 > best[1]["selected"].val_f1:
                 best = (pooling, fit)
         pooling, fit = best
-        cols = _pooled_columns(pooling, width)
+        cols = pooled_columns(pooling, width)
         self.pooling = pooling
         self.mean = eq.mean[cols].astype(np.float32)
         self.std = eq.std[cols].astype(np.float32)
@@ -366,7 +366,7 @@ class ESZSL:
 
     def _fit_recipe(self, eq, s, pooling, gammas, lambdas):
         """Fits one recipe with one (γ, λ), without validation."""
-        cols = _pooled_columns(pooling, eq.mean.shape[0])
+        cols = pooled_columns(pooling, eq.mean.shape[0])
         solve = _solver(eq.gram[cols, cols], eq.xty[cols], s)
         self.pooling = pooling
         self.mean = eq.mean[cols].astype(np.float32)
@@ -453,7 +453,7 @@ class ESZSL:
         self._check_fitted()
         scores, labels = [], []
         for pooled, y in _pooled_batches(dataset, self.batch_size):
-            cols = _pooled_columns(self.pooling, pooled.shape[-1])
+            cols = pooled_columns(self.pooling, pooled.shape[-1])
             scores.append(self.score(pooled[:, cols], label_vectors))
             labels.append(y)
         if not scores:

@@ -17,6 +17,7 @@ from epsilon_tf.config.settings import (
 
 TOKEN_NORMS = ("layer", "standardize", "none")
 MODELS = ("epsilon", "lesa", "biam")
+GFP_LINEAR = ("none", "zero", "eszsl")
 @dataclasses.dataclass
 class ModelConfig:
     """Epsilon's architecture (docs/design.md §2). Every ablation is a field.
@@ -48,6 +49,13 @@ class ModelConfig:
         gfp_pooled_norm: standardize GFP's pooled vector with fixed
             training statistics before its projection (needs
             `gfp_input="features"`).
+        gfp_linear: a linear path in GFP from the standardized pooled
+            vector to the word space, added to the residual stack's
+            output: "none", "zero" (starts at zero) or "eszsl" (starts at
+            the closed-form ESZSL solution fitted on the training images,
+            its recipe, γ and λ chosen on the validation images; the
+            stack's output projection then starts at zero). Needs
+            `gfp_pooled_norm`.
         branches: "both", "gpa" (GPA only) or "gfp" (GFP only).
         fusion: "learned" or "fixed" fusion weight.
         fusion_init: initial (or fixed) fusion weight a.
@@ -102,6 +110,14 @@ class ModelConfig:
         "Standardize GFP's pooled vector with training statistics "
         "(needs --gfp_input=features).",
     )
+    gfp_linear: str = setting(
+        "none",
+        "A linear path in GFP from the standardized pooled features to the "
+        "word space, beside its residual stack: none, from zero, or "
+        "warm-started from ESZSL's closed form on the training images "
+        "(needs --gfp_pooled_norm).",
+        choices=GFP_LINEAR,
+    )
     branches: str = setting(
         "both", "Ablation: both branches, GPA only or GFP only.",
         choices=("both", "gpa", "gfp"),
@@ -149,6 +165,12 @@ class ModelConfig:
                 "`gfp_pooled_norm=True` (--gfp_pooled_norm) needs "
                 "`gfp_input='features'` (--gfp_input=features). "
                 f"Received: --gfp_input={self.gfp_input}"
+            )
+        if (self.gfp_linear != "none" and self.branches != "gpa"
+                and not self.gfp_pooled_norm):
+            raise SettingError(
+                f"--gfp_linear={self.gfp_linear} needs --gfp_pooled_norm "
+                "(the linear path reads the standardized pooled vector)"
             )
         if self.hidden_dim % self.gpa_heads:
             raise SettingError(

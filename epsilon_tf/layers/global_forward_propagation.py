@@ -1,6 +1,7 @@
 """Global Forward Propagation (GFP): pooled tokens -> M global vectors."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -43,6 +44,12 @@ class GlobalForwardPropagation(layers.Layer):
             of magnitude, and a projection of the raw pooled vector learns
             slowly (BUILD_NOTES.md, "Learning on release-shaped data").
             Defaults to False.
+        linear_path: bool. Add a linear map of the (standardized) pooled
+            vector to the output: `y = MLP(x) + x V + b`. It can hold the
+            closed-form ESZSL solution exactly (`warm_start_linear`), so
+            the layer starts where the linear baseline ends and the
+            residual stack learns what a linear map cannot. The path
+            starts at zero. Defaults to False.
         layer_norm_epsilon: float. Epsilon of every layer norm. Defaults
             to 1e-6.
 
@@ -74,6 +81,7 @@ class GlobalForwardPropagation(layers.Layer):
         dropout=0.0,
         input_source="tokens",
         pooled_norm=False,
+        linear_path=False,
         layer_norm_epsilon=1e-6,
         **kwargs,
     ):
@@ -90,6 +98,7 @@ class GlobalForwardPropagation(layers.Layer):
             "input_source", input_source, ("tokens", "features")
         )
         self.pooled_norm = check.boolean("pooled_norm", pooled_norm)
+        self.linear_path = check.boolean("linear_path", linear_path)
         if self.pooled_norm and self.input_source != "features":
             raise ValueError(
                 "`pooled_norm=True` needs `input_source='features'` (fixed "
@@ -143,6 +152,13 @@ class GlobalForwardPropagation(layers.Layer):
             dtype=dtype,
         )
         self.output_projection.build((batch, self.hidden_dim))
+        self.linear = None
+        if self.linear_path:
+            self.linear = layers.Dense(
+                self.num_global * self.embedding_dim, name="linear_path",
+                kernel_initializer="zeros", dtype=dtype,
+            )
+            self.linear.build((batch, pooled))
 
     def pool(self, inputs):
         """The pooled vector [batch, D or 2D], before any normalization."""
@@ -154,15 +170,51 @@ class GlobalForwardPropagation(layers.Layer):
         return ops.concatenate(pools, axis=-1)
 
     def call(self, inputs, training=None):
-        x = self.pool(inputs)
+        pooled = self.pool(inputs)
         if self.pooled_normalization is not None:
-            x = self.pooled_normalization(x)
-        x = self.input_projection(x)
+            pooled = self.pooled_normalization(pooled)
+        x = self.input_projection(pooled)
         for norm, inner, outer in self.block_layers:
             y = outer(inner(norm(x)))
             x = x + self.block_dropout(y, training=training)
         y = self.output_projection(self.output_norm(x))
+        if self.linear is not None:
+            y = y + self.linear(pooled)
         return ops.reshape(y, (-1, self.num_global, self.embedding_dim))
+
+    def warm_start_linear(self, columns, mean, std, projection):
+        """Starts the layer at a closed-form linear solution (ESZSL's).
+
+        The pooled vector's standardization takes `mean` and `std` on
+        `columns`, the linear path maps those columns by `projection`
+        (every global vector alike; the other columns start at zero) and
+        the residual stack's output projection starts at zero, so the
+        layer's output is `z V` with `z` the standardized pooled columns.
+
+        Args:
+            columns: slice of the pooled vector's columns `projection`
+                reads.
+            mean, std: arrays [D], the standardization of those columns.
+            projection: array [D, E], V.
+        """
+        if self.linear is None or self.pooled_normalization is None:
+            raise ValueError(
+                "warm_start_linear needs `linear_path=True` and "
+                "`pooled_norm=True`"
+            )
+        norm = self.pooled_normalization
+        full_mean, full_std = (np.array(v.numpy()) for v in (norm.mean, norm.std))
+        full_mean[columns] = mean
+        full_std[columns] = std
+        norm.set_statistics(full_mean, full_std)
+        kernel = np.zeros(self.linear.kernel.shape, np.float32)
+        kernel[columns] = np.tile(
+            np.asarray(projection, np.float32), (1, self.num_global)
+        )
+        self.linear.kernel.assign(kernel)
+        self.linear.bias.assign(np.zeros(self.linear.bias.shape, np.float32))
+        for weight in self.output_projection.weights:
+            weight.assign(np.zeros(weight.shape, np.float32))
 
     def compute_output_shape(self, input_shape):
         check.input_shape_of("inputs", input_shape, 3)
@@ -179,6 +231,7 @@ class GlobalForwardPropagation(layers.Layer):
             dropout=self.dropout,
             input_source=self.input_source,
             pooled_norm=self.pooled_norm,
+            linear_path=self.linear_path,
             layer_norm_epsilon=self.layer_norm_epsilon,
         )
         return config
@@ -244,6 +297,16 @@ class FoldedGlobalForwardPropagation:
                 gamma, beta, *folding.dense_weights(gfp.output_projection)
             )
         )
+        self.linear = None
+        if gfp.linear is not None:
+            weights = folding.dense_weights(gfp.linear)
+            if gfp.pooled_normalization is not None:
+                weights = folding.fold_standardization(
+                    *folding.standardization_weights(
+                        gfp.pooled_normalization),
+                    *weights,
+                )
+            self.linear = folding.constants(weights)
 
     def __call__(self, tokens):
         pools = []
@@ -251,7 +314,8 @@ class FoldedGlobalForwardPropagation:
             pools.append(tf.reduce_mean(tokens, axis=1))
         if self.pooling in ("avg_max", "max"):
             pools.append(tf.reduce_max(tokens, axis=1))
-        x = folding.affine(tf.concat(pools, axis=-1), *self.input_projection)
+        pooled = tf.concat(pools, axis=-1)
+        x = folding.affine(pooled, *self.input_projection)
         for epsilon, inner, activation, outer in self.blocks:
             hidden = activation(
                 folding.affine(folding.normalize(x, epsilon), *inner)
@@ -260,4 +324,6 @@ class FoldedGlobalForwardPropagation:
         y = folding.affine(
             folding.normalize(x, self.epsilon), *self.output_projection
         )
+        if self.linear is not None:
+            y = y + folding.affine(pooled, *self.linear)
         return tf.reshape(y, (-1, self.num_global, self.embedding_dim))

@@ -77,6 +77,7 @@ def _layers_from_config(config, embedding_dim):
             dropout=config.dropout,
             input_source=config.gfp_input,
             pooled_norm=config.gfp_pooled_norm,
+            linear_path=config.gfp_linear != "none",
             name=GFP,
         )
     if config.normalize_semantic:

@@ -15,7 +15,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from epsilon_tf.data.pipeline import input_errors, make_dataset
+from epsilon_tf.baselines.eszsl import ESZSL, pooled_columns
+from epsilon_tf.data.pipeline import carve, input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
 from epsilon_tf.models import build_model
 from epsilon_tf.training.evaluation import forward_scores
@@ -96,6 +97,7 @@ class Task:
         self.optimizer = None
         self._gradient_fn = None
         self._scores_fn = None
+        self.eszsl = None  # the ESZSL of a warm start (`warm_start`)
 
     # ------------------------------------------------------------- building
     def build_model(self):
@@ -143,7 +145,9 @@ class Task:
 
     def initialize(self):
         """Fixed feature statistics of a fresh model (from the training
-        images; a resumed run restores them instead)."""
+        images; a resumed run restores them instead), and with
+        `gfp_linear="eszsl"` GFP's linear path warm-started from ESZSL
+        fitted on the same training images (`warm_start`)."""
         model = self.build_model()
         if not standardization_targets(model):
             return None
@@ -154,9 +158,41 @@ class Task:
             validation_fraction=self.train_config.validation_fraction,
         )
         with input_errors():
-            return fit_standardization(
+            used = fit_standardization(
                 model, (b["features"].numpy() for b in ds)
             )
+        if getattr(self.model_config, "gfp_linear", "none") == "eszsl":
+            self.warm_start()
+        return used
+
+    def warm_start(self):
+        """Starts GFP's linear path at the closed-form ESZSL solution.
+
+        ESZSL is fitted as `train.py` prints it (`fit_eszsl`: the training
+        subset, its recipe, γ and λ chosen on the validation images, never
+        the test split), restricted to the poolings GFP's pooled vector
+        holds; the fitted baseline is kept as `self.eszsl`.
+        """
+        gfp = self.model.get_layer("gfp")
+        poolings = {"avg_max": ("mean_max", "max", "mean"),
+                    "avg": ("mean",), "max": ("max",)}[gfp.pooling]
+        fraction = self.train_config.validation_fraction
+        train = self.source.split("train").dataset()
+        baseline = ESZSL(select_k=self.source.eval_ks[0], poolings=poolings)
+        with input_errors():
+            baseline.fit(
+                carve(train, "train", fraction),
+                carve(train, "validation", fraction),
+                self.label_space.subset("seen").vectors,
+            )
+        width = 2 * self.model_config.feature_shape[1]
+        columns = pooled_columns(baseline.pooling, width)
+        if gfp.pooling != "avg_max":
+            columns = slice(None)
+        gfp.warm_start_linear(columns, baseline.mean, baseline.std,
+                              baseline.projection)
+        self.eszsl = baseline
+        return baseline
 
     # --------------------------------------------------------------- inputs
     def build_train_inputs(self, batch_size, seed, input_context=None):
