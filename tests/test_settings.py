@@ -165,7 +165,7 @@ OLD_TRAIN_FLAGS = {
 }
 # The flags train.py gained (issue 21; issue 22: GFP's linear path and
 # the step budget).
-NEW_TRAIN_FLAGS = {"preset", "print_config", "gfp_linear"}
+NEW_TRAIN_FLAGS = {"preset", "print_config", "gfp_linear", "min_steps"}
 
 
 def _get(result, where):
@@ -398,7 +398,8 @@ FLAGFILE_CONFIGS = {
         "label_weight": 2.0, "branch_weight": 0.0,
     },
     "TrainConfig": {
-        "model_dir": "/runs/a", "epochs": 4, "batch_size": 16,
+        "model_dir": "/runs/a", "epochs": 4, "min_steps": 0,
+        "batch_size": 16,
         "learning_rate": 0.003, "warmup_steps": 50, "weight_decay": 0.01,
         "clip_norm": 5.0, "validation_fraction": 0.1, "select_metric": "map",
         "shuffle_buffer": 1024, "seed": 0, "checkpoint_every_steps": 0,

@@ -128,7 +128,8 @@ def experiment_config(values=None, given=None, presets=None):
     `--loss=smooth` the presets' `label_weight` (a hinge term) is dropped
     unless given; with `--branches=gpa` (no GFP) `gfp_input` and
     `gfp_pooled_norm` go back to their defaults unless `--gfp_input` is
-    given; `select_metric`, unless given, is F1 at the first K.
+    given; `select_metric`, unless given, is F1 at the first K; a given
+    `--epochs` drops the step budget (`min_steps`) unless it is given.
     """
     values = dict(values or {})
     given = set(values if given is None else given)
@@ -154,6 +155,9 @@ def experiment_config(values=None, given=None, presets=None):
         loss_kw["label_weight"] = 0.0
     evaluation = EvalConfig(**_pick(EvalConfig, values, {}, given, defaults))
     train_kw = _pick(TrainConfig, values, preset, given, defaults)
+    if "epochs" in given and "min_steps" not in given:
+        # A user's --epochs is honoured as given.
+        train_kw["min_steps"] = 0
     if "select_metric" not in given:
         ks = evaluation.eval_ks(data.dataset)
         train_kw["select_metric"] = f"f1@{ks[0]}"

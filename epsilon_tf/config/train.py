@@ -37,6 +37,10 @@ class TrainConfig:
         model_dir: where checkpoints, summaries, config, metrics and the
             export go.
         epochs: passes over the training split.
+        min_steps: the step budget: train at least this many optimizer
+            steps, raising `epochs` to `ceil(min_steps / steps per
+            epoch)` where the split is small (0: off). `train.py` drops
+            it when the user gives `--epochs` (and not `--min_steps`).
         batch_size: global batch size (split across replicas).
         learning_rate: peak learning rate (cosine decay after warmup).
         warmup_steps: linear warmup steps.
@@ -81,6 +85,12 @@ class TrainConfig:
     )
     epochs: int = setting(
         12, "Training epochs.", check=POSITIVE_INT, section=TRAINER
+    )
+    min_steps: int = setting(
+        0,
+        "Train at least this many optimizer steps: epochs rise where the "
+        "training split is small (0: off; dropped when --epochs is given).",
+        check=COUNT, section=TRAINER,
     )
     batch_size: int = setting(
         64, "Global batch size.", check=POSITIVE_INT, section=TRAINER
@@ -268,3 +278,12 @@ def trajectory_free_train_fields():
         if section != TRAINER
         for name in names
     )
+
+
+def budget_epochs(epochs, min_steps, steps_per_epoch):
+    """The epochs of a run: `epochs`, raised so that the run takes at
+    least `min_steps` optimizer steps of `steps_per_epoch` each (None:
+    unknown, `epochs` stands)."""
+    if not min_steps or not steps_per_epoch:
+        return int(epochs)
+    return max(int(epochs), -(-int(min_steps) // int(steps_per_epoch)))

@@ -12,6 +12,7 @@ label space) and exports. `train.py` and the experiments
 order that keeps a run's random draws the same.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,6 +25,7 @@ import tensorflow as tf
 from epsilon_tf import storage
 from epsilon_tf.baselines.eszsl import POOLINGS, ESZSL
 from epsilon_tf.config import to_dict, write_json
+from epsilon_tf.config.train import budget_epochs
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.metrics.columns import markdown_table, plain_table, result_ks
@@ -76,6 +78,24 @@ def steps_per_epoch(train_config, source):
     return steps
 
 
+def with_step_budget(train_config, steps):
+    """`train_config` with its epochs raised to the step budget
+    (`min_steps`, `config.train.budget_epochs`), said when it raises
+    them."""
+    epochs = budget_epochs(train_config.epochs, train_config.min_steps, steps)
+    if epochs == train_config.epochs:
+        return train_config
+    if train_config.verbose:
+        print(
+            f"Step budget: {epochs} epochs of {steps} steps "
+            f"({epochs * steps} optimizer steps, at least --min_steps="
+            f"{train_config.min_steps}; the training split is small for "
+            f"{train_config.epochs} epochs; --epochs=N trains N)",
+            flush=True,
+        )
+    return dataclasses.replace(train_config, epochs=epochs)
+
+
 def _make_strategy(train_config):
     strategy = strategy_lib.make_strategy(train_config.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -112,13 +132,14 @@ def build_trainer(
         source: `DatasetSource`.
         data_config: `DataConfig` or None (recorded in `config.json`).
     """
+    steps = steps_per_epoch(train_config, source)
+    train_config = with_step_budget(train_config, steps)
     task = Task(
         model_config, loss_config, train_config, source.label_space,
         source=source,
     )
     strategy = _make_strategy(train_config)
     configure_runtime(train_config)
-    steps = steps_per_epoch(train_config, source)
     with strategy.scope():
         model = task.build_model()
         optimizer = task.create_optimizer(task.learning_rate(steps))
@@ -455,7 +476,7 @@ def train_and_evaluate(
         lap("chance")
     if record:
         result["config"] = to_dict(
-            trainer.model_config, loss_config, train_config
+            trainer.model_config, loss_config, trainer.train_config
         )
     if export_fn is not None and train_config.export:
         with storage.writing(run.export, what="the TF Serving export"):
