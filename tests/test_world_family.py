@@ -226,9 +226,10 @@ def test_bench_family_smoke(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_family",
          "--members=resnet_scenes,vit_tokens", "--num_train=80",
-         "--num_test=40", "--epochs=1", f"--cache_dir={tmp_path / 'c'}",
+         "--num_test=40", "--epochs=1", "--models=epsilon,gfp",
+         "--seeds=0,1", f"--cache_dir={tmp_path / 'c'}",
          f"--work_dir={tmp_path / 'w'}", f"--label_dir={LABEL_DIR}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
         env=child_env(),
     )
     out = done.stdout
@@ -236,7 +237,12 @@ def test_bench_family_smoke(tmp_path):
     assert "vit_tokens (held out): 197x768" in out
     assert "resnet_scenes: 49x2048" in out
     for row in ("ESZSL mean_max", "ESZSL max", "ESZSL mean",
-                "ESZSL printed", "Epsilon"):
+                "ESZSL printed", "epsilon", "gfp"):
         assert len(re.findall(rf"^{row} +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+",
                               out, re.MULTILINE)) == 2, out
-    assert out.count("ratio Epsilon / ESZSL printed") == 2
+    # Two seeds of each model, ESZSL once.
+    assert len(re.findall(r"^epsilon +(?:[\d.]+ +){4}2 ", out,
+                          re.MULTILINE)) == 2, out
+    assert out.count("Epsilon / ESZSL printed: ZSL map") == 2
+    assert out.count("targets: ZSL mAP >= 1.25x ESZSL: ") == 2
+    assert "mAPs >= gfp: " in out
