@@ -203,7 +203,8 @@ class GlobalForwardPropagation(layers.Layer):
                 "`pooled_norm=True`"
             )
         norm = self.pooled_normalization
-        full_mean, full_std = (np.array(v.numpy()) for v in (norm.mean, norm.std))
+        full_mean = np.array(norm.mean.numpy())
+        full_std = np.array(norm.std.numpy())
         full_mean[columns] = mean
         full_std[columns] = std
         norm.set_statistics(full_mean, full_std)
