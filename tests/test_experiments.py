@@ -369,3 +369,35 @@ def test_results_on_a_full_disk_then_rerun(quick, tmp_path):
         after = json.loads((out / "results.json").read_text())
     for key in ("methods", "ablations", "best", "figure1"):
         assert after[key] == before[key]
+
+
+@pytest.mark.slow
+def test_quick_on_a_small_held_out_member_with_a_cls_token(tmp_path):
+    """`--dataset=vit_tokens` (197 tokens: CLS + 14 x 14): the command
+    runs, Figure 1 draws the patch grid, the summary marks it held out."""
+    from epsilon_tf.data.worlds import family
+    from tests.conftest import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "nus_wide").is_dir():
+        pytest.skip("../shared/data/nus_wide is not present")
+    family.member_source(str(tmp_path / "cache"), "vit_tokens",
+                         str(shared / "nus_wide"), progress=False,
+                         num_train=160, num_test=60)
+    data = next(p for p in (tmp_path / "cache").iterdir()
+                if p.name.startswith("vit_tokens-") and ".tmp" not in p.name)
+    out = tmp_path / "out"
+    code, log = tiny.run(
+        [tiny.PYTHON, "-m", "epsilon_tf.experiments", "--quick",
+         "--seeds=0", "--dataset=vit_tokens", "--data_format=native",
+         f"--data_dir={data}", f"--output_dir={out}", "--figure_images=2"],
+        tmp_path / "log", timeout=900)
+    assert code == 0, log[-3000:]
+    fig = json.loads((out / "results.json").read_text())["figure1"]
+    assert (fig["grid"], fig["cls_token"]) == ([14, 14], True)
+    assert len(fig["models"]["Epsilon"]["cls_weight"]) == 2
+    assert fig["models"]["BiAM"]["cls_weight"] is None
+    assert all(0 <= i < 196 for m in fig["models"].values()
+               for i in m["map_argmax"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["dataset"], summary["held_out"]) == ("vit_tokens", True)
