@@ -55,8 +55,50 @@ def test_progress_lines_and_files(quick):
     assert total == 8 * 3 + 1 + 3
     assert [int(i) for i, _, _ in lines] == list(range(1, total + 1))
     for name in ("results.md", "results.json", "figure1.png",
-                 "figure3.png"):
+                 "figure3.png", "summary.md", "summary.json"):
         assert (out / name).exists(), name
+    # The summary is printed at the end too.
+    assert "# Epsilon against its best peer" in quick["log"]
+
+
+def test_summary_is_epsilon_over_the_best_peer_of_each_column(quick):
+    out = quick["out"]
+    payload = json.loads((out / "results.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["dataset"], summary["held_out"]) == ("synthetic", False)
+    keys = {"Epsilon": "epsilon", "ESZSL": "eszsl", "LESA": "lesa",
+            "BiAM": "biam", "GPA only": "epsilon_gpa",
+            "GFP only": "epsilon_gfp"}
+    assert summary["peers"] == list(keys)[1:]
+    for setting in ("zsl", "gzsl"):
+        for col in ("f1@3", "f1@5", "map"):
+            means = {m: np.mean([r[setting][col]
+                                 for r in _per_seed(out, key)])
+                     for m, key in keys.items()}
+            best = max(list(keys)[1:], key=lambda m: means[m])
+            entry = summary["columns"][setting][col]
+            assert entry["epsilon"] == pytest.approx(means["Epsilon"])
+            assert entry["best_other_method"] == best
+            assert entry["best_other"] == pytest.approx(means[best])
+            if means[best] > 0:
+                assert entry["ratio"] == pytest.approx(
+                    means["Epsilon"] / means[best])
+    # One budget: 1 epoch of 3 steps (--quick), recorded by every run.
+    budget = {"epochs": 1, "batch_size": 64, "steps_per_epoch": 3,
+              "optimizer_steps": 3}
+    assert {k: payload["budget"][k] for k in budget} == budget
+    assert payload["budget"]["same_for_every_method"] is True
+    for run_dir in (out / "runs").iterdir():
+        if run_dir.name in ("eszsl", "chance"):
+            continue
+        for result in _per_seed(out, run_dir.name):
+            assert result["budget"] == budget, run_dir.name
+    assert set(payload["budget"]["per_method"]) >= {
+        "Epsilon", "LESA", "BiAM", "GPA only", "GFP only"}
+    assert summary["budget"] == payload["budget"]
+    text = (out / "summary.md").read_text()
+    assert "1 epoch x 3 steps = 3 optimizer steps" in text
+    assert "gfp_linear=" in text
 
 
 def test_tables_are_the_seed_statistics_with_the_best_marked(quick):
@@ -215,12 +257,18 @@ def test_base_settings_follow_the_dataset_preset():
 
     options = dict(quick=False, epochs=None, batch_size=None,
                    steps_per_epoch=None)
-    release = SimpleNamespace(name="nus_like", feature_shape=(196, 512))
+    split = SimpleNamespace(example_count=lambda: 8000)
+    release = SimpleNamespace(name="nus_like", feature_shape=(196, 512),
+                              split=lambda name: split)
     model, loss, train = base_configs(options, release)
     assert (model.token_norm, model.gfp_input, model.num_global) == (
         "standardize", "features", 1)
     assert loss.label_weight == RELEASE_PRESET["label_weight"] > 0
     assert train.learning_rate == RELEASE_PRESET["learning_rate"]
+    # 4 epochs, or more where the preset asks for a minimum of steps:
+    # 8000 * 0.9 // 64 = 112 steps per epoch.
+    min_steps = RELEASE_PRESET.get("min_steps", 0)
+    assert train.epochs == max(4, -(-min_steps // 112))
     synthetic = SimpleNamespace(name="synthetic", feature_shape=(49, 64))
     model, loss, train = base_configs(options, synthetic)
     assert (model.token_norm, loss.label_weight, train.epochs) == (
@@ -230,6 +278,16 @@ def test_base_settings_follow_the_dataset_preset():
     for key in ("lesa", "biam"):
         _, baseline_loss = runs[key].configs(base_model, base_loss)
         assert baseline_loss.label_weight == 0.0
+
+
+def test_figure1_draws_the_patch_grid_of_cls_tokens():
+    from epsilon_tf.experiments.runner import _figure_grid
+
+    assert _figure_grid(197) == ((14, 14), True)
+    assert _figure_grid(50) == ((7, 7), True)
+    assert _figure_grid(196) == ((14, 14), False)
+    assert _figure_grid(16) == ((4, 4), False)
+    assert _figure_grid(12) == ((1, 12), False)
 
 
 def test_job_layout_shares_the_cores():
@@ -311,3 +369,35 @@ def test_results_on_a_full_disk_then_rerun(quick, tmp_path):
         after = json.loads((out / "results.json").read_text())
     for key in ("methods", "ablations", "best", "figure1"):
         assert after[key] == before[key]
+
+
+@pytest.mark.slow
+def test_quick_on_a_small_held_out_member_with_a_cls_token(tmp_path):
+    """`--dataset=vit_tokens` (197 tokens: CLS + 14 x 14): the command
+    runs, Figure 1 draws the patch grid, the summary marks it held out."""
+    from epsilon_tf.data.worlds import family
+    from tests.conftest import shared_data_dir
+
+    shared = shared_data_dir()
+    if shared is None or not (shared / "nus_wide").is_dir():
+        pytest.skip("../shared/data/nus_wide is not present")
+    family.member_source(str(tmp_path / "cache"), "vit_tokens",
+                         str(shared / "nus_wide"), progress=False,
+                         num_train=160, num_test=60)
+    data = next(p for p in (tmp_path / "cache").iterdir()
+                if p.name.startswith("vit_tokens-") and ".tmp" not in p.name)
+    out = tmp_path / "out"
+    code, log = tiny.run(
+        [tiny.PYTHON, "-m", "epsilon_tf.experiments", "--quick",
+         "--seeds=0", "--dataset=vit_tokens", "--data_format=native",
+         f"--data_dir={data}", f"--output_dir={out}", "--figure_images=2"],
+        tmp_path / "log", timeout=900)
+    assert code == 0, log[-3000:]
+    fig = json.loads((out / "results.json").read_text())["figure1"]
+    assert (fig["grid"], fig["cls_token"]) == ([14, 14], True)
+    assert len(fig["models"]["Epsilon"]["cls_weight"]) == 2
+    assert fig["models"]["BiAM"]["cls_weight"] is None
+    assert all(0 <= i < 196 for m in fig["models"].values()
+               for i in m["map_argmax"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["dataset"], summary["held_out"]) == ("vit_tokens", True)

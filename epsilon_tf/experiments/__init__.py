@@ -3,8 +3,9 @@
 Trains Epsilon, its ablations (GPA only, GFP only, fixed fusion, no
 regularizer), LESA and BiAM with the same seeds and budget, fits ESZSL and
 scores chance, evaluates ZSL/GZSL with the exact protocol, and writes
-`results.md`, `results.json`, `figure1.png`, `figure3.png` and TensorBoard
-images. Rerunning skips finished runs.
+`results.md`, `results.json`, `summary.md`, `summary.json` (Epsilon / the
+best other method per column, `summary.py`), `figure1.png`, `figure3.png`
+and TensorBoard images. Rerunning skips finished runs.
 """
 
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN, Run, plan

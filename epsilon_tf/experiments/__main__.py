@@ -6,8 +6,12 @@
         --data_format=lesa --train_files=... --test_files=... \\
         --label_dir=... --word_vectors=...
 
-The data flags are train.py's. A rerun with the same --output_dir skips
-the finished runs and resumes an interrupted one from its checkpoints.
+The data flags are train.py's (`--dataset` names any member of the
+family of worlds). A rerun with the same --output_dir skips the finished
+runs and resumes an interrupted one from its checkpoints. The summary
+(Epsilon / best other method per column) is printed at the end and
+written to summary.md / summary.json; `python -m
+epsilon_tf.experiments.summary DIR [DIR ...]` combines several.
 """
 
 import os
@@ -18,6 +22,7 @@ from absl import app  # noqa: E402
 
 from epsilon_tf.cli import common  # noqa: E402
 from epsilon_tf.experiments import cli  # noqa: E402
+from epsilon_tf.experiments.summary import summary_markdown  # noqa: E402
 from epsilon_tf.training.run_lock import RunLock  # noqa: E402
 
 PROGRAM = "python -m epsilon_tf.experiments"
@@ -55,6 +60,8 @@ def _run(options):
         result = experiments.run_all()
     log(f"Wrote {os.path.join(options['output_dir'], 'results.md')} "
         f"({result['timings_seconds']})", flush=True)
+    # The summary: Epsilon against its best peer, per column.
+    log(summary_markdown(experiments.summary), flush=True)
 
 
 if __name__ == "__main__":

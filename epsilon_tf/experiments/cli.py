@@ -16,7 +16,8 @@ _OPTIONS = [
     (str, "seeds", "0,1,2", "Seeds of every trained method."),
     (int, "epochs", None,
      f"Epochs of every method (default: {presets.EXPERIMENT_EPOCHS}, "
-     f"--quick: {presets.QUICK_EPOCHS})."),
+     "or more where the dataset's preset sets a minimum of optimizer "
+     f"steps; --quick: {presets.QUICK_EPOCHS})."),
     (int, "batch_size", None, "Batch size of every method (default: 64)."),
     (int, "steps_per_epoch", None,
      "Steps per epoch of every method (default: one pass; --quick: "

@@ -2,10 +2,18 @@
 
 Every trained run shares the seeds and the training budget (epochs, batch,
 learning rate, schedule, selection by validation seen-label F1@3); only
-the model or loss fields named in its `Run` differ.
+the model or loss fields named in its `Run` differ. The epochs are
+resolved once, from Epsilon's settings (`budget_epochs`), and given to
+every run explicitly.
+
+The branch ablations are the full model with one branch removed
+(`--branches`): "GPA only" drops GFP and with it GFP's linear path
+(`ModelConfig.gfp_linear` lives inside the GFP layer); "GFP only" keeps
+GFP, its linear path included.
 """
 
 import dataclasses
+import math
 
 from epsilon_tf.config import LossConfig, ModelConfig
 
@@ -31,6 +39,42 @@ class Run:
             dataclasses.replace(base_model, **dict(self.model)),
             dataclasses.replace(base_loss, **dict(self.loss)),
         )
+
+
+def budget_epochs(epochs, min_steps, num_train_examples, validation_fraction,
+                  batch_size, steps_per_epoch=None):
+    """The epochs of every run: `epochs`, raised to reach `min_steps`.
+
+    With `min_steps` > 0 the epochs rise to ceil(min_steps / steps per
+    epoch) when that is more; the steps per epoch are `steps_per_epoch`
+    when given, else the whole batches of the training subset,
+    `int(num_train_examples * (1 - validation_fraction)) // batch_size`
+    (as `training.run.steps_per_epoch` counts them). Unknown sizes
+    (`num_train_examples` None) or fewer examples than one batch leave
+    `epochs` as it is (the trainer reports the latter).
+
+    Args:
+        epochs: int >= 1. The epochs before the minimum.
+        min_steps: int >= 0. The fewest optimizer steps (0: no minimum).
+        num_train_examples: int or None. The training split's examples.
+        validation_fraction: float in (0, 1). The validation carve.
+        batch_size: int >= 1.
+        steps_per_epoch: int or None. A fixed number of steps per epoch.
+
+    Returns:
+        int.
+    """
+    if not min_steps:
+        return epochs
+    steps = steps_per_epoch
+    if not steps:
+        if num_train_examples is None:
+            return epochs
+        steps = int(num_train_examples * (1 - validation_fraction)
+                    ) // batch_size
+    if steps < 1:
+        return epochs
+    return max(epochs, math.ceil(min_steps / steps))
 
 
 # The baselines train with their own ranking loss: Epsilon's per-label

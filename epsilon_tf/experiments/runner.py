@@ -12,14 +12,17 @@ import tensorflow as tf
 
 from epsilon_tf.config import write_json
 from epsilon_tf.data.pipeline import input_errors
-from epsilon_tf.experiments import figures, report, workers
+from epsilon_tf.data.worlds.family import HELD_OUT
+from epsilon_tf.experiments import figures, report, summary, workers
 from epsilon_tf.experiments.plan import ABLATIONS, MAIN
 from epsilon_tf.experiments.sweep import (
     SweepJobs,
     base_configs,
     experiment_source,
+    run_budget,
     train_run,
 )
+from epsilon_tf.layers.grid import token_layout
 from epsilon_tf.layers.grid_convolution import infer_grid
 from epsilon_tf.metrics.columns import summary_markdown_table
 from epsilon_tf.models import best_label_maps
@@ -36,6 +39,19 @@ RESULT = "result.json"
 def _read(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def _figure_grid(num_regions):
+    """`((rows, cols), has_cls)`: the grid Figure 1 draws. N = 1 + s*s
+    tokens (a CLS token, then the patches, `layers.grid.token_layout`)
+    draw the s x s patches; any other N its `infer_grid` layout."""
+    try:
+        has_cls, side = token_layout(num_regions)
+    except ValueError:
+        has_cls = False
+    if has_cls:
+        return (side, side), True
+    return infer_grid(num_regions), False
 
 
 class Experiments:
@@ -60,6 +76,7 @@ class Experiments:
         self.results = {}
         self.jobs, self.threads = workers.job_layout(options["jobs"])
         self.wall_seconds = 0.0
+        self.summary = None
 
     def _dir(self, key, seed=None):
         return self.jobs_plan.run_dir(key, seed)
@@ -237,6 +254,7 @@ class Experiments:
         ids = [v.decode("utf-8", "replace")
                for v in batch["image_id"].numpy()]
         seed = self.seeds[0]
+        grid, has_cls = _figure_grid(features.shape[1])
         panels, record = [], {}
         for run in MAIN:
             model = keras.saving.load_model(
@@ -246,17 +264,23 @@ class Experiments:
             top = np.argsort(-scores, axis=1, kind="stable")[:, :3]
             names = [[space.names[j] + ("*" if space.unseen_mask[j] else "")
                       for j in row] for row in top]
+            cls_weight = None
+            if maps is not None and maps.shape[1] == grid[0] * grid[1] + 1:
+                # A CLS token then the patches: the patches are drawn.
+                cls_weight = [float(m[0]) for m in maps]
+                maps = maps[:, 1:]
             panels.append((run.method, maps, names))
             record[run.method] = {
                 "top_labels": names,
                 "map_argmax": None if maps is None
                 else [int(np.argmax(m)) for m in maps],
             }
-        grid = infer_grid(features.shape[1])
+            if has_cls:
+                record[run.method]["cls_weight"] = cls_weight
         size = figures.draw_figure1(path, ids, panels, grid)
         return {
             "path": os.path.basename(path), "size": list(size),
-            "images": ids, "grid": list(grid),
+            "images": ids, "grid": list(grid), "cls_token": has_cls,
             "columns": [p[0] for p in panels], "seed": seed,
             "models": record,
         }
@@ -292,19 +316,16 @@ class Experiments:
         # Wall clock of this invocation (runs finished earlier skipped).
         timings["wall_this_invocation"] = round(
             self.wall_seconds + time.time() - start, 1)
-        train = self.base[2]
         payload = {
             "protocol": self.options["variant"],
             "dataset": self.options["data"].dataset,
+            "held_out": self.options["data"].dataset in HELD_OUT,
             "ks": list(self.ks),
             "seeds": list(self.seeds),
             "n_images": self.results["chance"][0]["n_images"],
             "n_labels": self.results["chance"][0]["n_labels"],
-            "budget": {"epochs": train.epochs,
-                       "batch_size": train.batch_size,
-                       "steps_per_epoch": train.steps_per_epoch,
-                       "learning_rate": train.learning_rate,
-                       "select_metric": train.select_metric},
+            "budget": self._budget(),
+            "branches": self._branches(),
             "quick": self.options["quick"],
             "std": "sample standard deviation over seeds (ddof 1)",
             "methods": main,
@@ -323,7 +344,43 @@ class Experiments:
         write_json(os.path.join(self.out, "results.json"), payload)
         atomic_write_text(os.path.join(self.out, "results.md"),
                           self._markdown(payload))
+        self.summary = summary.write_summary(self.out, payload)
         return payload
+
+    def _budget(self):
+        """The shared training settings, and each trained run's budget
+        (`sweep.run_budget`, as its `result.json` recorded it; runs from
+        before that record are recomputed from their job)."""
+        train = self.base[2]
+        per_method, budgets = {}, []
+        for run in self.runs:
+            for seed, result in zip(self.seeds, self.results[run.key],
+                                    strict=True):
+                budget = result.get("budget") or run_budget(
+                    self.jobs_plan.job(run.key, seed).train_config,
+                    self.source)
+                budgets.append(budget)
+                per_method.setdefault(run.method, budget)
+        shared = run_budget(train, self.source)
+        return {
+            **shared,
+            "same_for_every_method": all(b == shared for b in budgets),
+            "per_method": per_method,
+            "learning_rate": train.learning_rate,
+            "select_metric": train.select_metric,
+        }
+
+    def _branches(self):
+        """How the branch ablations treat GFP's linear path."""
+        linear = getattr(self.base[0], "gfp_linear", "none")
+        if linear == "none":
+            return ("GPA only and GFP only are Epsilon with one branch "
+                    "removed (--branches); there is no GFP linear path "
+                    "(gfp_linear=none).")
+        return ("GPA only and GFP only are Epsilon with one branch removed "
+                f"(--branches). GFP's linear path (gfp_linear={linear}) "
+                "lives inside the GFP layer: GFP only keeps it, GPA only "
+                "drops it with GFP.")
 
     def _timings(self):
         groups = {"main": [r.key for r in MAIN],
@@ -354,7 +411,7 @@ class Experiments:
             f"images, {p['n_labels']['zsl']} unseen / "
             f"{p['n_labels']['gzsl']} labels; protocol `{p['protocol']}`. "
             f"Every trained method: seeds {', '.join(map(str, p['seeds']))}"
-            f", {budget['epochs']} epochs, batch {budget['batch_size']}, "
+            f", {summary.budget_text(budget)}, "
             f"learning rate {budget['learning_rate']:g}, best epoch by "
             f"validation seen-label {budget['select_metric']}. Values in "
             "%, mean ± sample std over seeds; **bold** = best mean of the "
@@ -376,7 +433,10 @@ class Experiments:
             "(Epsilon: the group assignment of the prompt scoring it "
             "highest; LESA: the attention scoring it highest; BiAM: that "
             "label's region scores), titled with the model's top 3 labels "
-            "(* = unseen), over all labels (GZSL).",
+            "(* = unseen), over all labels (GZSL)."
+            + (" The features hold a CLS token: the panels show the patch "
+               "grid; a map's weight on the CLS token is `cls_weight` in "
+               "results.json." if p["figure1"]["cls_token"] else ""),
             "",
             "## Figure 3",
             "",

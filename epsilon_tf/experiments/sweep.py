@@ -33,21 +33,28 @@ from epsilon_tf.config.presets import (
 )
 from epsilon_tf.data.memory_cache import cache_in_memory
 from epsilon_tf.data.sources import make_source
-from epsilon_tf.experiments.plan import MAIN, plan
-from epsilon_tf.training.run import train_and_evaluate
+from epsilon_tf.experiments.plan import MAIN, budget_epochs, plan
+from epsilon_tf.training.run import steps_per_epoch, train_and_evaluate
 
 
 def base_configs(options, source):
     """The model, loss and training settings every run starts from.
 
     The built-in synthetic world keeps the demo's widths; every other
-    dataset starts from `presets.RELEASE`, as `train.py` does.
+    dataset starts from `presets.RELEASE`, as `train.py` does. The epochs
+    are resolved here, once, for every run: `--epochs` when given, under
+    `--quick` the quick preset's, else `DEFAULT_EPOCHS` raised to the
+    preset's `min_steps` where it has one (`plan.budget_epochs`, with the
+    training split's size and this batch size). The runs' `TrainConfig`
+    keeps no minimum of its own (`min_steps` 0, where the field exists):
+    the resolved epochs are the budget of every method.
     """
     model, loss, preset_train = preset_configs(
         dataset_preset(source.name), source.feature_shape)
     quick = options["quick"]
     if quick:
         model = dataclasses.replace(model, **QUICK_MODEL)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     train = TrainConfig(
         epochs=options["epochs"] or (QUICK_EPOCHS if quick
                                      else DEFAULT_EPOCHS),
@@ -57,8 +64,31 @@ def base_configs(options, source):
             QUICK_STEPS if quick else None
         ),
         export=False, verbose=0, summary_images=0, pr_curve_labels=0,
+        **({"min_steps": 0} if "min_steps" in fields else {}),
     )
+    min_steps = getattr(preset_train, "min_steps", 0) or 0
+    if min_steps and not options["epochs"] and not quick:
+        train = dataclasses.replace(train, epochs=budget_epochs(
+            train.epochs, min_steps,
+            source.split("train").example_count(),
+            train.validation_fraction, train.batch_size,
+            train.steps_per_epoch,
+        ))
     return model, loss, train
+
+
+def run_budget(train_config, source):
+    """What a run trains for: `epochs`, `batch_size`, `steps_per_epoch`
+    and `optimizer_steps` (None where the split's size is unknown), counted
+    as the trainer counts them (`training.run.steps_per_epoch`)."""
+    steps = steps_per_epoch(train_config, source)
+    return {
+        "epochs": train_config.epochs,
+        "batch_size": train_config.batch_size,
+        "steps_per_epoch": steps,
+        "optimizer_steps": None if steps is None
+        else steps * train_config.epochs,
+    }
 
 
 def experiment_source(options, progress=False):
@@ -146,7 +176,9 @@ def train_run(job, source):
     """Trains `job` on `source`; returns its result dict.
 
     The test metrics of the best epoch (`zsl`, `gzsl`, ...), `training`,
-    `seconds` (wall time of the run) and `run` (key, method, seed).
+    `seconds` (wall time of the run), `run` (key, method, seed) and
+    `budget` (`run_budget`: epochs, batch, steps per epoch, optimizer
+    steps).
     """
     # A fresh Keras state per run: layer names, and memory kept low.
     keras.backend.clear_session()
@@ -160,5 +192,6 @@ def train_run(job, source):
     result.update(
         seconds=time.time() - start,
         run={"key": job.key, "method": job.method, "seed": job.seed},
+        budget=run_budget(job.train_config, source),
     )
     return result

@@ -4,8 +4,10 @@ A result block (`zsl`, `gzsl`, `all` of `evaluate_scores`) holds `map`
 and `p@K`, `r@K`, `f1@K` for each K. The command lines print it as plain
 text (`plain_table`, `settings_table`), TensorBoard shows it as markdown
 (`markdown_table`) and the experiments as a markdown table of means and
-standard deviations over seeds (`summary_markdown_table`). Values are
-fractions; every table shows them in %. The metric names themselves
+standard deviations over seeds (`summary_markdown_table`), and Epsilon's
+ratio to its best peer per column (`ratio_columns`, `ratio_detail_table`,
+`ratio_markdown_table`). Values are fractions; every table shows them in
+%, ratios as `1.05x`. The metric names themselves
 (`metric_columns`) are the settings' (`config.data`), which check the
 validation metric a run selects on against them.
 """
@@ -14,7 +16,8 @@ from epsilon_tf.config.data import AT_K_METRICS, metric_columns
 
 __all__ = ["metric_columns", "paper_columns", "heading", "result_ks",
            "plain_table", "settings_table", "markdown_table",
-           "summary_markdown_table"]
+           "summary_markdown_table", "ratio_columns", "ratio_detail_table",
+           "ratio_markdown_table"]
 
 SETTINGS = ("zsl", "gzsl")
 
@@ -128,4 +131,66 @@ def summary_markdown_table(table, ks, best):
             lines.append(
                 f"| {name} | {setting.upper()} | " + " | ".join(cells) + " |"
             )
+    return "\n".join(lines)
+
+
+def ratio_columns(ks):
+    """The columns of the ratio summary: `f1@K` for each K, then `map`."""
+    return [f"f1@{k}" for k in ks] + ["map"]
+
+
+def _ratio_text(ratio):
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def ratio_detail_table(columns, ks):
+    """One dataset's ratios as markdown: a row per (setting, column) with
+    Epsilon's value, the best peer's value and name, and their ratio.
+
+    Args:
+        columns: `{setting: {column: {"epsilon", "best_other",
+            "best_other_method", "ratio"}}}`, values fractions (a peer
+            value or ratio may be None: no peer, or a peer at 0).
+        ks: the K of F1@K.
+    """
+    lines = ["| column | Epsilon | best other | method | Epsilon / best |",
+             "|---|---:|---:|---|---:|"]
+    for setting in SETTINGS:
+        for col in ratio_columns(ks):
+            entry = columns[setting][col]
+            other = entry["best_other"]
+            lines.append(
+                f"| {setting.upper()} {heading(col)} "
+                f"| {100 * entry['epsilon']:.2f} "
+                f"| {'n/a' if other is None else f'{100 * other:.2f}'} "
+                f"| {entry['best_other_method'] or 'n/a'} "
+                f"| {_ratio_text(entry['ratio'])} |"
+            )
+    return "\n".join(lines)
+
+
+def ratio_markdown_table(rows, ks, lead=("member",)):
+    """Ratios of several datasets as markdown: a row per dataset, a column
+    per (setting, column) holding `ratio (best peer)`, then the smallest.
+
+    Args:
+        rows: list of `(lead_cells, columns)`: the row's first cells (one
+            per `lead` heading), and `columns` as `ratio_detail_table`'s.
+        ks: the K of F1@K.
+        lead: headings of the leading cells.
+    """
+    cols = [(s, c) for s in SETTINGS for c in ratio_columns(ks)]
+    head = list(lead) + [f"{s.upper()} {heading(c)}" for s, c in cols]
+    head.append("smallest")
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "---|" * len(lead) + "---:|" * (len(cols) + 1)]
+    for cells, columns in rows:
+        entries = [columns[s][c] for s, c in cols]
+        ratios = [e["ratio"] for e in entries if e["ratio"] is not None]
+        lines.append("| " + " | ".join(
+            list(cells)
+            + [f"{_ratio_text(e['ratio'])} ({e['best_other_method']})"
+               if e["best_other_method"] else "n/a" for e in entries]
+            + [_ratio_text(min(ratios) if ratios else None)]
+        ) + " |")
     return "\n".join(lines)
