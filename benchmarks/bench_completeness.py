@@ -121,7 +121,11 @@ def _train(key, name, source, args):
 
 
 def _pair_maps(model, source, truth, batch_size):
-    """The model's map [M, P] of every truth pair, in the pairs' order."""
+    """The model's map [M, P] of every truth pair, in the pairs' order.
+
+    The records are read in the reader's order (shards interleave); each
+    image is found by its id, `test_<index:06d>`.
+    """
     import numpy as np
 
     from epsilon_tf.data.pipeline import input_errors
@@ -129,24 +133,33 @@ def _pair_maps(model, source, truth, batch_size):
 
     maps_of = LabelMaps(model, source.label_space)
     out = np.zeros(truth.amplitude.shape, np.float32)
-    start = 0
+    pairs_of = {}
+    for pair, image in enumerate(truth.image_index):
+        pairs_of.setdefault(int(image), []).append(pair)
+    seen = set()
     with input_errors():
         for batch in source.split("test").dataset().batch(batch_size):
             ids = [v.decode() for v in batch["image_id"].numpy()]
-            stop = start + len(ids)
-            want = [f"test_{i:06d}" for i in range(start, stop)]
-            if ids != want:
-                raise RuntimeError(
-                    f"test images out of order: {ids[:2]}... where "
-                    f"{want[:2]}... were expected"
-                )
-            pairs = np.flatnonzero((truth.image_index >= start)
-                                   & (truth.image_index < stop))
-            if pairs.size:
+            rows, pairs = [], []
+            for row, image_id in enumerate(ids):
+                prefix, _, number = image_id.partition("_")
+                if prefix != "test" or not number.isdigit():
+                    raise RuntimeError(
+                        f"test image id {image_id!r} is not test_<index>"
+                    )
+                seen.add(int(number))
+                for pair in pairs_of.get(int(number), ()):
+                    rows.append(row)
+                    pairs.append(pair)
+            if pairs:
                 _, maps = maps_of(batch["features"])
-                out[pairs] = maps[truth.image_index[pairs] - start,
-                                  truth.label[pairs]]
-            start = stop
+                out[pairs] = maps[rows, truth.label[pairs]]
+    missing = set(pairs_of) - seen
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} test images of the truth were not read, e.g. "
+            f"test_{min(missing):06d}"
+        )
     return out
 
 

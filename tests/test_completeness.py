@@ -237,6 +237,35 @@ def test_label_maps_leave_the_cls_token_out():
 
 
 # ------------------------------------------------------------- the script
+def test_bench_maps_each_pair_by_image_id_in_any_read_order():
+    from benchmarks.bench_completeness import _pair_maps
+    from epsilon_tf.data.base import DatasetSource
+    from epsilon_tf.data.readers.in_memory import array_split
+    from epsilon_tf.data.worlds.region_truth import RegionTruth
+    from epsilon_tf.visualization.label_maps import LabelMaps
+
+    models, vectors, _ = _tiny_models(16)
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((8, 16, 8)).astype("float32")
+    order = rng.permutation(8)  # the reader's order, as shards interleave
+    space = type("Space", (), {"vectors": vectors})()
+    split = array_split("test", feats[order], -np.ones((8, 7)), "all",
+                        [f"test_{i:06d}" for i in order])
+    source = DatasetSource("tiny", space, (16, 8), {"test": split,
+                                                   "train": split})
+    images, labels = np.array([3, 0, 3, 7]), np.array([2, 6, 4, 1])
+    truth = RegionTruth(images, labels, np.ones((4, 16), np.float32),
+                        (4, 4), 0, 0)
+    got = _pair_maps(models["lesa"], source, truth, batch_size=3)
+    _, every = LabelMaps(models["lesa"], vectors)(feats)
+    np.testing.assert_allclose(got, every[images, labels], rtol=1e-5,
+                               atol=1e-7)
+    missing = RegionTruth(np.array([8]), np.array([0]),
+                          np.ones((1, 16), np.float32), (4, 4), 0, 0)
+    with pytest.raises(RuntimeError, match="e.g. test_000008"):
+        _pair_maps(models["lesa"], source, missing, batch_size=3)
+
+
 def _bench(*args, timeout=60):
     from tests.helpers.tiny import child_env
 
