@@ -8,7 +8,10 @@ on k regions, the share of those k regions among the k highest regions of
 the model's map for that label (`epsilon_tf.metrics.localization`),
 averaged over the pairs. A model's map for a label is the map Figure 1
 draws (`epsilon_tf.visualization.label_maps`). Beside the models: the
-truth (1) and the random-map floor (mean k / P). "core" repeats the
+truth (1), the random-map floor (mean k / P) and the feature energy
+(mean |activation| of each region: a map that knows no label, so a
+model's map above it has found the label, not only where things are;
+`visualization.heatmaps.feature_energy`). "core" repeats the
 measure on each blob's half-maximum regions (its visible part: the
 outer regions of a blob carry as little as 5% of its peak, below the
 region noise); "unseen" is the measure over the unseen labels' pairs.
@@ -120,8 +123,13 @@ def _train(key, name, source, args):
     return keras.saving.load_model(RunDir(model_dir).keras_model)
 
 
-def _pair_maps(model, source, truth, batch_size):
-    """The model's map [M, P] of every truth pair, in the pairs' order.
+def _pair_maps(map_fn, source, truth, batch_size):
+    """A map [M, P] for every truth pair, in the pairs' order.
+
+    Args:
+        map_fn: callable `(features [b, N, C], rows, labels)` -> the maps
+            [len(rows), P] of label `labels[i]` on image `rows[i]` of the
+            batch.
 
     The records are read in the reader's order (shards interleave); each
     image is found by its id, `test_<index:06d>`.
@@ -129,9 +137,7 @@ def _pair_maps(model, source, truth, batch_size):
     import numpy as np
 
     from epsilon_tf.data.pipeline import input_errors
-    from epsilon_tf.visualization.label_maps import LabelMaps
 
-    maps_of = LabelMaps(model, source.label_space)
     out = np.zeros(truth.amplitude.shape, np.float32)
     pairs_of = {}
     for pair, image in enumerate(truth.image_index):
@@ -152,8 +158,8 @@ def _pair_maps(model, source, truth, batch_size):
                     rows.append(row)
                     pairs.append(pair)
             if pairs:
-                _, maps = maps_of(batch["features"])
-                out[pairs] = maps[rows, truth.label[pairs]]
+                out[pairs] = map_fn(batch["features"], rows,
+                                    truth.label[pairs])
     missing = set(pairs_of) - seen
     if missing:
         raise RuntimeError(
@@ -161,6 +167,28 @@ def _pair_maps(model, source, truth, batch_size):
             f"test_{min(missing):06d}"
         )
     return out
+
+
+def model_maps(model, label_space):
+    """`_pair_maps`' `map_fn` of a model: its Figure 1 map of each label."""
+    from epsilon_tf.visualization.label_maps import LabelMaps
+
+    maps_of = LabelMaps(model, label_space)
+
+    def map_fn(features, rows, labels):
+        return maps_of(features)[1][rows, labels]
+
+    return map_fn
+
+
+def energy_maps(token_offset):
+    """`_pair_maps`' `map_fn` of the label-blind feature-energy map."""
+    from epsilon_tf.visualization.heatmaps import feature_energy
+
+    def map_fn(features, rows, labels):
+        return feature_energy(features.numpy()[rows, token_offset:])
+
+    return map_fn
 
 
 def _measure(pair_maps, truth, unseen):
@@ -238,8 +266,12 @@ def _member(name, args, label_dir, sizes, run_dirs):
             model = _load_run(key, run_dirs[key], name, source.feature_shape)
         else:
             model = _train(key, name, source, args)
-        pair_maps[key] = _pair_maps(model, source, truth, args.batch_size)
+        pair_maps[key] = _pair_maps(model_maps(model, source.label_space),
+                                    source, truth, args.batch_size)
         rows[NAMES[key]] = _measure(pair_maps[key], truth, unseen)
+    energy = _pair_maps(energy_maps(truth.token_offset), source, truth,
+                        args.batch_size)
+    rows["feature energy"] = _measure(energy, truth, unseen)
     picked = unseen[truth.label]
     rows["random floor"] = {
         "all": chance_completeness(truth.mask),

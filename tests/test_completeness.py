@@ -238,7 +238,11 @@ def test_label_maps_leave_the_cls_token_out():
 
 # ------------------------------------------------------------- the script
 def test_bench_maps_each_pair_by_image_id_in_any_read_order():
-    from benchmarks.bench_completeness import _pair_maps
+    from benchmarks.bench_completeness import (
+        _pair_maps,
+        energy_maps,
+        model_maps,
+    )
     from epsilon_tf.data.base import DatasetSource
     from epsilon_tf.data.readers.in_memory import array_split
     from epsilon_tf.data.worlds.region_truth import RegionTruth
@@ -256,14 +260,18 @@ def test_bench_maps_each_pair_by_image_id_in_any_read_order():
     images, labels = np.array([3, 0, 3, 7]), np.array([2, 6, 4, 1])
     truth = RegionTruth(images, labels, np.ones((4, 16), np.float32),
                         (4, 4), 0, 0)
-    got = _pair_maps(models["lesa"], source, truth, batch_size=3)
+    lesa = model_maps(models["lesa"], space)
+    got = _pair_maps(lesa, source, truth, batch_size=3)
     _, every = LabelMaps(models["lesa"], vectors)(feats)
     np.testing.assert_allclose(got, every[images, labels], rtol=1e-5,
                                atol=1e-7)
+    energy = _pair_maps(energy_maps(0), source, truth, batch_size=3)
+    np.testing.assert_allclose(energy, np.abs(feats[images]).mean(axis=-1),
+                               rtol=1e-6)
     missing = RegionTruth(np.array([8]), np.array([0]),
                           np.ones((1, 16), np.float32), (4, 4), 0, 0)
     with pytest.raises(RuntimeError, match="e.g. test_000008"):
-        _pair_maps(models["lesa"], source, missing, batch_size=3)
+        _pair_maps(lesa, source, missing, batch_size=3)
 
 
 def _bench(*args, timeout=60):
@@ -306,7 +314,8 @@ def test_bench_completeness_smoke(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     member = result["members"]["resnet_scenes"]
     rows = member["rows"]
-    assert set(rows) == {"truth", "Epsilon", "LESA", "BiAM", "random floor"}
+    assert set(rows) == {"truth", "Epsilon", "LESA", "BiAM", "random floor",
+                         "feature energy"}
     assert rows["truth"]["all"] == 1.0 and rows["truth"]["core"] == 1.0
     for values in rows.values():
         assert 0.0 <= values["all"] <= 1.0
