@@ -335,7 +335,7 @@ def _activate(pre, c, rng):
     return pre
 
 
-def _generate_chunk(world, split, chunk_index, count):
+def _generate_chunk(world, split, chunk_index, count, placements=None):
     c = world.config
     member_code = zlib.crc32(c.member.encode("utf-8"))
     rng = np.random.default_rng(np.random.SeedSequence(
@@ -344,7 +344,7 @@ def _generate_chunk(world, split, chunk_index, count):
     rows, cols = c.grid_shape
     num_seen = len(world.label_space.seen)
     pre, visible, tags = compose_images(
-        world, _Sampler(world), rng, count, rows * cols
+        world, _Sampler(world), rng, count, rows * cols, placements
     )
     gains, mix = _feature_constants(c)
     if c.cls_token:

@@ -341,13 +341,26 @@ def _scene_map(rng, rows, cols, centre_row):
     return (band * wave).reshape(-1)
 
 
-def compose_images(world, sampler, rng, count, n):
+def compose_images(world, sampler, rng, count, n, placements=None):
     """The pre-activation region maps of `count` images and what they show.
 
     Shared by nus_like and the family's members (`family.py`), in the
     same order of random draws: noise, bias and style, then per image the
     visible labels (`sampler`), clutter, each thing's look and place, and
     the tags.
+
+    Args:
+        world: `NusLikeWorld`.
+        sampler: `_Sampler` of `world`.
+        rng: `np.random.Generator`, the chunk's stream.
+        count: int. Images.
+        n: int. Patch regions per image (rows * cols of the grid).
+        placements: list or None. When given, one `(image, label,
+            spatial)` tuple is appended per visible label placed on an
+            image: `image` the row in this chunk, `label` the label's index,
+            `spatial` float64 [n] its amplitude over the regions (0 where
+            the thing is absent). Recording draws nothing: the returned
+            arrays are the same with or without it.
 
     Returns:
         `(pre [count, n, C] float32, visible [count, K] bool, tags [count,
@@ -384,6 +397,8 @@ def compose_images(world, sampler, rng, count, n):
                 spatial = amp * _scene_map(rng, rows, cols,
                                            world.scene_row[label])
             pre[i] += np.outer(spatial, look).astype(np.float32)
+            if placements is not None and label >= 0:
+                placements.append((i, int(label), spatial))
         seen_visible = np.flatnonzero(visible[i, :num_seen])
         tagged = seen_visible[rng.random(seen_visible.size) < c.tag_prob]
         tags[i, tagged] = True
@@ -393,14 +408,14 @@ def compose_images(world, sampler, rng, count, n):
     return pre, visible, tags
 
 
-def _generate_chunk(world, split, chunk_index, count):
+def _generate_chunk(world, split, chunk_index, count, placements=None):
     c = world.config
     rng = np.random.default_rng(
         np.random.SeedSequence([c.seed, _SPLIT_CODES[split], chunk_index])
     )
     num_seen = len(world.label_space.seen)
     pre, visible, tags = compose_images(
-        world, _Sampler(world), rng, count, c.num_regions
+        world, _Sampler(world), rng, count, c.num_regions, placements
     )
     np.maximum(pre, 0.0, out=pre)
     gain = c.feature_scale * rng.lognormal(0.0, c.exposure_sigma, count)
