@@ -147,7 +147,8 @@ class Task:
         """Fixed feature statistics of a fresh model (from the training
         images; a resumed run restores them instead), and with
         `gfp_linear="eszsl"` GFP's linear path warm-started from ESZSL
-        fitted on the same training images (`warm_start`)."""
+        fitted on the same training images (`warm_start`; a model without
+        GFP, `branches="gpa"`, has none to start)."""
         model = self.build_model()
         if not standardization_targets(model):
             return None
@@ -161,7 +162,9 @@ class Task:
             used = fit_standardization(
                 model, (b["features"].numpy() for b in ds)
             )
-        if getattr(self.model_config, "gfp_linear", "none") == "eszsl":
+        has_gfp = "gfp" in {layer.name for layer in model.layers}
+        if has_gfp and getattr(self.model_config, "gfp_linear",
+                               "none") == "eszsl":
             self.warm_start()
         return used
 
