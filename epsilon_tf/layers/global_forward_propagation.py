@@ -203,7 +203,9 @@ class GlobalForwardPropagation(layers.Layer):
                 "`pooled_norm=True`"
             )
         norm = self.pooled_normalization
-        full_mean, full_std = (np.array(v.numpy()) for v in (norm.mean, norm.std))
+        full_mean, full_std = (
+            np.array(v.numpy()) for v in (norm.mean, norm.std)
+        )
         full_mean[columns] = mean
         full_std[columns] = std
         norm.set_statistics(full_mean, full_std)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from epsilon_tf import storage
-from epsilon_tf.baselines.eszsl import POOLINGS, ESZSL
+from epsilon_tf.baselines.eszsl import ESZSL, POOLINGS
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
