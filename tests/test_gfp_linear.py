@@ -100,10 +100,12 @@ def _np_gfp(gfp, x):
 
 
 # ------------------------------------------------------------ the layer
+@pytest.mark.parametrize("num_blocks", [0, 1, 2])
 @pytest.mark.parametrize("pooled_norm", [True, False])
-def test_layer_with_the_linear_path_matches_numpy(pooled_norm):
+def test_layer_with_the_linear_path_matches_numpy(pooled_norm, num_blocks):
     x = _features()
-    gfp = _gfp(pooled_norm=pooled_norm)
+    gfp = _gfp(pooled_norm=pooled_norm, num_blocks=num_blocks)
+    assert len(gfp.block_layers) == num_blocks
     kernel = gfp.linear.kernel.numpy()
     assert kernel.shape == (WIDTH, 2 * 4)
     assert np.abs(kernel).max() > 0.1  # randomized: the path counts
