@@ -454,7 +454,7 @@ def _finish(trainer):
     return training, result, [np.array(v) for v in trainer.model.weights]
 
 
-@pytest.mark.slow  # three short runs: about 18 s on two busy cores
+@pytest.mark.slow  # three short runs: 13-18 s on two shared cores
 def test_warm_started_run_resumed_after_epoch_one_is_exact(
     default_sigint, source, tmp_path
 ):
