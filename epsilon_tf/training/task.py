@@ -149,7 +149,8 @@ class Task:
         """Fixed feature statistics of a fresh model (from the training
         images; a resumed run restores them instead), and with
         `gfp_linear="eszsl"` GFP's linear path warm-started from ESZSL
-        fitted on the same training images (`warm_start`)."""
+        fitted on the same training images (`warm_start`; a model without
+        GFP, `branches="gpa"`, has none to start)."""
         model = self.build_model()
         if not standardization_targets(model):
             return None
