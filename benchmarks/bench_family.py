@@ -130,7 +130,7 @@ def _member_rows(name, source, args):
     fraction = _configs("epsilon", source.feature_shape)[2]\
         .validation_fraction
     rows = {}
-    for pooling in POOLINGS:
+    for pooling in () if args.skip_recipes else POOLINGS:
         rows[f"ESZSL {pooling}"] = [
             _eszsl_result(source, fraction, (pooling,))]
     rows["ESZSL printed"] = [fit_eszsl(source, fraction)]
@@ -208,6 +208,8 @@ def main(argv=None):
                         help="Comma-separated members (default: all).")
     parser.add_argument("--eszsl_only", action="store_true",
                         help="Only the ESZSL recipes (no training).")
+    parser.add_argument("--skip_recipes", action="store_true",
+                        help="Only the printed ESZSL, not each recipe.")
     parser.add_argument("--models", default="epsilon",
                         help=f"Comma-separated, of {', '.join(MODELS)}.")
     parser.add_argument("--epochs", type=int, default=None,

@@ -398,7 +398,8 @@ FLAGFILE_CONFIGS = {
         "label_weight": 2.0, "branch_weight": 0.0,
     },
     "TrainConfig": {
-        "model_dir": "/runs/a", "epochs": 4, "min_steps": 0,
+        # The release preset's step budget (issue 22): no --epochs given.
+        "model_dir": "/runs/a", "epochs": 4, "min_steps": 300,
         "batch_size": 16,
         "learning_rate": 0.003, "warmup_steps": 50, "weight_decay": 0.01,
         "clip_norm": 5.0, "validation_fraction": 0.1, "select_metric": "map",
@@ -485,7 +486,10 @@ def test_presets_are_plain_dicts_in_one_module():
     assert presets.LESA == presets.BIAM == {
         "batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0}
     assert presets.RELEASE["label_weight"] == 2.0
-    assert len(presets.RELEASE) == 14
+    assert len(presets.RELEASE) == 16
+    # Issue 22: GFP's linear path from ESZSL, a 300-step budget.
+    assert presets.RELEASE["gfp_linear"] == "eszsl"
+    assert presets.RELEASE["min_steps"] == 300
     assert presets.QUICK_MODEL == dict(hidden_dim=16, gpa_heads=2,
                                        gfp_blocks=1, biam_channels=16,
                                        biam_heads=2)
