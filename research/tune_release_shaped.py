@@ -117,9 +117,13 @@ RUNS = {
     "preset_l0_temp": _on(PRESET_MU2_A01, gpa_layers=0,
                           fusion_temperature=True),
     "preset_l0_nodrop": _on(PRESET_MU2_A01, gpa_layers=0, **_NO_DROPOUT),
-    # Issue 22: a linear path in GFP (from zero, or ESZSL's closed form).
-    "lin_zero": ({"preset": RELEASE_PRESET, "gfp_linear": "zero"}, {}, {}),
-    "lin_eszsl": ({"preset": RELEASE_PRESET, "gfp_linear": "eszsl"}, {}, {}),
+    # Issue 22: a linear path in GFP (from zero, or ESZSL's closed form)
+    # on the preset selected in 717ddad (the "preset before" rows of
+    # docs/worlds.md are `preset_l0_groups_f0.3`); `lin_eszsl` ships.
+    "lin_zero": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
+                    fusion_init=0.3, gfp_linear="zero"),
+    "lin_eszsl": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
+                     fusion_init=0.3, gfp_linear="eszsl"),
 }
 
 

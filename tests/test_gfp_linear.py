@@ -447,13 +447,6 @@ def _warm_trainer(model_dir, source, hooks=()):
     return trainer
 
 
-def _finish(trainer):
-    training = trainer.train()
-    trainer.restore_best()
-    result = trainer.evaluate_test(progress=False)
-    return training, result, [np.array(v) for v in trainer.model.weights]
-
-
 @pytest.mark.slow  # three short runs: 13-18 s on two shared cores
 def test_warm_started_run_resumed_after_epoch_one_is_exact(
     default_sigint, source, tmp_path
@@ -469,7 +462,7 @@ def test_warm_started_run_resumed_after_epoch_one_is_exact(
     assert int(interrupted.epoch.numpy()) == 1
     del interrupted
     resumed = _warm_trainer(tmp_path / "run", source)
-    after = _finish(resumed)
+    after = tiny.train_to_end(resumed)
     assert resumed.task.eszsl is None  # restored, not warm-started again
-    clean = _finish(_warm_trainer(tmp_path / "clean", source))
+    clean = tiny.train_to_end(_warm_trainer(tmp_path / "clean", source))
     tiny.assert_same_run(after, clean)

@@ -5,7 +5,6 @@ bit for bit (issue 23)."""
 import os
 import signal
 
-import numpy as np
 import pytest
 from helpers import tiny
 
@@ -68,13 +67,6 @@ def _trainer(model_dir, hooks=()):
     return trainer
 
 
-def _finish(trainer):
-    training = trainer.train()
-    trainer.restore_best()
-    result = trainer.evaluate_test(progress=False)
-    return training, result, [np.array(v) for v in trainer.model.weights]
-
-
 def test_ctrl_c_checkpoints_the_step_and_the_rerun_matches(
     default_sigint, tmp_path
 ):
@@ -89,8 +81,8 @@ def test_ctrl_c_checkpoints_the_step_and_the_rerun_matches(
     assert int(resumed.step_in_epoch.numpy()) == 3
     assert int(resumed.optimizer.iterations.numpy()) == 3
     del interrupted, resumed
-    after = _finish(_trainer(tmp_path / "run"))
-    clean = _finish(_trainer(tmp_path / "clean"))
+    after = tiny.train_to_end(_trainer(tmp_path / "run"))
+    clean = tiny.train_to_end(_trainer(tmp_path / "clean"))
     tiny.assert_same_run(after, clean)
 
 

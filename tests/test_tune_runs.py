@@ -5,6 +5,8 @@ docs/tuning.md quotes held-out figures by run name
 change meaning when the shipped RELEASE_PRESET moves on.
 """
 
+import dataclasses
+
 import pytest
 
 from epsilon_tf.config import RELEASE_PRESET, preset_configs
@@ -30,9 +32,14 @@ def test_preset_is_the_shipped_preset():
 
 
 def test_the_last_selection_is_what_ships():
-    # BUILD_NOTES: `preset_l0_groups_f0.3` was selected and shipped.
-    assert run_configs("preset_l0_groups_f0.3", SHAPE)[:2] == run_configs(
+    # Issue 22 (docs/worlds.md): `lin_eszsl`, the selection of 717ddad
+    # (`preset_l0_groups_f0.3`) with GFP's linear path from ESZSL.
+    assert run_configs("lin_eszsl", SHAPE)[:2] == run_configs(
         "preset", SHAPE)[:2]
+    before = run_configs("preset_l0_groups_f0.3", SHAPE)[0]
+    assert before.gfp_linear == "none"
+    assert dataclasses.replace(before, gfp_linear="eszsl") == run_configs(
+        "preset", SHAPE)[0]
 
 
 @pytest.mark.parametrize("name, fields", [

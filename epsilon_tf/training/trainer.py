@@ -313,6 +313,10 @@ class Trainer:
             )
             self.checkpoints.repair_best(path)
         else:
+            # Before the feature statistics and the ESZSL warm start read
+            # the data: a split that cannot train fails in one line first.
+            self.check_data()
+            self._data_checked = True
             self._fit_standardization()
         return path
 
@@ -468,7 +472,8 @@ class Trainer:
         self.restore()
         if self.is_chief:
             write_json(self.run_dir.config, to_dict(*self._configs()))
-        if int(self.epoch.numpy()) < cfg.epochs:
+        if (int(self.epoch.numpy()) < cfg.epochs
+                and not getattr(self, "_data_checked", False)):
             self.check_data()
         single = strategy_lib.worker_count(self.strategy) == 1
         try:

@@ -104,6 +104,15 @@ def train_one_epoch(source, model_dir, **model_overrides):
     return training, result, [np.array(v) for v in trainer.model.weights]
 
 
+def train_to_end(trainer):
+    """Trains, restores the best epoch and evaluates on test: the
+    (training, test metrics, weights) `assert_same_run` compares."""
+    training = trainer.train()
+    trainer.restore_best()
+    result = trainer.evaluate_test(progress=False)
+    return training, result, [np.array(v) for v in trainer.model.weights]
+
+
 def assert_same_run(first, second):
     """Two `train_one_epoch` outputs are the same, bit for bit."""
     (ta, ra, wa), (tb, rb, wb) = first, second
