@@ -113,6 +113,7 @@ class Trainer:
             None if data_config is None else recorded_data_config(data_config)
         )
         self._restored = None
+        self._data_checked = False  # `check_data` ran (fresh start)
         self._validation = None
         self.is_chief = strategy_lib.is_chief(strategy)
         self.verbose = self.train_config.verbose if self.is_chief else 0
@@ -472,8 +473,7 @@ class Trainer:
         self.restore()
         if self.is_chief:
             write_json(self.run_dir.config, to_dict(*self._configs()))
-        if (int(self.epoch.numpy()) < cfg.epochs
-                and not getattr(self, "_data_checked", False)):
+        if int(self.epoch.numpy()) < cfg.epochs and not self._data_checked:
             self.check_data()
         single = strategy_lib.worker_count(self.strategy) == 1
         try:
