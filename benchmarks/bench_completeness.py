@@ -115,8 +115,8 @@ def _train(key, name, source, args):
     )
     model_dir = os.path.join(args.work_dir, f"{name}-{key}-s{args.seed}")
     train_cfg = dataclasses.replace(
-        train_cfg, epochs=args.epochs, seed=args.seed, export=False,
-        model_dir=model_dir,
+        train_cfg, epochs=args.epochs, min_steps=0, seed=args.seed,
+        export=False, model_dir=model_dir,
     )
     train_and_evaluate(model_cfg, loss_cfg, train_cfg, source,
                        baseline=False, chance=False)

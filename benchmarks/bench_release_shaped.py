@@ -65,7 +65,8 @@ def main(argv=None):
             RELEASE_PRESET, source.feature_shape, model_overrides=RUNS[name]
         )
         train_cfg = dataclasses.replace(
-            train_cfg, epochs=args.epochs, seed=args.seed, export=False,
+            train_cfg, epochs=args.epochs, min_steps=0, seed=args.seed,
+            export=False,
             model_dir=os.path.join(args.work_dir, f"{name}-s{args.seed}"),
         )
         start = time.time()

@@ -73,7 +73,8 @@ def test_release_preset_learns_unseen_labels(member, shape, sizes, epochs,
     assert tuple(source.feature_shape) == shape
     model, loss, train = preset_configs(RELEASE_PRESET, source.feature_shape)
     train = dataclasses.replace(
-        train, model_dir=str(tmp_path / "run"), epochs=epochs, verbose=0,
+        train, model_dir=str(tmp_path / "run"), epochs=epochs, min_steps=0,
+        verbose=0,
         export=False, summary_images=0, pr_curve_labels=0,
     )
     result = train_and_evaluate(model, loss, train, source, baseline=False,

@@ -146,7 +146,8 @@ def test_release_preset_learns_unseen_concepts(tmp_path):
         {"hidden_dim": 32, "gpa_heads": 2},
     )
     train_cfg = dataclasses.replace(
-        train_cfg, model_dir=str(tmp_path / "run"), epochs=4, verbose=0,
+        train_cfg, model_dir=str(tmp_path / "run"), epochs=4, min_steps=0,
+        verbose=0,
         export=False, summary_images=0, pr_curve_labels=0,
     )
     result = train_and_evaluate(model_cfg, loss_cfg, train_cfg, source,
