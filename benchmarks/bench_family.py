@@ -42,29 +42,6 @@ _COLUMNS = (("zsl", "map"), ("zsl", "f1@3"), ("gzsl", "map"),
             ("gzsl", "f1@3"))
 
 
-def _eszsl_result(source, fraction, poolings):
-    """ESZSL restricted to `poolings`, fitted as `fit_eszsl` fits it."""
-    from epsilon_tf.baselines.eszsl import ESZSL
-    from epsilon_tf.data.pipeline import carve
-    from epsilon_tf.metrics import evaluate_scores
-
-    train = source.split("train").dataset()
-    space = source.label_space
-    model = ESZSL(select_k=source.eval_ks[0], poolings=poolings)
-    model.fit(carve(train, "train", fraction),
-              carve(train, "validation", fraction),
-              space.subset("seen").vectors)
-    scores, labels = model.score_dataset(source.split("test").dataset(),
-                                         space.vectors)
-    result = evaluate_scores(scores, labels, ks=source.eval_ks,
-                             unseen_mask=space.unseen_mask)
-    result["selected"] = {"recipe": model.pooling,
-                          "validation_f1": model.selected.val_f1,
-                          "gamma": model.selected.gamma,
-                          "lambda": model.selected.lam}
-    return result
-
-
 def _cells(result):
     return " ".join(f"{100 * result[s][m]:7.2f}" for s, m in _COLUMNS)
 
@@ -141,13 +118,14 @@ def _printed_eszsl(name, source, fraction, args):
 def _member_rows(name, source, args):
     """ESZSL (each recipe, and as printed) and every model's seeds."""
     from epsilon_tf.baselines.eszsl import POOLINGS
+    from epsilon_tf.training.run import fit_eszsl
 
     fraction = _configs("epsilon", source.feature_shape)[2]\
         .validation_fraction
     rows = {}
     for pooling in () if args.skip_recipes else POOLINGS:
         rows[f"ESZSL {pooling}"] = [
-            _eszsl_result(source, fraction, (pooling,))]
+            fit_eszsl(source, fraction, poolings=(pooling,))]
     rows["ESZSL printed"] = [_printed_eszsl(name, source, fraction, args)]
     if args.eszsl_only:
         return rows, None

@@ -23,17 +23,16 @@ import numpy as np
 import tensorflow as tf
 
 from epsilon_tf import storage
-from epsilon_tf.baselines.eszsl import ESZSL, POOLINGS
+from epsilon_tf.baselines.eszsl import POOLINGS
 from epsilon_tf.config import to_dict, write_json
 from epsilon_tf.config.train import budget_epochs
-from epsilon_tf.data.pipeline import carve
 from epsilon_tf.metrics import evaluate_scores
 from epsilon_tf.metrics.columns import markdown_table, plain_table, result_ks
 from epsilon_tf.training import run_lock, summaries
 from epsilon_tf.training import strategy as strategy_lib
 from epsilon_tf.training.hooks import ConsoleProgress, TensorBoardSummaries
 from epsilon_tf.training.run_dir import RunDir
-from epsilon_tf.training.task import Task
+from epsilon_tf.training.task import Task, fit_eszsl_model
 from epsilon_tf.training.trainer import Trainer
 
 MODEL_NAMES = {"epsilon": "Epsilon", "lesa": "LESA", "biam": "BiAM"}
@@ -179,24 +178,19 @@ def save_keras_atomically(model, path):
         raise
 
 
-def fit_eszsl(source, validation_fraction, fitted=None):
+def fit_eszsl(source, validation_fraction, fitted=None, poolings=POOLINGS):
     """ESZSL (docs/design.md §7) on the same data: ridge weights picked on the
     validation images, evaluated on the test split with the same protocol.
 
     `fitted`: an `ESZSL` already fitted this way (an Epsilon warm start's,
-    `Task.warm_start`), reused when it chose among every recipe.
+    `Task.warm_start`), reused when it chose among the same `poolings`
+    (default: every recipe, as `train.py` prints it).
     """
     space = source.label_space
-    if fitted is not None and tuple(fitted.poolings) == POOLINGS:
+    if fitted is not None and tuple(fitted.poolings) == tuple(poolings):
         baseline = fitted
     else:
-        train = source.split("train").dataset()
-        baseline = ESZSL(select_k=source.eval_ks[0])
-        baseline.fit(
-            carve(train, "train", validation_fraction),
-            carve(train, "validation", validation_fraction),
-            space.subset("seen").vectors,
-        )
+        baseline = fit_eszsl_model(source, validation_fraction, poolings)
     scores, labels = baseline.score_dataset(
         source.split("test").dataset(), space.vectors
     )

@@ -15,7 +15,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from epsilon_tf.baselines.eszsl import ESZSL, pooled_columns
+from epsilon_tf.baselines.eszsl import ESZSL, POOLINGS, pooled_columns
 from epsilon_tf.data.pipeline import carve, input_errors, make_dataset
 from epsilon_tf.losses import RankingLoss
 from epsilon_tf.models import build_model
@@ -51,6 +51,20 @@ def make_loss(loss_config, score_scale):
     the branch scores alike)."""
     return RankingLoss(branch_scale=score_scale,
                        **dataclasses.asdict(loss_config))
+
+
+def fit_eszsl_model(source, validation_fraction, poolings=POOLINGS):
+    """ESZSL fitted as every run fits it: on the training subset of
+    `source`'s training split, its recipe (among `poolings`), γ and λ
+    chosen on the validation images, never the test split."""
+    train = source.split("train").dataset()
+    baseline = ESZSL(select_k=source.eval_ks[0], poolings=poolings)
+    baseline.fit(
+        carve(train, "train", validation_fraction),
+        carve(train, "validation", validation_fraction),
+        source.label_space.subset("seen").vectors,
+    )
+    return baseline
 
 
 class Task:
@@ -178,16 +192,11 @@ class Task:
         holds; the fitted baseline is kept as `self.eszsl`.
         """
         gfp = self.model.get_layer("gfp")
-        poolings = {"avg_max": ("mean_max", "max", "mean"),
-                    "avg": ("mean",), "max": ("max",)}[gfp.pooling]
-        fraction = self.train_config.validation_fraction
-        train = self.source.split("train").dataset()
-        baseline = ESZSL(select_k=self.source.eval_ks[0], poolings=poolings)
+        poolings = {"avg_max": POOLINGS, "avg": ("mean",),
+                    "max": ("max",)}[gfp.pooling]
         with input_errors():
-            baseline.fit(
-                carve(train, "train", fraction),
-                carve(train, "validation", fraction),
-                self.label_space.subset("seen").vectors,
+            baseline = fit_eszsl_model(
+                self.source, self.train_config.validation_fraction, poolings
             )
         width = 2 * self.model_config.feature_shape[1]
         columns = pooled_columns(baseline.pooling, width)
