@@ -32,7 +32,6 @@ from epsilon_tf.config import (
 )
 from epsilon_tf.data.pipeline import carve
 from epsilon_tf.export import export_saved_model
-from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers import GlobalForwardPropagation
 from epsilon_tf.models import build_epsilon, with_labels
 from epsilon_tf.training.hooks import TrainingHook
@@ -214,13 +213,8 @@ def _release_config(**overrides):
     return ModelConfig(**kwargs)
 
 
-def _space(num_labels=9, num_seen=6, dim=4, seed=2):
-    rng = np.random.default_rng(seed)
-    return LabelSpace.from_arrays(
-        [f"label {i}" for i in range(num_labels)],
-        rng.normal(size=(num_labels, dim)).astype("float32"),
-        seen=np.arange(num_seen),
-    )
+def _space():
+    return tiny.random_label_space(9, 6, 4, 2)
 
 
 def _trained_looking_model(space, **overrides):

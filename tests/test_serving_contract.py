@@ -17,20 +17,14 @@ from epsilon_tf.export import (
     read_export_info,
     serving_module,
 )
-from epsilon_tf.labels import LabelSpace
 from epsilon_tf.layers import GlobalForwardPropagation, LabelScoring
 from epsilon_tf.models import build_epsilon, with_labels
 
 SHAPE = (16, 8)
 
 
-def _space(num_labels=10, num_seen=7, dim=12, seed=0):
-    rng = np.random.default_rng(seed)
-    return LabelSpace.from_arrays(
-        [f"label {i}" for i in range(num_labels)],
-        rng.normal(size=(num_labels, dim)).astype("float32"),
-        seen=np.arange(num_seen),
-    )
+def _space():
+    return tiny.random_label_space(10, 7, 12, 0)
 
 
 def _model(space, seed=1, **overrides):

@@ -104,6 +104,19 @@ def train_one_epoch(source, model_dir, **model_overrides):
     return training, result, [np.array(v) for v in trainer.model.weights]
 
 
+def random_label_space(num_labels, num_seen, dim, seed):
+    """A `LabelSpace` of `num_labels` normal random word vectors of width
+    `dim`, the first `num_seen` seen."""
+    from epsilon_tf.labels import LabelSpace
+
+    rng = np.random.default_rng(seed)
+    return LabelSpace.from_arrays(
+        [f"label {i}" for i in range(num_labels)],
+        rng.normal(size=(num_labels, dim)).astype("float32"),
+        seen=np.arange(num_seen),
+    )
+
+
 def train_to_end(trainer):
     """Trains, restores the best epoch and evaluates on test: the
     (training, test metrics, weights) `assert_same_run` compares."""
