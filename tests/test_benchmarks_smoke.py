@@ -72,6 +72,16 @@ def test_bench_train_step():
     assert "FLOPs per example" in out
 
 
+def test_bench_preset_step():
+    out = _run("bench_preset_step", "--shapes=49x64,5x8",
+               "--variants=shipped,gfp_only,no_label_term", "--steps=1",
+               "--rounds=2", "--warmup=1", "--num_labels=20")
+    assert out.count("feature shape ") == 2, out
+    assert re.search(r"^  shipped +[\d.]+ ms/step", out, re.MULTILINE), out
+    assert re.search(r"^  gfp_only +[\d.]+ ms/step +[\d.]+ images/s +"
+                     r"[\d.]+x shipped", out, re.MULTILINE), out
+
+
 def test_bench_experiment_runs(tmp_path):
     from helpers import tiny
 
@@ -180,3 +190,16 @@ def test_probe_release_shaped(diagnosed, smoke_dir):
     (row,) = _json_lines(out)
     assert row["run"] == "std" and [h[0] for h in row["hist"]] == [1, 2, 3]
     assert (smoke_dir / "probe" / "diag_pooled.npz").exists()
+
+
+def test_top3_release_shaped(tuned, smoke_dir):
+    out = _run("top3_release_shaped", "--runs=d128:1", "--max_train=100",
+               "--held_out=5", "--min_positives=2",
+               f"--cache_dir={smoke_dir / 'cache'}",
+               f"--work_dir={smoke_dir / 'tune'}", *_WORLD,
+               package="research")
+    rows = [line.split()[0] + " " + line.split()[1]
+            for line in out.splitlines() if line.startswith("d128 ")]
+    assert rows == ["d128 fused", "d128 GPA", "d128 GFP"], out
+    assert re.search(r"^ESZSL +[\d.]+ +[\d.]+", out, re.MULTILINE), out
+    assert (smoke_dir / "tune" / "heldout-100-0" / "eszsl_scores.npy").exists()
