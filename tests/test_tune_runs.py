@@ -77,3 +77,44 @@ def test_runs_without_a_preset_use_the_package_defaults():
     assert (model.hidden_dim, model.token_norm, loss.label_weight) == (
         128, "layer", 0.0)
     assert train == {}
+
+
+@pytest.mark.parametrize("name, model_fields, loss_fields, lr", [
+    # Session 27 (the per-image top 3): each is lin_eszsl with one change.
+    ("lin_lw0", {}, {"label_weight": 0.0}, 3e-3),
+    ("lin_lw4", {}, {"label_weight": 4.0}, 3e-3),
+    ("lin_m0.25", {}, {"margin": 0.25}, 3e-3),
+    ("lin_s10", {"score_scale": 10.0}, {}, 3e-3),
+    ("lin_f0.1", {"fusion_init": 0.1}, {}, 3e-3),
+    ("lin_lr3e-4", {}, {}, 3e-4),
+    ("lin_lr0", {}, {}, 1e-12),
+    ("lin_listwise", {}, {"form": "listwise"}, 3e-3),
+    ("lin_listwise_lw0", {}, {"form": "listwise", "label_weight": 0.0},
+     3e-3),
+    ("lin_listwise_s10", {"score_scale": 10.0}, {"form": "listwise"}, 3e-3),
+])
+def test_top3_runs_change_one_thing(name, model_fields, loss_fields, lr):
+    base_model, base_loss, _ = run_configs("lin_eszsl", SHAPE)
+    model, loss, train = run_configs(name, SHAPE)
+    assert model == dataclasses.replace(base_model, **model_fields)
+    assert loss == dataclasses.replace(base_loss, **loss_fields)
+    assert train["learning_rate"] == lr
+
+
+def test_band_picks_by_hand():
+    import numpy as np
+
+    from research.top3_release_shaped import band_picks
+
+    # 25 seen tags, tag i the (i+1)-th most frequent in training.
+    positives = np.arange(25, 0, -1)
+    scores = np.zeros((2, 25))
+    scores[0, [0, 1, 21]] = [3, 2, 1]  # picks two of rank 1-20, one after
+    scores[1, [22, 23, 24]] = [3, 2, 1]
+    labels = -np.ones((2, 25))
+    labels[0, 0] = labels[1, 22] = 1
+    rows = band_picks(scores, labels, positives)
+    assert [r[0] for r in rows] == ["1-20", "21-100", "101-400", "401+"]
+    assert rows[0][1:] == pytest.approx((2 / 6, 1 / 2))
+    assert rows[1][1:] == pytest.approx((4 / 6, 1 / 4))
+    assert rows[2][1] == 0 and np.isnan(rows[2][2])
