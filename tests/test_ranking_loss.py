@@ -50,6 +50,47 @@ def test_smooth_hand_worked():
     )
 
 
+def test_listwise_hand_worked():
+    # Softmax over each image's annotated labels (0 left out), minus the
+    # mean log-probability of its positives.
+    # Image 1: labels 0-2 annotated, positive 0 (score .5).
+    # Image 2: all four annotated, positives 2.0 and 0.0: mean of
+    #   (lse - 2) and (lse - 0) = lse - 1.
+    # Image 3: one annotated label, the positive: log 1 = 0.
+    lse1 = np.log(np.exp(0.5) + np.exp(0.2) + np.exp(1.0))
+    lse2 = np.log(np.exp(2.0) + 1.0 + np.exp(0.5) + np.exp(-1.0))
+    loss = RankingLoss(form="listwise")
+    np.testing.assert_allclose(
+        loss.call(LABELS, SCORES), [lse1 - 0.5, lse2 - 1.0, 0.0], rtol=1e-6
+    )
+    assert lse1 - 0.5 == pytest.approx(1.2207, abs=1e-4)  # log 5.5884 - .5
+    # An image without a positive contributes 0, whatever its scores.
+    none = np.array([[-1, -1, 0]], "float32")
+    assert float(loss.call(none, np.array([[5.0, -5.0, 9.0]]))[0]) == 0.0
+    # The per-label hinge term may be added to it.
+    terms = RankingLoss(form="listwise", label_weight=0.5,
+                        diversity_weight=0.0)
+    np.testing.assert_allclose(
+        terms.per_example_terms(LABELS, {"scores": SCORES})["ranking"],
+        [lse1 - 0.5 + 0.3, lse2 - 1.0 + 0.3, 0.3], rtol=1e-6,
+    )
+
+
+def test_listwise_gradient_pulls_positives_up():
+    # d/ds_k = softmax_k - [k positive] / |P| over the annotated labels;
+    # an unannotated label gets no gradient.
+    labels = tf.constant([[1.0, -1.0, 1.0, 0.0]])
+    scores = tf.constant([[0.3, 1.2, -0.4, 2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(scores)
+        value = RankingLoss(form="listwise").call(labels, scores)
+    grad = tape.gradient(value, scores).numpy()[0]
+    e = np.exp([0.3, 1.2, -0.4])
+    p = e / e.sum()
+    np.testing.assert_allclose(grad[:3], p - [0.5, 0.0, 0.5], rtol=1e-5)
+    assert grad[3] == 0.0
+
+
 def brute_force_hinge(labels, scores, margin=1.0):
     out = []
     for y, s in zip(labels, scores):
@@ -172,7 +213,8 @@ def test_label_ranking_matches_brute_force_over_images():
     assert got == pytest.approx(expected, rel=1e-5)
     clone = RankingLoss.from_config(RankingLoss(label_weight=0.7).get_config())
     assert clone.label_weight == 0.7
-    with pytest.raises(ValueError, match="`label_weight` needs form='hinge'"):
+    with pytest.raises(ValueError,
+                       match="`label_weight` needs form='hinge' or"):
         RankingLoss(form="smooth", label_weight=1.0)
     with pytest.raises(ValueError, match="`label_weight` must be >= 0"):
         RankingLoss(label_weight=-1.0)

@@ -329,8 +329,8 @@ def test_value_checks_name_the_flag():
         "--dropout must be a number in [0, 1). Received: --dropout=1.0",
         None,  # the release preset's own value (no GPA encoder block)
         "--hidden_dim (10) must be divisible by --gpa_heads (3)",
-        "--label_weight is a hinge term; it needs --loss=hinge. "
-        "Received: --loss=smooth",
+        "--label_weight is a hinge term; it needs --loss=hinge or "
+        "--loss=listwise. Received: --loss=smooth",
         "--select_metric must be one of map, p@3, r@3, f1@3, p@5, r@5, f1@5 "
         "(the validation metrics for --k). Received: --select_metric=f1@7",
         "--learning_rate must be a positive number. "

@@ -149,7 +149,7 @@ def experiment_config(values=None, given=None, presets=None):
         model_kw["gfp_pooled_norm"] = False
         model_kw["gfp_linear"] = defaults["gfp_linear"]
     loss_kw = _pick(LossConfig, values, preset, given, defaults)
-    if loss_kw["form"] != "hinge" and "label_weight" not in given:
+    if loss_kw["form"] == "smooth" and "label_weight" not in given:
         # The preset's per-label term is a hinge; a given --label_weight
         # with another loss is an error (`LossConfig`).
         loss_kw["label_weight"] = 0.0

@@ -184,7 +184,9 @@ class LossConfig:
     """The training objective (docs/design.md §2, item 6).
 
     Args:
-        form: "hinge" (LESA/BiAM ranking loss) or "smooth" (log(1+exp)).
+        form: "hinge" (LESA/BiAM ranking loss), "smooth" (log(1+exp)) or
+            "listwise" (ListNet top-one cross-entropy over each image's
+            annotated labels).
         margin: hinge margin.
         diversity_weight: lambda of the prompt-diversity regularizer
             (0 disables it).
@@ -196,15 +198,18 @@ class LossConfig:
             x sqrt(32)). 0 disables a term.
         lesa_global_margin: margin of LESA's global-attention term.
         label_weight: weight of the per-label image ranking
-            (`losses.ranking.label_ranking`) added to the ranking term;
-            hinge form only; 0 disables it.
+            (`losses.ranking.label_ranking`, a hinge) added to the ranking
+            term; hinge or listwise form; 0 disables it.
         branch_weight: weight of the same ranking objective on each
             branch's scores alone (two-branch Epsilon; deep supervision);
             0 disables it.
     """
 
     form: str = setting(
-        "hinge", "Ranking loss.", flag="loss", choices=("hinge", "smooth")
+        "hinge", "Ranking loss: hinge (LESA/BiAM's pairwise hinge), smooth "
+        "(pairwise log(1+exp)) or listwise (softmax cross-entropy over each "
+        "image's annotated labels).", flag="loss",
+        choices=("hinge", "smooth", "listwise"),
     )
     margin: float = setting(1.0, "Hinge margin.", check=NON_NEGATIVE)
     diversity_weight: float = setting(
@@ -232,7 +237,7 @@ class LossConfig:
         0.0,
         "Weight of the per-label image ranking added to the ranking loss "
         "(the batch's images ranked for each label, as mAP ranks them; "
-        "hinge loss only; 0: off).",
+        "hinge or listwise loss; 0: off).",
         check=OFF_AT_ZERO,
     )
     branch_weight: float = setting(
@@ -245,8 +250,9 @@ class LossConfig:
 
     def __post_init__(self):
         check_fields(self)
-        if self.label_weight and self.form != "hinge":
+        if self.label_weight and self.form == "smooth":
             raise SettingError(
-                "--label_weight is a hinge term; it needs --loss=hinge. "
+                "--label_weight is a hinge term; it needs --loss=hinge or "
+                "--loss=listwise. "
                 f"Received: --loss={self.form}"
             )

@@ -5,6 +5,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+FORMS = ("hinge", "smooth", "listwise")
+
 
 def hinge_ranking(labels, scores, margin=1.0):
     """Per-image LESA/BiAM hinge ranking loss, without forming all pairs.
@@ -65,6 +67,30 @@ def smooth_ranking(labels, scores):
     mask = positive[:, :, None] * negative[:, None, :]
     total = ops.sum(ops.softplus(diff) * mask, axis=(1, 2))
     return total / ops.maximum(ops.sum(mask, axis=(1, 2)), 1.0)
+
+
+def listwise_ranking(labels, scores):
+    """Per-image listwise (ListNet top-one) ranking loss.
+
+    `-(1 / |P|) sum_{p in P} log softmax(s)_p`, the softmax taken over the
+    image's annotated labels (+1 and -1; 0, unknown, is left out); 0 for
+    an image without a positive. Every positive is pulled above the whole
+    list at once, so the loss is an estimate of which labels an image
+    holds rather than a count of violated pairs: with noisy tags (missing
+    positives read as negatives) it ranks the top of each image's list as
+    a least-squares fit does, where the hinge's hardest pairs are often
+    untagged positives. Memory O(batch * K).
+    """
+    known = labels != 0
+    positive = labels > 0
+    floor = tf.constant(-1e30, scores.dtype)
+    log_norm = tf.reduce_logsumexp(
+        tf.where(known, scores, floor), axis=-1, keepdims=True
+    )
+    total = tf.reduce_sum(tf.where(positive, log_norm - scores, 0.0),
+                          axis=-1)
+    count = tf.reduce_sum(tf.cast(positive, scores.dtype), axis=-1)
+    return total / tf.maximum(count, 1.0)
 
 
 def prompt_diversity(vectors):
@@ -149,7 +175,9 @@ class RankingLoss(keras.losses.Loss):
     positive labels, n over the negative ones and V is the number of
     violating pairs (`margin + s_n - s_p > 0`); `L = 0` when V = 0.
     `form="smooth"`: `L = sum_{p, n} log(1 + exp(s_n - s_p)) / (|P| |N|)`.
-    Both are averaged over the batch (images without pairs count as 0).
+    `form="listwise"`: `L = -(1/|P|) sum_p log softmax(s)_p` over the
+    annotated labels (`listwise_ranking`).
+    Each is averaged over the batch (images without pairs count as 0).
     With `label_weight = mu > 0` the ranking term of every image adds
     `mu * label_ranking(...)`, the hinge ranking of the batch's images per
     label (see `label_ranking`; a batch-level value, the same for every
@@ -218,10 +246,9 @@ class RankingLoss(keras.losses.Loss):
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if form not in ("hinge", "smooth"):
+        if form not in FORMS:
             raise ValueError(
-                "`form` must be one of ('hinge', 'smooth'). "
-                f"Received: form={form!r}"
+                f"`form` must be one of {FORMS}. Received: form={form!r}"
             )
         if not margin > 0:
             raise ValueError(
@@ -246,9 +273,9 @@ class RankingLoss(keras.losses.Loss):
         self.lesa_global_weight = float(lesa_global_weight)
         self.lesa_span_weight = float(lesa_span_weight)
         self.lesa_global_margin = float(lesa_global_margin)
-        if label_weight and form != "hinge":
+        if label_weight and form == "smooth":
             raise ValueError(
-                "`label_weight` needs form='hinge'. Received: "
+                "`label_weight` needs form='hinge' or 'listwise'. Received: "
                 f"label_weight={label_weight!r}, form={form!r}"
             )
         self.label_weight = float(label_weight)
@@ -266,6 +293,8 @@ class RankingLoss(keras.losses.Loss):
         labels = ops.cast(y_true, scores.dtype)
         if self.form == "hinge":
             return hinge_ranking(labels, scores, self.margin)
+        if self.form == "listwise":
+            return listwise_ranking(labels, scores)
         return smooth_ranking(labels, scores)
 
     def per_example_terms(self, y_true, outputs):

@@ -65,7 +65,7 @@ _METRIC_WORDS = {
 _TRAIN_DESCRIPTIONS = {
     "loss/total": "Training loss of the step (ranking + diversity + "
     "attention), mean over the global batch.",
-    "loss/ranking": "Hinge (or smooth) ranking loss of the step.",
+    "loss/ranking": "Ranking loss of the step (hinge, smooth or listwise).",
     "loss/diversity": "Prompt-diversity regularizer of the step "
     "(lambda included).",
     "loss/attention": "LESA's attention regularizers of the step (weights "
