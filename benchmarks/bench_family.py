@@ -16,8 +16,10 @@ labels), in %.
 
 Models: `epsilon` (the release preset), `gpa` / `gfp` (the same model
 with a branch removed), `lesa`, `biam` (their presets over the release
-one), `before` (the release preset as it stood before issue 22: no
-linear path, 4 epochs: for the side-by-side time and accuracy).
+one), `hinge` (the release preset with the pairwise hinge loss it had
+before the listwise loss) and `before` (the release preset as it stood
+before issue 22: no linear path, the hinge, 4 epochs), for the
+side-by-side time and accuracy.
 
     python -m benchmarks.bench_family --eszsl_only   # ESZSL recipes only
     python -m benchmarks.bench_family --seeds=0,1,2  # hours on two cores
@@ -46,10 +48,13 @@ def _cells(result):
     return " ".join(f"{100 * result[s][m]:7.2f}" for s, m in _COLUMNS)
 
 
-MODELS = ("epsilon", "gpa", "gfp", "lesa", "biam", "before")
+MODELS = ("epsilon", "gpa", "gfp", "lesa", "biam", "hinge", "before")
 # The release preset before issue 22 (commit 8e94da7): no linear path, no
-# step budget, 4 epochs.
-BEFORE = {"gfp_linear": "none", "min_steps": 0, "epochs": 4}
+# step budget, 4 epochs, the hinge loss.
+BEFORE = {"gfp_linear": "none", "min_steps": 0, "epochs": 4,
+          "form": "hinge"}
+# The release preset before the listwise loss (b459594): the hinge.
+HINGE = {"form": "hinge"}
 
 
 def _configs(model, shape):
@@ -65,6 +70,8 @@ def _configs(model, shape):
         overrides["model"] = model
     elif model == "before":
         preset.update(BEFORE)
+    elif model == "hinge":
+        preset.update(HINGE)
     return preset_configs(preset, shape, overrides)
 
 
@@ -94,7 +101,8 @@ def _train(name, source, model, seed, epochs, args):
     )
     start = time.time()
     result = train_and_evaluate(model_cfg, loss_cfg, train_cfg, source,
-                                baseline=model in ("epsilon", "before"))
+                                baseline=model in ("epsilon", "hinge",
+                                                   "before"))
     result.setdefault("seconds", round(time.time() - start, 1))
     return result
 

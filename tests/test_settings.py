@@ -281,8 +281,10 @@ def test_presets_their_precedence_and_the_rules():
     assert out["release"]["TrainConfig"]["learning_rate"] == 3e-3
     assert out["release"]["ModelConfig"]["token_norm"] == "standardize"
     assert out["release"]["nested"]["presets"] == ["release"]
+    assert out["release"]["LossConfig"]["form"] == "listwise"
     # LESA and BiAM keep their published ranking loss, batch and lr.
     for model in ("lesa", "biam"):
+        assert out[model]["LossConfig"]["form"] == "hinge"
         assert out[model]["LossConfig"]["label_weight"] == 0.0
         assert out[model]["TrainConfig"]["batch_size"] == 32
         assert out[model]["TrainConfig"]["learning_rate"] == 1e-3
@@ -483,13 +485,17 @@ def test_presets_are_plain_dicts_in_one_module():
     assert presets.SYNTHETIC == {"hidden_dim": 128, "gpa_heads": 4,
                                  "batch_size": 64, "epochs": 10,
                                  "learning_rate": 1e-3}
+    # Their own loss, the hinge, whatever the release preset's.
     assert presets.LESA == presets.BIAM == {
-        "batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0}
+        "batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0,
+        "form": "hinge"}
     assert presets.RELEASE["label_weight"] == 2.0
-    assert len(presets.RELEASE) == 16
-    # Issue 22: GFP's linear path from ESZSL, a 300-step budget.
+    assert len(presets.RELEASE) == 17
+    # Issue 22: GFP's linear path from ESZSL, a 300-step budget; session
+    # 27: the listwise loss.
     assert presets.RELEASE["gfp_linear"] == "eszsl"
     assert presets.RELEASE["min_steps"] == 300
+    assert presets.RELEASE["form"] == "listwise"
     assert presets.QUICK_MODEL == dict(hidden_dim=16, gpa_heads=2,
                                        gfp_blocks=1, biam_channels=16,
                                        biam_heads=2)

@@ -32,14 +32,19 @@ def test_preset_is_the_shipped_preset():
 
 
 def test_the_last_selection_is_what_ships():
-    # Issue 22 (docs/worlds.md): `lin_eszsl`, the selection of 717ddad
-    # (`preset_l0_groups_f0.3`) with GFP's linear path from ESZSL.
-    assert run_configs("lin_eszsl", SHAPE)[:2] == run_configs(
+    # Session 27 (docs/worlds.md, "Why GZSL F1@3 is missed"):
+    # `lin_listwise`, issue 22's `lin_eszsl` with the listwise loss.
+    assert run_configs("lin_listwise", SHAPE)[:2] == run_configs(
         "preset", SHAPE)[:2]
+    model, loss, _ = run_configs("lin_eszsl", SHAPE)
+    assert loss.form == "hinge"
+    assert (model, dataclasses.replace(loss, form="listwise")) == \
+        run_configs("preset", SHAPE)[:2]
+    # Issue 22: `lin_eszsl`, the selection of 717ddad
+    # (`preset_l0_groups_f0.3`) with GFP's linear path from ESZSL.
     before = run_configs("preset_l0_groups_f0.3", SHAPE)[0]
     assert before.gfp_linear == "none"
-    assert dataclasses.replace(before, gfp_linear="eszsl") == run_configs(
-        "preset", SHAPE)[0]
+    assert dataclasses.replace(before, gfp_linear="eszsl") == model
 
 
 @pytest.mark.parametrize("name, fields", [
