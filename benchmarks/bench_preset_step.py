@@ -13,6 +13,7 @@ compare like with like on a shared machine:
 - `shipped`: the preset as it ships;
 - `xla`: the same step with `jit_compile=True`;
 - `bf16`: the Keras policy "mixed_bfloat16" (`--mixed_precision`);
+- `hinge`: the pairwise hinge loss in place of the listwise one;
 - `no_label_term`: the per-label ranking term off (`label_weight=0`);
 - `no_dropout`: token and attention dropout off;
 - `gpa_only` / `gfp_only`: one branch (what the other branch costs).
@@ -49,8 +50,8 @@ import tensorflow as tf  # noqa: E402
 from epsilon_tf.config import RELEASE_PRESET, preset_configs  # noqa: E402
 
 SHAPES = ("196x512", "49x2048", "197x768")
-VARIANTS = ("shipped", "xla", "bf16", "no_label_term", "no_dropout",
-            "gpa_only", "gfp_only")
+VARIANTS = ("shipped", "xla", "bf16", "hinge", "no_label_term",
+            "no_dropout", "gpa_only", "gfp_only")
 
 
 def variant_configs(name, feature_shape):
@@ -64,6 +65,8 @@ def variant_configs(name, feature_shape):
                                         overrides)
     if name == "no_label_term":
         loss = dataclasses.replace(loss, label_weight=0.0)
+    elif name == "hinge":
+        loss = dataclasses.replace(loss, form="hinge")
     policy = "mixed_bfloat16" if name == "bf16" else "float32"
     return model, loss, train, name == "xla", policy
 

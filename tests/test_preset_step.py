@@ -24,6 +24,7 @@ def _changed(a, b):
     ("shipped", set(), set(), False, "float32"),
     ("xla", set(), set(), True, "float32"),
     ("bf16", set(), set(), False, "mixed_bfloat16"),
+    ("hinge", set(), {"form"}, False, "float32"),
     ("no_label_term", set(), {"label_weight"}, False, "float32"),
     ("no_dropout", {"dropout", "token_dropout"}, set(), False, "float32"),
     # GPA alone drops the GFP settings (preset_configs), nothing else.
@@ -43,4 +44,4 @@ def test_each_variant_changes_one_thing(name, model, loss, jit, policy):
 
 
 def test_every_variant_is_listed():
-    assert len(VARIANTS) == 7 and VARIANTS[0] == "shipped"
+    assert len(VARIANTS) == 8 and VARIANTS[0] == "shipped"

@@ -74,12 +74,12 @@ def listwise_ranking(labels, scores):
 
     `-(1 / |P|) sum_{p in P} log softmax(s)_p`, the softmax taken over the
     image's annotated labels (+1 and -1; 0, unknown, is left out); 0 for
-    an image without a positive. Every positive is pulled above the whole
-    list at once, so the loss is an estimate of which labels an image
-    holds rather than a count of violated pairs: with noisy tags (missing
-    positives read as negatives) it ranks the top of each image's list as
-    a least-squares fit does, where the hinge's hardest pairs are often
-    untagged positives. Memory O(batch * K).
+    an image without a positive. Every positive is pulled up against the
+    whole list at once (the softmax estimates which labels an image
+    holds) instead of against each violating negative: with missing tags
+    read as negatives, the hinge's hardest pairs are often untagged
+    positives (docs/worlds.md, "Why GZSL F1@3 is missed"). Memory
+    O(batch * K).
     """
     known = labels != 0
     positive = labels > 0
