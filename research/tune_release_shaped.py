@@ -123,7 +123,8 @@ RUNS = {
     "preset_l0_nodrop": _on(PRESET_MU2_A01, gpa_layers=0, **_NO_DROPOUT),
     # Issue 22: a linear path in GFP (from zero, or ESZSL's closed form)
     # on the preset selected in 717ddad (the "preset before" rows of
-    # docs/worlds.md are `preset_l0_groups_f0.3`); `lin_eszsl` ships.
+    # docs/worlds.md are `preset_l0_groups_f0.3`); `lin_eszsl` shipped
+    # until session 27.
     "lin_zero": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
                     fusion_init=0.3, gfp_linear="zero"),
     "lin_eszsl": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
@@ -133,16 +134,19 @@ RUNS = {
     "lin_lw0": _on(LIN_ESZSL, loss={"label_weight": 0.0}),
     "lin_lw1": _on(LIN_ESZSL, loss={"label_weight": 1.0}),
     "lin_lr1e-3": _on(LIN_ESZSL, train={"learning_rate": 1e-3}),
-    # The cosine scores of lin_eszsl spread little (std 0.44 at scale 5),
-    # so almost every pair violates the margin of 1 and the hinge is
-    # linear: it separates mean scores, not the top of each ranking.
+    # The cosine scores of lin_eszsl spread little (sd 0.43 at scale 5):
+    # 77% of an image's pairs violate the margin of 1, so the hinge is
+    # nearly linear; a sharper hinge (these two) did worse.
     "lin_s10": _on(LIN_ESZSL, score_scale=10.0),
     "lin_m0.25": _on(LIN_ESZSL, loss={"margin": 0.25}),
     "lin_f0.1": _on(LIN_ESZSL, fusion_init=0.1),
     "lin_lr3e-4": _on(LIN_ESZSL, train={"learning_rate": 3e-4}),
+    # The model as initialized (warm start included): run it for one
+    # epoch, `--runs=lin_lr0 --epochs=1`, for top3_release_shaped.
     "lin_lr0": _on(LIN_ESZSL, train={"learning_rate": 1e-12}),
     "lin_lw4": _on(LIN_ESZSL, loss={"label_weight": 4.0}),
-    # The listwise (softmax) ranking loss, with and without the label term.
+    # The listwise (softmax) ranking loss, with and without the label term;
+    # `lin_listwise` ships since session 27.
     "lin_listwise": _on(LIN_ESZSL, loss={"form": "listwise"}),
     "lin_listwise_lw0": _on(LIN_ESZSL, loss={"form": "listwise",
                                              "label_weight": 0.0}),
