@@ -33,6 +33,7 @@ import sys
 import numpy as np
 
 from benchmarks.common import add_size_arguments, quiet_tensorflow
+from epsilon_tf.metrics.ranking_metrics import top_k_indices
 from research.common import add_work_dir_argument
 from research.tune_release_shaped import held_out_task, run_dir, task_dir
 
@@ -46,7 +47,7 @@ def band_picks(scores, labels, train_positives, k=3):
     rank = np.empty(len(train_positives), int)
     rank[np.argsort(-train_positives, kind="stable")] = np.arange(
         len(train_positives))
-    picks = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    picks = top_k_indices(scores, k)
     hits = np.take_along_axis(labels == 1, picks, axis=1)
     picked_rank = rank[picks]
     rows = []
@@ -68,7 +69,7 @@ def describe(name, scores, labels, unseen, train_positives):
 
     result = evaluate_scores(scores, labels, ks=(3,), unseen_mask=unseen)
     seen = ~unseen
-    picks = np.argsort(-scores, axis=1, kind="stable")[:, :3]
+    picks = top_k_indices(scores, 3)
     row = {
         "zsl_map": result["zsl"]["map"], "zsl_f1@3": result["zsl"]["f1@3"],
         "gzsl_map": result["gzsl"]["map"],
@@ -151,8 +152,9 @@ def main(argv=None):
     unseen = source.label_space.unseen_mask
     cache = os.path.join(task_dir(args.work_dir, args.max_train, args.seed,
                                   args.member), "eszsl_scores.npy")
+    share = (labels[:, unseen] == 1).sum() / (labels == 1).sum()
     print(f"{args.member}: {len(labels)} tune-test images; held-out tags "
-          f"are {100 * (labels[:, unseen] == 1).sum() / (labels == 1).sum():.1f}"
+          f"are {100 * share:.1f}"
           "% of the positives. Values in %; bands of training frequency "
           "(rank 1-20, 21-100, 101-400, 401+): share of the seen-only top 3,"
           " p = precision of those picks")

@@ -125,10 +125,8 @@ RUNS = {
     # on the preset selected in 717ddad (the "preset before" rows of
     # docs/worlds.md are `preset_l0_groups_f0.3`); `lin_eszsl` shipped
     # until session 27.
-    "lin_zero": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
-                    fusion_init=0.3, gfp_linear="zero"),
-    "lin_eszsl": _on(PRESET_MU2_A01, gpa_layers=0, grouping="groups",
-                     fusion_init=0.3, gfp_linear="eszsl"),
+    "lin_zero": _on(LIN_ESZSL, gfp_linear="zero"),
+    "lin_eszsl": _on(LIN_ESZSL),
     # Session 27: the per-image top-3 (F1@3) of lin_eszsl, whose seen-label
     # ranking per image trails ESZSL's on every tuning member.
     "lin_lw0": _on(LIN_ESZSL, loss={"label_weight": 0.0}),
