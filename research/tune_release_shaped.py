@@ -150,6 +150,12 @@ RUNS = {
                                              "label_weight": 0.0}),
     "lin_listwise_s10": _on(LIN_ESZSL, loss={"form": "listwise"},
                             score_scale=10.0),
+    # Session 28: the warm-started linear path's kernel rescaled to 1, 3, 5
+    # or 10 times the Glorot RMS of its shape (ESZSL's own is about 35
+    # times smaller at 196x512, so Adam's first steps overwrote it).
+    **{f"lin_listwise_g{m:g}": _on(LIN_ESZSL, loss={"form": "listwise"},
+                                   gfp_linear_scale=float(m))
+       for m in (1, 3, 5, 10)},
 }
 
 

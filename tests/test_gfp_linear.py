@@ -164,6 +164,38 @@ def test_warm_start_linear_gives_z_v(recipe, num_global):
     np.testing.assert_array_equal(got_std[other], before_std[other])
 
 
+@pytest.mark.parametrize("multiple", [1.0, 3.0])
+def test_warm_start_linear_rescaled_to_a_glorot_multiple(multiple):
+    """With `glorot_multiple` the kernel's entries have that multiple of
+    the Glorot RMS of its shape, V's direction and each image's output
+    direction are unchanged (only a positive factor)."""
+    x = _features(batch=5, seed=8)
+    gfp = _gfp(num_global=2, num_blocks=1)
+    cols = HALVES["max"]
+    rng = np.random.default_rng(9)
+    mean = rng.normal(size=CHANNELS).astype("float32")
+    std = rng.uniform(0.5, 2.0, size=CHANNELS).astype("float32")
+    v = (1e-3 * rng.normal(size=(CHANNELS, 4))).astype("float32")
+    gfp.warm_start_linear(cols, mean, std, v, glorot_multiple=multiple)
+
+    kernel = gfp.linear.kernel.numpy()
+    # Hand-worked: fan_in = the pooled width (mean and max), fan_out =
+    # 2 global vectors x 4 dims.
+    glorot = np.sqrt(2.0 / (WIDTH + 2 * 4))
+    got_rms = np.sqrt(np.mean(kernel[cols, :4] ** 2))
+    np.testing.assert_allclose(got_rms, multiple * glorot, rtol=1e-5)
+    c = got_rms / np.sqrt(np.mean(v ** 2))
+    np.testing.assert_allclose(kernel[cols, :4], c * v, rtol=1e-5)
+    np.testing.assert_allclose(kernel[cols, 4:], c * v, rtol=1e-5)
+    other = np.ones(WIDTH, bool)
+    other[cols] = False
+    assert not np.any(kernel[other])
+    z = (_pooled(x)[:, cols] - mean) / std
+    expected = np.repeat((c * (z @ v))[:, None, :], 2, axis=1)
+    np.testing.assert_allclose(gfp(x).numpy(), expected, rtol=1e-4,
+                               atol=1e-6)
+
+
 def test_warm_start_linear_needs_the_path_and_the_standardization():
     for gfp in (_gfp(linear_path=False), _gfp(pooled_norm=False)):
         with pytest.raises(ValueError, match="warm_start_linear needs"):
@@ -302,15 +334,22 @@ def test_gpa_alone_drops_the_linear_path():
     )
     assert config.model.branches == "gpa"
     assert config.model.gfp_linear == "none"
+    release_gpa = experiment_config({"dataset": "nus_like",
+                                     "branches": "gpa"}).model
+    assert (release_gpa.gfp_linear, release_gpa.gfp_linear_scale) == (
+        "none", 0.0)
+    assert experiment_config(
+        {"dataset": "nus_like"}).model.gfp_linear_scale == 3.0
     model, _, _ = preset_configs(
         {**RELEASE_PRESET, "gfp_linear": "eszsl"}, (REGIONS, CHANNELS),
         {"branches": "gpa"},
     )
     assert model.gfp_linear == "none" and not model.gfp_pooled_norm
+    assert model.gfp_linear_scale == 0.0
     both, _, _ = preset_configs(
         {**RELEASE_PRESET, "gfp_linear": "eszsl"}, (REGIONS, CHANNELS)
     )
-    assert both.gfp_linear == "eszsl"
+    assert both.gfp_linear == "eszsl" and both.gfp_linear_scale == 3.0
 
 
 # ------------------------------------------------------- the warm start
@@ -370,6 +409,31 @@ def test_warm_start_sets_gfp_to_the_fitted_eszsl(warm_task, source):
         np.argsort(-model_scores, axis=1)[:, :5],
         np.argsort(-eszsl_scores, axis=1)[:, :5],
     )
+
+
+def test_scaled_warm_start_scores_as_the_unscaled_one(warm_task, source):
+    """`gfp_linear_scale` (the release preset's) changes how large the
+    path's kernel is, never a score: the model's scores before the first
+    step equal those of the unscaled warm start."""
+    keras.utils.set_random_seed(0)
+    scaled = Task(_warm_config(num_global=2, gfp_linear_scale=3.0),
+                  LossConfig(), TrainConfig(), source.label_space,
+                  source=source)
+    scaled.build_model()
+    scaled.initialize()
+    kernel = scaled.model.get_layer("gfp").linear.kernel.numpy()
+    fan_in, fan_out = kernel.shape
+    used = kernel[np.any(kernel != 0, axis=1)]
+    np.testing.assert_allclose(
+        np.sqrt(np.mean(used ** 2)), 3.0 * np.sqrt(2.0 / (fan_in + fan_out)),
+        rtol=1e-5)
+    plain = warm_task.model.get_layer("gfp").linear.kernel.numpy()
+    assert np.sqrt(np.mean(used ** 2)) > 5 * np.sqrt(
+        np.mean(plain[np.any(plain != 0, axis=1)] ** 2))
+    x = _test_features(source)
+    np.testing.assert_allclose(
+        scaled.model(x)["global_scores"].numpy(),
+        warm_task.model(x)["global_scores"].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_warm_start_equals_a_fit_of_its_own(warm_task, source):

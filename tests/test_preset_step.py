@@ -28,8 +28,8 @@ def _changed(a, b):
     ("no_label_term", set(), {"label_weight"}, False, "float32"),
     ("no_dropout", {"dropout", "token_dropout"}, set(), False, "float32"),
     # GPA alone drops the GFP settings (preset_configs), nothing else.
-    ("gpa_only", {"branches", "gfp_linear", "gfp_input", "gfp_pooled_norm"},
-     set(), False, "float32"),
+    ("gpa_only", {"branches", "gfp_linear", "gfp_linear_scale", "gfp_input",
+                  "gfp_pooled_norm"}, set(), False, "float32"),
     ("gfp_only", {"branches"}, set(), False, "float32"),
 ])
 def test_each_variant_changes_one_thing(name, model, loss, jit, policy):

@@ -163,9 +163,10 @@ OLD_TRAIN_FLAGS = {
     "label_weight": ("1.5", "LossConfig.label_weight", 1.5),
     "branch_weight": ("0.75", "LossConfig.branch_weight", 0.75),
 }
-# The flags train.py gained (issue 21; issue 22: GFP's linear path and
-# the step budget).
-NEW_TRAIN_FLAGS = {"preset", "print_config", "gfp_linear", "min_steps"}
+# The flags train.py gained (issue 21; issue 22: GFP's linear path, the
+# step budget and the scale of the path's warm start).
+NEW_TRAIN_FLAGS = {"preset", "print_config", "gfp_linear", "min_steps",
+                   "gfp_linear_scale"}
 
 
 def _get(result, where):
@@ -387,7 +388,7 @@ FLAGFILE_CONFIGS = {
         "num_prompts": 7, "gpa_layers": 0, "gpa_heads": 4,
         "grouping": "groups", "num_global": 1, "gfp_blocks": 0,
         "gfp_input": "tokens", "gfp_pooled_norm": False, "gfp_linear": "none",
-        "branches": "gpa",
+        "gfp_linear_scale": 0.0, "branches": "gpa",
         "fusion": "learned", "fusion_init": 0.3, "fusion_temperature": False,
         "token_dropout": 0.1, "dropout": 0.1, "normalize_semantic": True,
         "score_scale": 5.0, "lesa_attentions": 10, "lesa_conv": True,
@@ -490,12 +491,14 @@ def test_presets_are_plain_dicts_in_one_module():
         "batch_size": 32, "learning_rate": 1e-3, "label_weight": 0.0,
         "form": "hinge"}
     assert presets.RELEASE["label_weight"] == 2.0
-    assert len(presets.RELEASE) == 17
+    assert len(presets.RELEASE) == 18
     # Issue 22: GFP's linear path from ESZSL, a 300-step budget; session
     # 27: the listwise loss.
     assert presets.RELEASE["gfp_linear"] == "eszsl"
     assert presets.RELEASE["min_steps"] == 300
     assert presets.RELEASE["form"] == "listwise"
+    # Session 28: the warm start at 3x the Glorot RMS.
+    assert presets.RELEASE["gfp_linear_scale"] == 3.0
     assert presets.QUICK_MODEL == dict(hidden_dim=16, gpa_heads=2,
                                        gfp_blocks=1, biam_channels=16,
                                        biam_heads=2)

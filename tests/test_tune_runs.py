@@ -32,13 +32,16 @@ def test_preset_is_the_shipped_preset():
 
 
 def test_the_last_selection_is_what_ships():
-    # Session 27 (docs/worlds.md, "Why GZSL F1@3 is missed"):
-    # `lin_listwise`, issue 22's `lin_eszsl` with the listwise loss.
-    assert run_configs("lin_listwise", SHAPE)[:2] == run_configs(
+    # Session 28 (docs/worlds.md, "The warm start, kept"):
+    # `lin_listwise_g3`, session 27's `lin_listwise` (issue 22's
+    # `lin_eszsl` with the listwise loss) with the warm start at 3x the
+    # Glorot RMS.
+    assert run_configs("lin_listwise_g3", SHAPE)[:2] == run_configs(
         "preset", SHAPE)[:2]
     model, loss, _ = run_configs("lin_eszsl", SHAPE)
-    assert loss.form == "hinge"
-    assert (model, dataclasses.replace(loss, form="listwise")) == \
+    assert loss.form == "hinge" and model.gfp_linear_scale == 0.0
+    assert (dataclasses.replace(model, gfp_linear_scale=3.0),
+            dataclasses.replace(loss, form="listwise")) == \
         run_configs("preset", SHAPE)[:2]
     # Issue 22: `lin_eszsl`, the selection of 717ddad
     # (`preset_l0_groups_f0.3`) with GFP's linear path from ESZSL.
@@ -97,6 +100,15 @@ def test_runs_without_a_preset_use_the_package_defaults():
     ("lin_listwise_lw0", {}, {"form": "listwise", "label_weight": 0.0},
      3e-3),
     ("lin_listwise_s10", {"score_scale": 10.0}, {"form": "listwise"}, 3e-3),
+    # Session 28: the linear path's warm start at a Glorot multiple.
+    ("lin_listwise_g1", {"gfp_linear_scale": 1.0}, {"form": "listwise"},
+     3e-3),
+    ("lin_listwise_g3", {"gfp_linear_scale": 3.0}, {"form": "listwise"},
+     3e-3),
+    ("lin_listwise_g5", {"gfp_linear_scale": 5.0}, {"form": "listwise"},
+     3e-3),
+    ("lin_listwise_g10", {"gfp_linear_scale": 10.0}, {"form": "listwise"},
+     3e-3),
 ])
 def test_top3_runs_change_one_thing(name, model_fields, loss_fields, lr):
     base_model, base_loss, _ = run_configs("lin_eszsl", SHAPE)

@@ -82,7 +82,8 @@ def preset_configs(preset, feature_shape, model_overrides=None):
     model_kw = {**picked[ModelConfig], **(model_overrides or {})}
     if model_kw.get("branches") == "gpa":
         # GPA alone has no GFP to configure.
-        for key in ("gfp_input", "gfp_pooled_norm", "gfp_linear"):
+        for key in ("gfp_input", "gfp_pooled_norm", "gfp_linear",
+                    "gfp_linear_scale"):
             model_kw.pop(key, None)
     return (
         ModelConfig(feature_shape=tuple(feature_shape), **model_kw),

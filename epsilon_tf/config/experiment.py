@@ -148,6 +148,7 @@ def experiment_config(values=None, given=None, presets=None):
         model_kw["gfp_input"] = defaults["gfp_input"]
         model_kw["gfp_pooled_norm"] = False
         model_kw["gfp_linear"] = defaults["gfp_linear"]
+        model_kw["gfp_linear_scale"] = defaults["gfp_linear_scale"]
     loss_kw = _pick(LossConfig, values, preset, given, defaults)
     if loss_kw["form"] == "smooth" and "label_weight" not in given:
         # The preset's per-label term is a hinge; a given --label_weight

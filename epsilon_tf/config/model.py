@@ -56,6 +56,12 @@ class ModelConfig:
             its recipe, γ and λ chosen on the validation images; the
             stack's output projection then starts at zero). Needs
             `gfp_pooled_norm`.
+        gfp_linear_scale: with `gfp_linear="eszsl"`, the RMS of the
+            warm-started path's kernel as a multiple of the Glorot RMS of
+            its shape (0: ESZSL's own scale). GFP's output is
+            L2-normalized before scoring, so this changes no score before
+            the first step; it sets how far an optimizer step moves the
+            path (see `GlobalForwardPropagation.warm_start_linear`).
         branches: "both", "gpa" (GPA only) or "gfp" (GFP only).
         fusion: "learned" or "fixed" fusion weight.
         fusion_init: initial (or fixed) fusion weight a.
@@ -117,6 +123,13 @@ class ModelConfig:
         "warm-started from ESZSL's closed form on the training images "
         "(needs --gfp_pooled_norm).",
         choices=GFP_LINEAR,
+    )
+    gfp_linear_scale: float = setting(
+        0.0,
+        "With --gfp_linear=eszsl: RMS of the warm-started linear path, in "
+        "multiples of Glorot's for its shape (0: ESZSL's own). No score "
+        "changes; it sets how far an optimizer step moves the path.",
+        check=NON_NEGATIVE,
     )
     branches: str = setting(
         "both", "Ablation: both branches, GPA only or GFP only.",

@@ -66,6 +66,11 @@ RELEASE = {
     # kept), above the hinge on every tuning member's held-out task and on
     # all four of ZSL/GZSL mAP and F1@3.
     "form": "listwise",
+    # Session 28 (docs/worlds.md, "The warm start, kept"): the linear
+    # path's ESZSL warm start at 3x the Glorot RMS of its kernel. At
+    # ESZSL's own scale (about 35x smaller at 196x512) Adam's first steps
+    # overwrote it; GFP's output is normalized, so no score changes.
+    "gfp_linear_scale": 3.0,
 }
 
 # The baselines' own training settings (LESA's global_setting.py and

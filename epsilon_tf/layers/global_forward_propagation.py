@@ -182,20 +182,30 @@ class GlobalForwardPropagation(layers.Layer):
             y = y + self.linear(pooled)
         return ops.reshape(y, (-1, self.num_global, self.embedding_dim))
 
-    def warm_start_linear(self, columns, mean, std, projection):
+    def warm_start_linear(self, columns, mean, std, projection,
+                          glorot_multiple=0.0):
         """Starts the layer at a closed-form linear solution (ESZSL's).
 
         The pooled vector's standardization takes `mean` and `std` on
         `columns`, the linear path maps those columns by `projection`
         (every global vector alike; the other columns start at zero) and
         the residual stack's output projection starts at zero, so the
-        layer's output is `z V` with `z` the standardized pooled columns.
+        layer's output is `z V` with `z` the standardized pooled columns
+        (`c z V` with `glorot_multiple`).
 
         Args:
             columns: slice of the pooled vector's columns `projection`
                 reads.
             mean, std: arrays [D], the standardization of those columns.
             projection: array [D, E], V.
+            glorot_multiple: float. When positive, V is rescaled by the
+                `c > 0` that makes the RMS of its entries this multiple of
+                the Glorot RMS `sqrt(2 / (fan_in + fan_out))` of the
+                path's kernel. The model L2-normalizes GFP's output before
+                scoring, so `c` changes no score; it sets how far an
+                optimizer step moves the path (an Adam step is about the
+                learning rate per weight, whatever the weight's size).
+                0 keeps V as given. Defaults to 0.
         """
         if self.linear is None or self.pooled_normalization is None:
             raise ValueError(
@@ -208,10 +218,14 @@ class GlobalForwardPropagation(layers.Layer):
         full_mean[columns] = mean
         full_std[columns] = std
         norm.set_statistics(full_mean, full_std)
+        projection = np.asarray(projection, np.float32)
+        rms = float(np.sqrt(np.mean(np.square(projection))))
+        if glorot_multiple > 0 and rms > 0:
+            fan_in, fan_out = self.linear.kernel.shape
+            target = glorot_multiple * np.sqrt(2.0 / (fan_in + fan_out))
+            projection = projection * np.float32(target / rms)
         kernel = np.zeros(self.linear.kernel.shape, np.float32)
-        kernel[columns] = np.tile(
-            np.asarray(projection, np.float32), (1, self.num_global)
-        )
+        kernel[columns] = np.tile(projection, (1, self.num_global))
         self.linear.kernel.assign(kernel)
         self.linear.bias.assign(np.zeros(self.linear.bias.shape, np.float32))
         for weight in self.output_projection.weights:

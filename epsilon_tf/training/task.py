@@ -202,8 +202,10 @@ class Task:
         columns = pooled_columns(baseline.pooling, width)
         if gfp.pooling != "avg_max":
             columns = slice(None)
-        gfp.warm_start_linear(columns, baseline.mean, baseline.std,
-                              baseline.projection)
+        gfp.warm_start_linear(
+            columns, baseline.mean, baseline.std, baseline.projection,
+            glorot_multiple=self.model_config.gfp_linear_scale,
+        )
         self.eszsl = baseline
         return baseline
 
