@@ -84,7 +84,8 @@ def describe(name, scores, labels, unseen, train_positives):
           f"{100 * row['zsl_f1@3']:7.2f} {100 * row['gzsl_map']:7.2f} "
           f"{100 * row['gzsl_f1@3']:7.2f} {100 * row['seen_f1@3']:7.2f} "
           f"{100 * row['unseen@3']:8.1f}  " + "  ".join(
-              f"{share * 100:4.0f}% p={precision:.3f}"
+              f"{share * 100:4.0f}% p=" + (
+                  f"{precision:.3f}" if share else "  -  ")
               for _, share, precision in row["bands"]))
     return row
 
