@@ -156,6 +156,13 @@ RUNS = {
     **{f"lin_listwise_g{m:g}": _on(LIN_ESZSL, loss={"form": "listwise"},
                                    gfp_linear_scale=float(m))
        for m in (1, 3, 5, 10)},
+    # Session 28, against the seen bias left at 3x: a softer listwise
+    # softmax (score scale 3) and a lighter per-label term (1).
+    "lin_listwise_g3_s3": _on(LIN_ESZSL, loss={"form": "listwise"},
+                              gfp_linear_scale=3.0, score_scale=3.0),
+    "lin_listwise_g3_lw1": _on(LIN_ESZSL, loss={"form": "listwise",
+                                                "label_weight": 1.0},
+                               gfp_linear_scale=3.0),
 }
 
 

@@ -109,6 +109,10 @@ def test_runs_without_a_preset_use_the_package_defaults():
      3e-3),
     ("lin_listwise_g10", {"gfp_linear_scale": 10.0}, {"form": "listwise"},
      3e-3),
+    ("lin_listwise_g3_s3", {"gfp_linear_scale": 3.0, "score_scale": 3.0},
+     {"form": "listwise"}, 3e-3),
+    ("lin_listwise_g3_lw1", {"gfp_linear_scale": 3.0},
+     {"form": "listwise", "label_weight": 1.0}, 3e-3),
 ])
 def test_top3_runs_change_one_thing(name, model_fields, loss_fields, lr):
     base_model, base_loss, _ = run_configs("lin_eszsl", SHAPE)
