@@ -58,10 +58,11 @@ class ModelConfig:
             `gfp_pooled_norm`.
         gfp_linear_scale: with `gfp_linear="eszsl"`, the RMS of the
             warm-started path's kernel as a multiple of the Glorot RMS of
-            its shape (0: ESZSL's own scale). GFP's output is
-            L2-normalized before scoring, so this changes no score before
-            the first step; it sets how far an optimizer step moves the
-            path (see `GlobalForwardPropagation.warm_start_linear`).
+            its shape (0: ESZSL's own scale). With `normalize_semantic`
+            GFP's output is L2-normalized before scoring, so this changes
+            no score before the first step; it sets how far an optimizer
+            step moves the path (see
+            `GlobalForwardPropagation.warm_start_linear`).
         branches: "both", "gpa" (GPA only) or "gfp" (GFP only).
         fusion: "learned" or "fixed" fusion weight.
         fusion_init: initial (or fixed) fusion weight a.

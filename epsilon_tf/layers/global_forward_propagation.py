@@ -201,10 +201,11 @@ class GlobalForwardPropagation(layers.Layer):
             glorot_multiple: float. When positive, V is rescaled by the
                 `c > 0` that makes the RMS of its entries this multiple of
                 the Glorot RMS `sqrt(2 / (fan_in + fan_out))` of the
-                path's kernel. The model L2-normalizes GFP's output before
-                scoring, so `c` changes no score; it sets how far an
-                optimizer step moves the path (an Adam step is about the
-                learning rate per weight, whatever the weight's size).
+                path's kernel. Epsilon L2-normalizes GFP's output before
+                scoring (`normalize_semantic`, the default), so there `c`
+                changes no score; it sets how far an optimizer step moves
+                the path (an Adam step is about the learning rate per
+                weight, whatever the weight's size).
                 0 keeps V as given. Defaults to 0.
         """
         if self.linear is None or self.pooled_normalization is None:
