@@ -61,6 +61,8 @@ HINGE = {"form": "hinge"}
 # The release preset of session 27 (f6559bd): GFP's linear path started
 # at ESZSL's own scale.
 UNSCALED = {"gfp_linear_scale": 0.0}
+# The models that are the release preset with these settings replaced.
+EARLIER_PRESETS = {"hinge": HINGE, "unscaled": UNSCALED, "before": BEFORE}
 
 
 def _configs(model, shape):
@@ -74,12 +76,8 @@ def _configs(model, shape):
     elif model in ("lesa", "biam"):
         preset.update(presets.MODEL_PRESETS[model])
         overrides["model"] = model
-    elif model == "before":
-        preset.update(BEFORE)
-    elif model == "hinge":
-        preset.update(HINGE)
-    elif model == "unscaled":
-        preset.update(UNSCALED)
+    elif model in EARLIER_PRESETS:
+        preset.update(EARLIER_PRESETS[model])
     return preset_configs(preset, shape, overrides)
 
 
@@ -109,8 +107,8 @@ def _train(name, source, model, seed, epochs, args):
     )
     start = time.time()
     result = train_and_evaluate(model_cfg, loss_cfg, train_cfg, source,
-                                baseline=model in ("epsilon", "hinge",
-                                                   "unscaled", "before"))
+                                baseline=model == "epsilon"
+                                or model in EARLIER_PRESETS)
     result.setdefault("seconds", round(time.time() - start, 1))
     return result
 

@@ -30,6 +30,7 @@ from epsilon_tf.config.experiment import (
     setting_defaults,
 )
 from epsilon_tf.config.model import (
+    GFP_SETTINGS,
     MODELS,
     TOKEN_NORMS,
     LossConfig,
@@ -82,8 +83,7 @@ def preset_configs(preset, feature_shape, model_overrides=None):
     model_kw = {**picked[ModelConfig], **(model_overrides or {})}
     if model_kw.get("branches") == "gpa":
         # GPA alone has no GFP to configure.
-        for key in ("gfp_input", "gfp_pooled_norm", "gfp_linear",
-                    "gfp_linear_scale"):
+        for key in GFP_SETTINGS:
             model_kw.pop(key, None)
     return (
         ModelConfig(feature_shape=tuple(feature_shape), **model_kw),

@@ -13,7 +13,7 @@ user gave wins, then the presets (`presets.py`), then the defaults.
 import dataclasses
 
 from epsilon_tf.config.data import DataConfig, EvalConfig, metric_columns
-from epsilon_tf.config.model import LossConfig, ModelConfig
+from epsilon_tf.config.model import GFP_SETTINGS, LossConfig, ModelConfig
 from epsilon_tf.config.presets import default_preset_names, merged
 from epsilon_tf.config.settings import SettingError, has_flag
 from epsilon_tf.config.train import (
@@ -145,10 +145,8 @@ def experiment_config(values=None, given=None, presets=None):
     model_kw = _pick(ModelConfig, values, preset, given, defaults)
     if model_kw["branches"] == "gpa" and "gfp_input" not in given:
         # GPA alone has no GFP to configure.
-        model_kw["gfp_input"] = defaults["gfp_input"]
-        model_kw["gfp_pooled_norm"] = False
-        model_kw["gfp_linear"] = defaults["gfp_linear"]
-        model_kw["gfp_linear_scale"] = defaults["gfp_linear_scale"]
+        for key in GFP_SETTINGS:
+            model_kw[key] = defaults[key]
     loss_kw = _pick(LossConfig, values, preset, given, defaults)
     if loss_kw["form"] == "smooth" and "label_weight" not in given:
         # The preset's per-label term is a hinge; a given --label_weight

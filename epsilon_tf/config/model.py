@@ -18,6 +18,11 @@ from epsilon_tf.config.settings import (
 TOKEN_NORMS = ("layer", "standardize", "none")
 MODELS = ("epsilon", "lesa", "biam")
 GFP_LINEAR = ("none", "zero", "eszsl")
+# The settings of GFP alone: a GPA-only model (`branches="gpa"`) has no
+# GFP, so the presets' values of these are dropped for it (their
+# defaults stand).
+GFP_SETTINGS = ("gfp_input", "gfp_pooled_norm", "gfp_linear",
+                "gfp_linear_scale")
 @dataclasses.dataclass
 class ModelConfig:
     """Epsilon's architecture (docs/design.md §2). Every ablation is a field.
