@@ -52,15 +52,16 @@ def _cells(result):
 
 MODELS = ("epsilon", "gpa", "gfp", "lesa", "biam", "hinge", "unscaled",
           "before")
-# The release preset before issue 22 (commit 8e94da7): no linear path, no
-# step budget, 4 epochs, the hinge loss.
-BEFORE = {"gfp_linear": "none", "min_steps": 0, "epochs": 4,
-          "form": "hinge"}
-# The release preset before the listwise loss (b459594): the hinge.
-HINGE = {"form": "hinge"}
+# Each earlier preset is the one after it with its own change undone, so
+# that it keeps its meaning when the release preset moves on.
 # The release preset of session 27 (f6559bd): GFP's linear path started
 # at ESZSL's own scale.
 UNSCALED = {"gfp_linear_scale": 0.0}
+# The release preset before the listwise loss (b459594): the hinge.
+HINGE = {**UNSCALED, "form": "hinge"}
+# The release preset before issue 22 (commit 8e94da7): no linear path, no
+# step budget, 4 epochs, the hinge loss.
+BEFORE = {**HINGE, "gfp_linear": "none", "min_steps": 0, "epochs": 4}
 # The models that are the release preset with these settings replaced.
 EARLIER_PRESETS = {"hinge": HINGE, "unscaled": UNSCALED, "before": BEFORE}
 

@@ -246,3 +246,26 @@ def test_bench_family_smoke(tmp_path):
     assert out.count("Epsilon / ESZSL printed: ZSL map") == 2
     assert out.count("targets: ZSL mAP >= 1.25x ESZSL: ") == 2
     assert "mAPs >= gfp: " in out
+
+
+@pytest.mark.parametrize("model, expected", [
+    # Session 27's preset (f6559bd): the warm start at ESZSL's own scale.
+    ("unscaled", dict(gfp_linear="eszsl", gfp_linear_scale=0.0,
+                      form="listwise", epochs=4, min_steps=300)),
+    # b459594: also the pairwise hinge.
+    ("hinge", dict(gfp_linear="eszsl", gfp_linear_scale=0.0, form="hinge",
+                   epochs=4, min_steps=300)),
+    # 8e94da7, before issue 22: no linear path, no step budget.
+    ("before", dict(gfp_linear="none", form="hinge", epochs=4,
+                    min_steps=0)),
+])
+def test_bench_family_earlier_presets_keep_their_meaning(model, expected):
+    from benchmarks.bench_family import _configs
+
+    model_cfg, loss_cfg, train_cfg = _configs(model, (196, 512))
+    found = {k: getattr(model_cfg if hasattr(model_cfg, k) else
+                        loss_cfg if hasattr(loss_cfg, k) else train_cfg, k)
+             for k in expected}
+    assert found == expected
+    # The rest is the release preset of the time: 4 GPA heads, groups.
+    assert (model_cfg.hidden_dim, model_cfg.grouping) == (128, "groups")
