@@ -19,7 +19,8 @@ SHAPE = (196, 512)
 def test_every_run_builds_valid_configs(name):
     model, loss, train = run_configs(name, SHAPE)
     assert model.feature_shape == SHAPE
-    assert set(train) <= {"learning_rate", "batch_size", "mixed_precision"}
+    assert set(train) <= {"learning_rate", "batch_size", "mixed_precision",
+                          "weight_decay"}
 
 
 def test_preset_is_the_shipped_preset():
@@ -113,6 +114,13 @@ def test_runs_without_a_preset_use_the_package_defaults():
      {"form": "listwise"}, 3e-3),
     ("lin_listwise_g3_lw1", {"gfp_linear_scale": 3.0},
      {"form": "listwise", "label_weight": 1.0}, 3e-3),
+    ("lin_listwise_g3_drop0.3", {"gfp_linear_scale": 3.0, "dropout": 0.3,
+                                 "token_dropout": 0.2},
+     {"form": "listwise"}, 3e-3),
+    ("lin_listwise_g3_bw0.5", {"gfp_linear_scale": 3.0},
+     {"form": "listwise", "branch_weight": 0.5}, 3e-3),
+    ("lin_listwise_g3_wd0.3", {"gfp_linear_scale": 3.0},
+     {"form": "listwise"}, 3e-3),
 ])
 def test_top3_runs_change_one_thing(name, model_fields, loss_fields, lr):
     base_model, base_loss, _ = run_configs("lin_eszsl", SHAPE)
@@ -120,6 +128,8 @@ def test_top3_runs_change_one_thing(name, model_fields, loss_fields, lr):
     assert model == dataclasses.replace(base_model, **model_fields)
     assert loss == dataclasses.replace(base_loss, **loss_fields)
     assert train["learning_rate"] == lr
+    assert train.get("weight_decay") == (0.3 if name.endswith("wd0.3")
+                                         else None)
 
 
 def test_band_picks_by_hand():
@@ -139,3 +149,21 @@ def test_band_picks_by_hand():
     assert rows[0][1:] == pytest.approx((2 / 6, 1 / 2))
     assert rows[1][1:] == pytest.approx((4 / 6, 1 / 4))
     assert rows[2][1] == 0 and np.isnan(rows[2][2])
+
+
+def test_offset_sweep_by_hand():
+    import numpy as np
+
+    from research.top3_release_shaped import offset_sweep
+
+    # Two images, labels 0-2 seen, 3 held out. Each image's held-out
+    # positive sits just under its top 1 (k = 1): a small offset moves it up.
+    scores = np.array([[1.0, 0.0, 0.0, 0.8], [0.0, 1.0, 0.0, 0.9]])
+    labels = np.array([[-1, -1, -1, 1], [-1, -1, -1, 1]])
+    unseen = np.array([False, False, False, True])
+    spread = scores.std(axis=1).mean()
+    rows = offset_sweep(scores, labels, unseen, offsets=(0.0, 0.3 / spread),
+                        k=1)
+    assert rows[0][1:] == (0.0, 0.0)
+    # Raised by 0.3: 1.1 and 1.2 now top both images, both correct.
+    assert rows[1][1:] == (1.0, 1.0)
