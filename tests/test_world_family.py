@@ -267,5 +267,5 @@ def test_bench_family_earlier_presets_keep_their_meaning(model, expected):
                         loss_cfg if hasattr(loss_cfg, k) else train_cfg, k)
              for k in expected}
     assert found == expected
-    # The rest is the release preset of the time: 4 GPA heads, groups.
+    # The rest is the release preset: hidden 128, grouping over prompts.
     assert (model_cfg.hidden_dim, model_cfg.grouping) == (128, "groups")
