@@ -16,9 +16,9 @@ labels), in %.
 
 Models: `epsilon` (the release preset), `gpa` / `gfp` (the same model
 with a branch removed), `lesa`, `biam` (their presets over the release
-one), `hinge` (the release preset with the pairwise hinge loss it had
-before the listwise loss), `unscaled` (the release preset with GFP's
-linear path started at ESZSL's own scale, as before session 28) and
+one), `unscaled` (the release preset with GFP's linear path started at
+ESZSL's own scale, as before session 28), `hinge` (that preset with the
+pairwise hinge loss it had before the listwise loss) and
 `before` (the release preset as it stood
 before issue 22: no linear path, the hinge, 4 epochs), for the
 side-by-side time and accuracy.
