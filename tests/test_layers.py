@@ -1,5 +1,7 @@
 """Layer tests: NumPy re-computation, shapes, training, config, save/load."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -22,23 +24,28 @@ def randomize(layer):
 
 
 # ----------------------------------------------------------------- GPA
-@pytest.mark.parametrize("grouping", ["tokens", "groups"])
-def test_gpa_matches_numpy(grouping):
+@pytest.mark.parametrize("grouping,g", [("tokens", 3), ("groups", 3),
+                                        ("groups", 1), ("tokens", 1)])
+def test_gpa_matches_numpy(grouping, g):
+    # g = 1 with grouping over the groups: every token's softmax over one
+    # prompt is 1 (the layer sets it without Keras' size-1 softmax warning).
     x = RNG.normal(size=(2, 5, 8)).astype("float32")
     gpa = GroupPromptsAggregation(
-        num_prompts=3, embedding_dim=4, num_layers=0, grouping=grouping
+        num_prompts=g, embedding_dim=4, num_layers=0, grouping=grouping
     )
     gpa.build(x.shape)
     randomize(gpa)
-    prompts, maps = gpa(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prompts, maps = gpa(x)
 
     tokens = np.concatenate(
-        [np.broadcast_to(gpa.prompt_tokens.numpy(), (2, 3, 8)), x], axis=1
+        [np.broadcast_to(gpa.prompt_tokens.numpy(), (2, g, 8)), x], axis=1
     )
     tokens = np_layer_norm(tokens, gpa.encoded_norm)
-    q = np_dense(tokens[:, :3], gpa.query)
-    k = np_dense(tokens[:, 3:], gpa.key)
-    v = np_dense(tokens[:, 3:], gpa.value)
+    q = np_dense(tokens[:, :g], gpa.query)
+    k = np_dense(tokens[:, g:], gpa.key)
+    v = np_dense(tokens[:, g:], gpa.value)
     logits = np.einsum("bgd,bnd->bgn", q, k) / np.sqrt(8)
     if grouping == "tokens":
         a = np_softmax(logits, axis=-1)

@@ -349,7 +349,10 @@ class GroupPromptsAggregation(layers.Layer):
             assignments = ops.softmax(logits, axis=-1)
             grouped = ops.einsum("bgn,bnd->bgd", assignments, v)
         else:
-            assignments = ops.softmax(logits, axis=1)
+            # One prompt: the softmax over the prompts is exactly 1 (Keras
+            # warns about a softmax over an axis of size 1).
+            assignments = (ops.ones_like(logits) if self.num_prompts == 1
+                           else ops.softmax(logits, axis=1))
             mass = ops.sum(assignments, axis=-1, keepdims=True)
             grouped = ops.einsum("bgn,bnd->bgd", assignments, v) / (
                 mass + GROUP_MASS_EPSILON
