@@ -167,3 +167,46 @@ def test_offset_sweep_by_hand():
     assert rows[0][1:] == (0.0, 0.0)
     # Raised by 0.3: 1.1 and 1.2 now top both images, both correct.
     assert rows[1][1:] == (1.0, 1.0)
+
+
+def test_synthetic_task_holds_out_training_tags_only(tmp_path):
+    # Session 30: the synthetic world's label-held-out task, carved from its
+    # training split alone (its test split is never read).
+    import numpy as np
+
+    from epsilon_tf.data.pipeline import in_validation
+    from epsilon_tf.data.worlds.synthetic import (
+        SyntheticConfig,
+        synthetic_source,
+    )
+    from research.tune_release_shaped import held_out_task
+
+    world = synthetic_source(str(tmp_path / "cache"),
+                             SyntheticConfig(num_train=300, num_test=20),
+                             progress=False)
+    task = held_out_task(str(tmp_path / "cache"), str(tmp_path / "work"),
+                         1000, sizes=(300, 20), held_out=6, min_positives=3,
+                         member="synthetic")
+    space = task.label_space
+    assert (len(space.seen), len(space.unseen)) == (244, 6)
+    original = world.label_space.subset("seen")
+    assert sorted(space.names) == sorted(original.names)
+    by_id = {}
+    for ex in world.split("train").dataset():
+        by_id[ex["image_id"].numpy().decode()] = (
+            ex["labels"].numpy(), bool(in_validation(ex["image_id"], 0.1)))
+    column = {name: i for i, name in enumerate(original.names)}
+    order = [column[name] for name in space.names]
+    seen_ids = set()
+    for split, label_count in (("train", 244), ("test", 250)):
+        for ex in task.split(split).dataset():
+            image_id = ex["image_id"].numpy().decode()
+            labels, validation = by_id[image_id]  # a training image
+            assert validation == (split == "test")
+            np.testing.assert_array_equal(
+                ex["labels"].numpy(), labels[order][:label_count])
+            seen_ids.add(image_id)
+    assert seen_ids == set(by_id)
+    train_labels = np.stack([by_id[i][0] for i in by_id if not by_id[i][1]])
+    held = [column[name] for name in space.names[244:]]
+    assert ((train_labels[:, held] == 1).sum(0) >= 3).all()
