@@ -130,8 +130,7 @@ def settings():
     """The `ExperimentConfig` of train.py's flags.
 
     Flags left unset take the values of the presets: `--preset`, else the
-    dataset's (`presets.SYNTHETIC` for `--dataset=synthetic`,
-    `presets.RELEASE` for every other dataset) and then, with
+    dataset's (`presets.RELEASE`, for every dataset) and then, with
     `--model=lesa|biam`, the model's (`presets.LESA`, `presets.BIAM`). The
     rules are `config.experiment_config`'s.
     """

@@ -269,10 +269,19 @@ def test_base_settings_follow_the_dataset_preset():
     # 8000 * 0.9 // 64 = 112 steps per epoch.
     min_steps = RELEASE_PRESET.get("min_steps", 0)
     assert train.epochs == max(4, -(-min_steps // 112))
-    synthetic = SimpleNamespace(name="synthetic", feature_shape=(49, 64))
+    # The built-in world too, since session 30: 6,000 images, 84 steps an
+    # epoch, so 4 epochs (336 steps) already hold the 300 of min_steps.
+    synthetic_split = SimpleNamespace(example_count=lambda: 6000)
+    synthetic = SimpleNamespace(name="synthetic", feature_shape=(49, 64),
+                                split=lambda name: synthetic_split)
     model, loss, train = base_configs(options, synthetic)
     assert (model.token_norm, loss.label_weight, train.epochs) == (
-        "layer", 0.0, 4)
+        "standardize", RELEASE_PRESET["label_weight"], 4)
+    tiny_split = SimpleNamespace(example_count=lambda: 640)
+    tiny = SimpleNamespace(name="synthetic", feature_shape=(49, 64),
+                           split=lambda name: tiny_split)
+    # 640 * 0.9 // 64 = 9 steps an epoch: ceil(300 / 9) = 34 epochs.
+    assert base_configs(options, tiny)[2].epochs == -(-min_steps // 9)
     runs = {run.key: run for run in MAIN}
     base_model, base_loss, _ = base_configs(options, release)
     for key in ("lesa", "biam"):

@@ -293,13 +293,14 @@ def test_export_of_a_model_with_the_linear_path_scores_as_keras(tmp_path):
 
 # ----------------------------------------------------------- the settings
 def test_gfp_linear_without_pooled_norm_is_one_line_naming_both_flags():
-    for values in (
-        {"dataset": "synthetic", "gfp_linear": "eszsl"},
-        {"dataset": "nus_like", "gfp_linear": "zero",
-         "gfp_pooled_norm": False},
+    for values, names in (
+        # The built-in world's earlier preset pools GFP's tokens, unscaled.
+        ({"dataset": "synthetic", "gfp_linear": "eszsl"}, ("synthetic",)),
+        ({"dataset": "nus_like", "gfp_linear": "zero",
+          "gfp_pooled_norm": False}, None),
     ):
         with pytest.raises(SettingError) as error:
-            experiment_config(values)
+            experiment_config(values, presets=names)
         message = str(error.value)
         assert "\n" not in message
         assert f"--gfp_linear={values['gfp_linear']}" in message
@@ -316,7 +317,7 @@ def test_gfp_linear_without_pooled_norm_is_one_line_naming_both_flags():
 def test_train_py_reports_the_flag_error_in_one_line():
     done = subprocess.run(
         [sys.executable, str(tiny.ROOT / "train.py"), "--dataset=synthetic",
-         "--gfp_linear=eszsl", "--print_config"],
+         "--preset=synthetic", "--gfp_linear=eszsl", "--print_config"],
         capture_output=True, text=True, timeout=120, cwd=tiny.ROOT,
         env=tiny.child_env(),
     )

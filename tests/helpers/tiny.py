@@ -30,7 +30,12 @@ MODEL_FLAGS = [
     "--hidden_dim=16", "--gpa_heads=2", "--num_prompts=3",
     "--gfp_blocks=1",
 ]
+# The built-in world's preset these mechanics tests were written with
+# (`presets.SYNTHETIC`; the world trains with the release preset since
+# session 30): its dropout layers, its GFP over the tokens, the hinge
+# without the per-label term (which ranks each replica's images only).
 BASE_FLAGS = MODEL_FLAGS + [
+    "--preset=synthetic",
     "--dataset=synthetic", "--data_format=native", "--epochs=3",
     "--batch_size=32", "--warmup_steps=5", "--nobaseline", "--noexport",
     "--verbose=1",
