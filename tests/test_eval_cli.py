@@ -129,3 +129,14 @@ def test_eval_cli_writes_json_and_reports_errors_cleanly(tmp_path):
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_the_built_in_world_is_described_with_its_own_shape():
+    # The built-in world's 7x7x64 regions, not the unused --feature_shape
+    # default (196x512) that eval.py once printed for it.
+    from epsilon_tf.cli.evaluate import describe_data
+    from epsilon_tf.config import DataConfig
+
+    line = describe_data(DataConfig(dataset="synthetic", cache_dir="c"))
+    assert line == ("dataset=synthetic, built-in benchmark (cache c), "
+                    "features 49x64")

@@ -175,8 +175,14 @@ def run_data_config(mode, path, flag_config, given=()):
 def describe_data(cfg):
     """One line naming the data of a `DataConfig`."""
     parts = [f"dataset={cfg.dataset}"]
+    shape = cfg.feature_shape
     if cfg.dataset == "synthetic" and not cfg.data_dir:
+        from epsilon_tf.data.worlds.synthetic import SyntheticConfig
+
         parts.append(f"built-in benchmark (cache {cfg.cache_dir})")
+        # The world's shape (what `make_source` builds), not the unused
+        # --feature_shape.
+        shape = SyntheticConfig().feature_shape
     elif cfg.data_format == "native":
         # Its sidecar's shape and labels, not the unused flag defaults.
         return describe_native(cfg.data_dir)
@@ -187,7 +193,7 @@ def describe_data(cfg):
             parts.append(f"labels {cfg.label_dir}")
         if cfg.word_vectors:
             parts.append(f"word vectors {cfg.word_vectors}")
-    parts.append("features " + "x".join(str(v) for v in cfg.feature_shape))
+    parts.append("features " + "x".join(str(v) for v in shape))
     return ", ".join(parts)
 
 
