@@ -108,3 +108,12 @@ def test_summary_markdown_table_bolds_the_best():
         "| ESZSL (closed form) | GZSL | **100.00 ± 0.00** | 0.00 ± 0.00 | "
         "1.50 ± 0.00 | 6.25 ± 0.00 |",
     ])
+    # One seed (or one closed-form fit): the value alone, no "± 0.00".
+    one = summary(0.6, 0.0)
+    for setting in one.values():
+        for entry in setting.values():
+            entry["values"] = [entry["mean"]]
+    lines = summary_markdown_table([{"method": "Epsilon", "summary": one}],
+                                   (3,), best).splitlines()
+    assert lines[2] == ("| Epsilon | ZSL | **25.00** | **12.50** | "
+                        "**10.00** | **60.00** |")

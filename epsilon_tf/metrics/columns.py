@@ -100,13 +100,18 @@ def markdown_table(rows, ks, caption=""):
 
 
 def _summary_cell(entry, bold):
-    text = f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+    text = f"{100 * entry['mean']:.2f}"
+    if len(entry.get("values", (0, 0))) > 1:
+        # One value (one seed, or the closed form's one fit) has no spread
+        # to show: a "± 0.00" would claim one.
+        text += f" ± {100 * entry['std']:.2f}"
     return f"**{text}**" if bold else text
 
 
 def summary_markdown_table(table, ks, best):
     """Means ± std over seeds as markdown: a row per method and setting,
-    columns in the papers' order, the best of each column in bold.
+    columns in the papers' order, the best of each column in bold; an
+    entry whose `values` hold one value shows it alone.
 
     Args:
         table: list of rows `{"method", "summary", "note" (optional)}`,
