@@ -191,9 +191,10 @@ RUNS = {
     # Session 30, on the synthetic world's own task (`--member=synthetic
     # --held_out=40`), where BiAM was above Epsilon on GZSL F1@3: its own
     # preset until then (presets.SYNTHETIC, kept by name and pinned by
-    # tests/test_settings.py), then with what issue 22 brought to release-shaped
-    # data (the listwise loss, its per-label term, the warm-started linear
-    # path; the path needs GFP to read the standardized pooled features).
+    # tests/test_settings.py), then with what issue 22 brought to
+    # release-shaped data (the listwise loss, its per-label term, the
+    # warm-started linear path; the path needs GFP to read the
+    # standardized pooled features).
     "syn": _on(SYNTHETIC),
     "syn_listwise": _on(SYNTHETIC, loss={"form": "listwise"}),
     "syn_listwise_lw2": _on(SYNTHETIC, loss={"form": "listwise",
