@@ -74,6 +74,8 @@ class Experiments:
         self.base = self.jobs_plan.base
         self.runs, self.sweeps = self.jobs_plan.runs, self.jobs_plan.sweeps
         self.results = {}
+        # LESA's and BiAM's kept results and learning rates, per seed.
+        self.chosen, self.baseline_choice = {}, {}
         self.jobs, self.threads = workers.job_layout(options["jobs"])
         self.wall_seconds = 0.0
         self.summary = None
@@ -142,6 +144,7 @@ class Experiments:
                        result["seconds"], False)
         for run, seed in jobs:
             self.results.setdefault(run.key, []).append(found[run.key, seed])
+        self._choose_baseline_rates()
 
         def eszsl():
             start = time.time()
@@ -175,6 +178,48 @@ class Experiments:
                        result["seconds"], skipped)
         self.wall_seconds = time.time() - began
         return self.write_outputs()
+
+    def _choose_baseline_rates(self):
+        """For each seed, LESA's and BiAM's run at the shared or at their
+        own learning rate, whichever scores higher on validation (the
+        shared one on a tie); `self.chosen[key]` holds the kept results
+        and `self.baseline_choice[method]` what was compared."""
+        self.chosen, self.baseline_choice = {}, {}
+        for key, alternatives in self.jobs_plan.alternatives.items():
+            candidates = [self._by_key(key)] + alternatives
+            kept, record = [], []
+            for i, seed in enumerate(self.seeds):
+                scores = {
+                    run.key: self.results[run.key][i]["training"][
+                        "best_validation"]
+                    for run in candidates
+                }
+                best = max(candidates, key=lambda r: scores[r.key])
+                kept.append(self.results[best.key][i])
+                record.append({
+                    "seed": seed, "run": best.key,
+                    "learning_rate": self._learning_rate(best),
+                    "validation": {
+                        f"{self._learning_rate(r):g}": scores[r.key]
+                        for r in candidates
+                    },
+                })
+            self.chosen[key] = kept
+            self.baseline_choice[candidates[0].method] = record
+
+    def _by_key(self, key):
+        return next(run for run in self.runs if run.key == key)
+
+    def _learning_rate(self, run):
+        return dict(run.train).get(
+            "learning_rate", self.base[2].learning_rate)
+
+    def _kept_key(self, key, seed):
+        """The run directory key behind `key`'s kept result for `seed`."""
+        for entry in self.baseline_choice.get(self._by_key(key).method, ()):
+            if entry["seed"] == seed:
+                return entry["run"]
+        return key
 
     def _execute(self, todo):
         """Trains `todo` [(run, seed)], here or in `--jobs` worker
@@ -216,7 +261,7 @@ class Experiments:
 
     # ---------------------------------------------------------- outputs
     def _row(self, key, method, note=None):
-        results = self.results[key]
+        results = self.chosen.get(key, self.results[key])
         row = {"key": key, "method": method, "n": len(results),
                "summary": report.summarize(results, self.ks)}
         if note:
@@ -258,7 +303,8 @@ class Experiments:
         panels, record = [], {}
         for run in MAIN:
             model = keras.saving.load_model(
-                RunDir(self._dir(run.key, seed)).keras_model
+                RunDir(self._dir(self._kept_key(run.key, seed), seed)
+                       ).keras_model
             )
             scores, maps = best_label_maps(model, features, space)
             top = np.argsort(-scores, axis=1, kind="stable")[:, :3]
@@ -329,6 +375,7 @@ class Experiments:
             "quick": self.options["quick"],
             "std": "sample standard deviation over seeds (ddof 1)",
             "methods": main,
+            "baseline_learning_rates": self.baseline_choice,
             "best": best,
             "ablations": ablations,
             "best_ablation": best_ablation,
@@ -383,7 +430,10 @@ class Experiments:
                 "drops it with GFP.")
 
     def _timings(self):
-        groups = {"main": [r.key for r in MAIN],
+        groups = {"main": [r.key for r in MAIN] + [
+                      r.key for alternatives in
+                      self.jobs_plan.alternatives.values()
+                      for r in alternatives],
                   "ablations": [r.key for r in ABLATIONS]}
         groups["figure3_sweeps"] = sorted(
             {run.key for points in self.sweeps.values()
@@ -400,6 +450,27 @@ class Experiments:
                 sum(r["seconds"] for r in self.results[key]), 1
             )
         return timings
+
+    @staticmethod
+    def _baseline_rate_lines(p):
+        """The learning rate each baseline kept per seed, and why."""
+        choice = p["baseline_learning_rates"]
+        if not choice:
+            return []
+        metric = p["budget"]["select_metric"].replace("f1", "F1")
+        lines = []
+        for method, record in choice.items():
+            rates = " or ".join(record[0]["validation"])
+            kept = ", ".join(
+                f"seed {e['seed']}: {e['learning_rate']:g} ("
+                + " vs ".join(f"{100 * v:.2f}"
+                              for v in e["validation"].values()) + ")"
+                for e in record)
+            lines.append(
+                f"- {method}: learning rate {rates}, chosen per seed on "
+                f"validation seen-label {metric}: {kept}."
+            )
+        return lines + [""]
 
     def _markdown(self, p):
         ks = self.ks
@@ -421,6 +492,7 @@ class Experiments:
             "",
             summary_markdown_table(p["methods"], ks, p["best"]),
             "",
+            *self._baseline_rate_lines(p),
             "## Ablations of Epsilon",
             "",
             summary_markdown_table(p["ablations"], ks, p["best_ablation"]),

@@ -33,7 +33,12 @@ from epsilon_tf.config.presets import (
 )
 from epsilon_tf.data.memory_cache import cache_in_memory
 from epsilon_tf.data.sources import make_source
-from epsilon_tf.experiments.plan import MAIN, budget_epochs, plan
+from epsilon_tf.experiments.plan import (
+    MAIN,
+    baseline_alternatives,
+    budget_epochs,
+    plan,
+)
 from epsilon_tf.training.run import steps_per_epoch, train_and_evaluate
 
 
@@ -145,9 +150,14 @@ class SweepJobs:
         self.base = base_configs(options, source)
         self.runs, self.sweeps = plan(
             options["prompts"], options["regularizer_weights"],
-            self.base[0], self.base[1],
+            self.base[0], self.base[1], self.base[2].learning_rate,
         )
+        # LESA's and BiAM's runs at their own learning rate, by main key.
+        self.alternatives = baseline_alternatives(
+            self.base[2].learning_rate)
         self._by_key = {run.key: run for run in self.runs}
+        self._figure_runs = set(MAIN).union(
+            *map(set, self.alternatives.values()))
 
     def run_dir(self, key, seed=None):
         """`output_dir/runs/<key>[/seed<seed>]`."""
@@ -161,14 +171,15 @@ class SweepJobs:
         run = self._by_key[key]
         model_cfg, loss_cfg = run.configs(*self.base[:2])
         train_cfg = dataclasses.replace(
-            self.base[2], model_dir=self.run_dir(key, seed), seed=seed
+            self.base[2], model_dir=self.run_dir(key, seed), seed=seed,
+            **dict(run.train),
         )
         return RunJob(
             key=key, method=run.method, seed=seed,
             model_config=model_cfg, loss_config=loss_cfg,
             train_config=train_cfg, variant=self.options["variant"],
-            # Figure 1's models.
-            save_model=run in MAIN and seed == self.seeds[0],
+            # Figure 1's models (a baseline's run at either rate).
+            save_model=run in self._figure_runs and seed == self.seeds[0],
         )
 
 
