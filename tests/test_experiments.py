@@ -174,6 +174,9 @@ def test_baselines_keep_the_learning_rate_validation_prefers(quick):
     assert payload["budget"]["same_for_every_method"]
     assert "- LESA: learning rate 0.003 or 0.001, chosen per seed" in (
         out / "results.md").read_text()
+    for seed in (0, 1, 2):
+        assert f"] LESA, learning rate 0.001 (seed {seed}): ZSL mAP" in (
+            quick["log"])
 
 
 def test_figure1_png_and_claims(quick):

@@ -42,6 +42,14 @@ class Run:
     loss: tuple = ()
     train: tuple = ()
 
+    @property
+    def title(self):
+        """The progress lines' name: the method, and any training setting
+        of its own (a baseline's own learning rate)."""
+        return ", ".join([self.method] + [
+            f"{field.replace('_', ' ')} {value:g}"
+            for field, value in self.train])
+
     def configs(self, base_model, base_loss):
         return (
             dataclasses.replace(base_model, **dict(self.model)),

@@ -134,13 +134,13 @@ class Experiments:
         for run, seed in jobs:
             if (run.key, seed) in found:
                 index += 1
-                self._line(index, total, f"{run.method} (seed {seed})",
+                self._line(index, total, f"{run.title} (seed {seed})",
                            found[run.key, seed], 0, True)
         for run, seed, result in self._execute(todo):
             self._save(self._result_path(run.key, seed), result)
             found[run.key, seed] = result
             index += 1
-            self._line(index, total, f"{run.method} (seed {seed})", result,
+            self._line(index, total, f"{run.title} (seed {seed})", result,
                        result["seconds"], False)
         for run, seed in jobs:
             self.results.setdefault(run.key, []).append(found[run.key, seed])
