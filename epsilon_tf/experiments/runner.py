@@ -483,7 +483,11 @@ class Experiments:
             f"{p['n_labels']['gzsl']} labels; protocol `{p['protocol']}`. "
             f"Every trained method: seeds {', '.join(map(str, p['seeds']))}"
             f", {summary.budget_text(budget)}, "
-            f"learning rate {budget['learning_rate']:g}, best epoch by "
+            f"learning rate {budget['learning_rate']:g}"
+            + (" (LESA and BiAM: this or their own, chosen on validation, "
+               "below the methods table)"
+               if p["baseline_learning_rates"] else "")
+            + ", best epoch by "
             f"validation seen-label {budget['select_metric']}. Values in "
             "%, mean ± sample std over seeds; **bold** = best mean of the "
             "column within the table and setting.",
