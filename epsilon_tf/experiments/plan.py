@@ -149,11 +149,11 @@ def _sweep(name, field, values, section, base, method):
 
 
 def plan(prompts, regularizer_weights, base_model=None, base_loss=None,
-         learning_rate=None):
+         alternatives=()):
     """The runs of the experiments.
 
-    With the shared `learning_rate`, LESA's and BiAM's alternatives
-    (`baseline_alternatives`) follow the main runs.
+    `alternatives` (`Run`s: LESA's and BiAM's at their own learning rate,
+    `baseline_alternatives`) follow the main runs.
 
     Returns:
         `(runs, sweeps)`: the distinct `Run`s in order, and
@@ -171,11 +171,7 @@ def plan(prompts, regularizer_weights, base_model=None, base_loss=None,
             base_loss.diversity_weight, lambda w: f"Epsilon, lambda = {w:g}",
         ),
     }
-    runs = {run.key: run for run in MAIN}
-    if learning_rate is not None:
-        for alternatives in baseline_alternatives(learning_rate).values():
-            runs.update((run.key, run) for run in alternatives)
-    runs.update((run.key, run) for run in ABLATIONS)
+    runs = {run.key: run for run in MAIN + tuple(alternatives) + ABLATIONS}
     for points in sweeps.values():
         for _, run in points:
             runs.setdefault(run.key, run)

@@ -186,7 +186,7 @@ class Experiments:
         and `self.baseline_choice[method]` what was compared."""
         self.chosen, self.baseline_choice = {}, {}
         for key, alternatives in self.jobs_plan.alternatives.items():
-            candidates = [self._by_key(key)] + alternatives
+            candidates = [self.jobs_plan.by_key[key]] + alternatives
             kept, record = [], []
             for i, seed in enumerate(self.seeds):
                 scores = {
@@ -207,16 +207,14 @@ class Experiments:
             self.chosen[key] = kept
             self.baseline_choice[candidates[0].method] = record
 
-    def _by_key(self, key):
-        return next(run for run in self.runs if run.key == key)
-
     def _learning_rate(self, run):
         return dict(run.train).get(
             "learning_rate", self.base[2].learning_rate)
 
     def _kept_key(self, key, seed):
         """The run directory key behind `key`'s kept result for `seed`."""
-        for entry in self.baseline_choice.get(self._by_key(key).method, ()):
+        method = self.jobs_plan.by_key[key].method
+        for entry in self.baseline_choice.get(method, ()):
             if entry["seed"] == seed:
                 return entry["run"]
         return key
@@ -430,10 +428,8 @@ class Experiments:
                 "drops it with GFP.")
 
     def _timings(self):
-        groups = {"main": [r.key for r in MAIN] + [
-                      r.key for alternatives in
-                      self.jobs_plan.alternatives.values()
-                      for r in alternatives],
+        groups = {"main": [r.key for r in
+                           MAIN + self.jobs_plan.alternative_runs],
                   "ablations": [r.key for r in ABLATIONS]}
         groups["figure3_sweeps"] = sorted(
             {run.key for points in self.sweeps.values()

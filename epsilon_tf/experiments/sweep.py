@@ -148,16 +148,17 @@ class SweepJobs:
         self.out = options["output_dir"]
         self.seeds = tuple(options["seeds"])
         self.base = base_configs(options, source)
-        self.runs, self.sweeps = plan(
-            options["prompts"], options["regularizer_weights"],
-            self.base[0], self.base[1], self.base[2].learning_rate,
-        )
         # LESA's and BiAM's runs at their own learning rate, by main key.
         self.alternatives = baseline_alternatives(
             self.base[2].learning_rate)
-        self._by_key = {run.key: run for run in self.runs}
-        self._figure_runs = set(MAIN).union(
-            *map(set, self.alternatives.values()))
+        self.alternative_runs = tuple(
+            run for runs in self.alternatives.values() for run in runs)
+        self.runs, self.sweeps = plan(
+            options["prompts"], options["regularizer_weights"],
+            self.base[0], self.base[1], self.alternative_runs,
+        )
+        # Every run by its key.
+        self.by_key = {run.key: run for run in self.runs}
 
     def run_dir(self, key, seed=None):
         """`output_dir/runs/<key>[/seed<seed>]`."""
@@ -168,7 +169,7 @@ class SweepJobs:
 
     def job(self, key, seed):
         """The `RunJob` of run `key` with `seed`."""
-        run = self._by_key[key]
+        run = self.by_key[key]
         model_cfg, loss_cfg = run.configs(*self.base[:2])
         train_cfg = dataclasses.replace(
             self.base[2], model_dir=self.run_dir(key, seed), seed=seed,
@@ -179,7 +180,8 @@ class SweepJobs:
             model_config=model_cfg, loss_config=loss_cfg,
             train_config=train_cfg, variant=self.options["variant"],
             # Figure 1's models (a baseline's run at either rate).
-            save_model=run in self._figure_runs and seed == self.seeds[0],
+            save_model=(run in MAIN + self.alternative_runs
+                        and seed == self.seeds[0]),
         )
 
 
