@@ -37,9 +37,12 @@ and on a cached world's test split, as `train.py` reads native data:
     python train.py --dataset=nus_wide --data_format=native \\
         --data_dir=cache/rff/resnet_scenes --model_dir=runs/rff
 
-The ESZSL such a run prints is fitted on `phi` too (a different baseline
-from the package's linear one); docs/worlds.md compares Epsilon with the
-linear ESZSL of the original directory.
+Read a world's copy through `--data_dir` only: given as the
+`--cache_dir` of its member, the copy fails the world's check (its vectors
+are not the world's) and the world is written again over it. The ESZSL
+such a run prints is fitted on `phi` too (a different baseline from the
+package's linear one); docs/worlds.md compares Epsilon with the linear
+ESZSL of the original directory.
 """
 
 import argparse
