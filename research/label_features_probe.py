@@ -46,11 +46,12 @@ ESZSL of the original directory.
 """
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
+
+from epsilon_tf.labels import LabelSpace
 
 
 def _unit(rows):
@@ -94,16 +95,13 @@ def rff_label_vectors(vectors, seen, width=1000, length=0.5, weight=0.5,
 def copy_with_features(source, dest, **kwargs):
     """`source` (a native data directory) as `dest`, its records linked
     and its label vectors replaced by `rff_label_vectors`."""
-    with open(os.path.join(source, "label_space.json"),
-              encoding="utf-8") as f:
-        seen = json.load(f)["seen"]
-    vectors = np.load(os.path.join(source, "label_vectors.npy"))
+    space = LabelSpace.load(source)
     os.makedirs(dest, exist_ok=True)
     for name in sorted(os.listdir(source)):
         target = os.path.join(dest, name)
         if name != "label_vectors.npy" and not os.path.lexists(target):
             os.symlink(os.path.abspath(os.path.join(source, name)), target)
-    expanded = rff_label_vectors(vectors, seen, **kwargs)
+    expanded = rff_label_vectors(space.vectors, space.seen, **kwargs)
     np.save(os.path.join(dest, "label_vectors.npy"), expanded)
     return expanded
 
@@ -118,15 +116,15 @@ def main(argv=None):
     parser.add_argument("--weight", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ("label_space.json", "label_vectors.npy"):
-        if not os.path.exists(os.path.join(args.source, name)):
-            print(f"label_features_probe: error: --source={args.source}: "
-                  f"expected a native data directory holding {name}; "
-                  "found none", file=sys.stderr)
-            return 2
-    expanded = copy_with_features(
-        args.source, args.dest, width=args.width, length=args.length,
-        weight=args.weight, seed=args.seed)
+    try:
+        expanded = copy_with_features(
+            args.source, args.dest, width=args.width, length=args.length,
+            weight=args.weight, seed=args.seed)
+    except (OSError, ValueError) as e:
+        print(f"label_features_probe: error: --source={args.source}: "
+              f"expected a native data directory's label space: {e}",
+              file=sys.stderr)
+        return 2
     print(f"{args.dest}: {expanded.shape[0]} labels, word vectors "
           f"{expanded.shape[1]}-d (width {args.width}, length "
           f"{args.length:g}, weight {args.weight:g}, seed {args.seed})")
